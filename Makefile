@@ -45,8 +45,9 @@ vet: ## go vet.
 verify: generate manifests ## Regenerate everything, check gofmt/vet/kustomize, and fail on any diff.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	go vet ./...
+	go mod tidy
 	for d in config/default config/crd config/rbac config/samples; do kubectl kustomize $$d >/dev/null; done
-	git diff --exit-code -- api config
+	git diff --exit-code -- api config go.mod go.sum
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { git status --porcelain -- api config; echo "untracked generated files"; exit 1; }
 
 ##@ Build
@@ -67,4 +68,5 @@ test: controlplane ## Run every test (unit and envtest) against a real etcd + ku
 
 .PHONY: run
 run: controlplane build ## Start a local control plane, install the CRD and samples, run the manager.
-	go run ./hack/localenv --manager $(BIN)/manager
+	go build -o $(BIN)/localenv ./hack/localenv
+	$(BIN)/localenv --manager $(BIN)/manager

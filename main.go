@@ -10,13 +10,17 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/controllers"
 )
 
 var scheme = runtime.NewScheme()
@@ -34,6 +38,7 @@ func main() {
 		secureMetrics bool
 		enableHTTP2   bool
 		leaderElectNS string
+		workers       int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
@@ -46,6 +51,7 @@ func main() {
 		"Serve metrics over HTTPS, authenticated and authorized by the API server.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Allow HTTP/2 on the metrics server (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).")
+	flag.IntVar(&workers, "workers", 4, "How many tasks are reconciled at the same time.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -68,11 +74,25 @@ func main() {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "workflowtask-operator.taskops.dev",
 		LeaderElectionNamespace: leaderElectNS,
+		Cache:                   controllers.CacheOptions(),
 	})
 	if err != nil {
 		setupLog.Error(err, "Unable to create manager")
 		os.Exit(1)
 	}
+	reconciler := &controllers.WorkflowTaskReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("workflowtask-controller"),
+		Clock:     clock.RealClock{},
+	}
+	if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: workers}); err != nil {
+		setupLog.Error(err, "Unable to set up the WorkflowTask controller")
+		os.Exit(1)
+	}
+	metrics.Registry.MustRegister(controllers.NewPhaseCollector(mgr.GetCache()))
+
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		setupLog.Error(err, "Unable to set up health check")
 		os.Exit(1)

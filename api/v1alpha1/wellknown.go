@@ -1,0 +1,28 @@
+package v1alpha1
+
+// Labels the controller puts on the objects it creates for a task (Job, pods, runner identity).
+const (
+	// LabelTaskName holds the name of the task an object belongs to.
+	LabelTaskName = "workflow.taskops.dev/task-name"
+	// LabelTaskID holds the short ID of the task an object belongs to.
+	LabelTaskID = "workflow.taskops.dev/task-id"
+	// LabelManagedBy is the standard managed-by label; the controller only watches objects with
+	// ManagedByValue.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is this operator's value of LabelManagedBy.
+	ManagedByValue = "workflowtask-operator"
+)
+
+// Environment variables the controller injects into every container of a task's pod, so the
+// progress reporter (pkg/progress, cmd/workflowtask-progress) needs no configuration in a pod.
+const (
+	// EnvTaskName is the name of the task to report progress to.
+	EnvTaskName = "WORKFLOWTASK_NAME"
+	// EnvTaskNamespace is the namespace of the task.
+	EnvTaskNamespace = "WORKFLOWTASK_NAMESPACE"
+	// EnvTaskID is the task's short ID.
+	EnvTaskID = "WORKFLOWTASK_ID"
+	// EnvPodName is the pod's own name; reporters use it to name their field manager, so the
+	// pods of one task never take each other's progress entries.
+	EnvPodName = "WORKFLOWTASK_POD_NAME"
+)

@@ -1,0 +1,82 @@
+package controllers
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+)
+
+// Event reasons, for `kubectl describe workflowtask`.
+const (
+	EventJobCreated      = "JobCreated"
+	EventProcessing      = "Processing"
+	EventSuspended       = "Suspended"
+	EventResumed         = "Resumed"
+	EventCompleted       = "Completed"
+	EventFailed          = "Failed"
+	EventCanceled        = "Canceled"
+	EventProgressStalled = "ProgressStalled"
+	EventProgressResumed = "ProgressResumed"
+)
+
+// event is one event to record on a task once its status is written.
+type event struct {
+	eventType, reason, action, note string
+}
+
+// statusEvents lists the events for going from the old status to the new: Job creation, phase
+// changes, and the task stalling or moving again.
+func statusEvents(old, updated *workflowv1alpha1.WorkflowTaskStatus, obs jobObservation) []event {
+	var events []event
+	if obs.created {
+		events = append(events, event{corev1.EventTypeNormal, EventJobCreated, "CreateJob", "Created Job " + obs.job.Name})
+	}
+	readyMsg := func() string {
+		if c := meta.FindStatusCondition(updated.Conditions, workflowv1alpha1.ConditionReady); c != nil {
+			return c.Message
+		}
+		return ""
+	}
+	if old.Phase != updated.Phase {
+		switch updated.Phase {
+		case workflowv1alpha1.TaskPhaseProcessing:
+			if old.Phase == workflowv1alpha1.TaskPhaseSuspending {
+				events = append(events, event{corev1.EventTypeNormal, EventResumed, "Resume", msgResumed})
+			} else {
+				events = append(events, event{corev1.EventTypeNormal, EventProcessing, "Start", readyMsg()})
+			}
+		case workflowv1alpha1.TaskPhaseQueued:
+			if old.Phase == workflowv1alpha1.TaskPhaseSuspending {
+				events = append(events, event{corev1.EventTypeNormal, EventResumed, "Resume", msgResumed})
+			}
+		case workflowv1alpha1.TaskPhaseSuspending:
+			events = append(events, event{corev1.EventTypeNormal, EventSuspended, "Suspend", msgSuspended})
+		case workflowv1alpha1.TaskPhaseCompleted:
+			events = append(events, event{corev1.EventTypeNormal, EventCompleted, "Complete", readyMsg()})
+		case workflowv1alpha1.TaskPhaseError:
+			events = append(events, event{corev1.EventTypeWarning, EventFailed, "Fail", readyMsg()})
+		case workflowv1alpha1.TaskPhaseCanceled:
+			events = append(events, event{corev1.EventTypeNormal, EventCanceled, "Cancel", msgCanceled})
+		}
+	}
+	if updated.Phase == workflowv1alpha1.TaskPhaseProcessing {
+		wasStalled := isStalledByProgress(old)
+		switch nowStalled := isStalledByProgress(updated); {
+		case nowStalled && !wasStalled:
+			events = append(events, event{corev1.EventTypeWarning, EventProgressStalled, "DetectStall", stalledMessage(updated)})
+		case !nowStalled && wasStalled:
+			events = append(events, event{corev1.EventTypeNormal, EventProgressResumed, "DetectStall", "Progress is moving again"})
+		}
+	}
+	return events
+}
+
+func isStalledByProgress(s *workflowv1alpha1.WorkflowTaskStatus) bool {
+	c := meta.FindStatusCondition(s.Conditions, workflowv1alpha1.ConditionStalled)
+	return c != nil && c.Status == "True" && c.Reason == workflowv1alpha1.ReasonProgressDeadlineExceeded
+}
+
+func stalledMessage(s *workflowv1alpha1.WorkflowTaskStatus) string {
+	return meta.FindStatusCondition(s.Conditions, workflowv1alpha1.ConditionStalled).Message
+}

@@ -1,0 +1,75 @@
+package controllers
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
+	"github.com/taskops/workflowtask-operator/internal/testutil"
+)
+
+func TestNewJob(t *testing.T) {
+	w := testutil.MakeTask("upload-1", "ns").BackoffLimit(2).ActiveDeadlineSeconds(300).Suspend(true)
+	w.UID = "uid-1"
+	w.Spec.Template.Spec.RestartPolicy = ""
+	w.Spec.Template.Spec.ServiceAccountName = "someone-else"
+	w.Spec.Template.Labels = map[string]string{"app": "uploader"}
+	w.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "x"}}
+	w.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: workflowv1alpha1.EnvPodName, Value: "mine"}}
+	task := w.Obj()
+
+	job, err := newJob(task, testenv.Scheme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLabels := map[string]string{
+		workflowv1alpha1.LabelTaskName: "upload-1", workflowv1alpha1.LabelTaskID: workflowv1alpha1.TaskIDFromUID("uid-1"),
+		workflowv1alpha1.LabelManagedBy: workflowv1alpha1.ManagedByValue,
+	}
+	if diff := cmp.Diff(wantLabels, job.Labels); diff != "" {
+		t.Errorf("job labels (-want +got):\n%s", diff)
+	}
+	wantLabels["app"] = "uploader"
+	if diff := cmp.Diff(wantLabels, job.Spec.Template.Labels); diff != "" {
+		t.Errorf("pod labels (-want +got):\n%s", diff)
+	}
+	if job.Name != "upload-1" || job.Namespace != "ns" {
+		t.Errorf("job key = %s/%s", job.Namespace, job.Name)
+	}
+	if ref := job.OwnerReferences; len(ref) != 1 || ref[0].UID != "uid-1" || !ptr.Deref(ref[0].Controller, false) || !ptr.Deref(ref[0].BlockOwnerDeletion, false) {
+		t.Errorf("owner references = %+v", ref)
+	}
+	if *job.Spec.BackoffLimit != 2 || *job.Spec.ActiveDeadlineSeconds != 300 || !*job.Spec.Suspend {
+		t.Errorf("knobs not passed through: %+v", job.Spec)
+	}
+	pod := job.Spec.Template.Spec
+	if pod.ServiceAccountName != "upload-1-runner" || pod.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("pod runs as %q with restartPolicy %q", pod.ServiceAccountName, pod.RestartPolicy)
+	}
+	envNames := func(c corev1.Container) []string {
+		var n []string
+		for _, e := range c.Env {
+			n = append(n, e.Name)
+		}
+		return n
+	}
+	all := []string{workflowv1alpha1.EnvTaskName, workflowv1alpha1.EnvTaskID, workflowv1alpha1.EnvTaskNamespace, workflowv1alpha1.EnvPodName}
+	if diff := cmp.Diff(all, envNames(pod.InitContainers[0])); diff != "" {
+		t.Errorf("init container env (-want +got):\n%s", diff)
+	}
+	// The container's own WORKFLOWTASK_POD_NAME wins; the rest are added after it.
+	want := []string{workflowv1alpha1.EnvPodName, workflowv1alpha1.EnvTaskName, workflowv1alpha1.EnvTaskID, workflowv1alpha1.EnvTaskNamespace}
+	if diff := cmp.Diff(want, envNames(pod.Containers[0])); diff != "" {
+		t.Errorf("container env (-want +got):\n%s", diff)
+	}
+	if pod.Containers[0].Env[0].Value != "mine" {
+		t.Errorf("container's own variable overwritten: %+v", pod.Containers[0].Env[0])
+	}
+	if task.Spec.Template.Spec.ServiceAccountName != "someone-else" || len(task.Spec.Template.Spec.Containers[0].Env) != 1 {
+		t.Errorf("newJob modified the task's template")
+	}
+}

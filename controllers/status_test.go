@@ -1,0 +1,247 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/internal/testutil"
+)
+
+var t0 = time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
+
+// jobWith builds a Job for status tests.
+func jobWith(mutate ...func(*batchv1.Job)) *batchv1.Job {
+	j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "t"}, Spec: batchv1.JobSpec{Suspend: ptr.To(false)}}
+	for _, m := range mutate {
+		m(j)
+	}
+	return j
+}
+
+func withCondition(t batchv1.JobConditionType, reason, msg string) func(*batchv1.Job) {
+	return func(j *batchv1.Job) {
+		j.Status.Conditions = append(j.Status.Conditions, batchv1.JobCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: msg})
+	}
+}
+
+func withPods(active, ready int32) func(*batchv1.Job) {
+	return func(j *batchv1.Job) { j.Status.Active = active; j.Status.Ready = ptr.To(ready) }
+}
+
+type condSummary struct {
+	Type, Status, Reason string
+}
+
+func summarize(conds []metav1.Condition) []condSummary {
+	out := make([]condSummary, 0, len(conds))
+	for _, c := range conds {
+		out = append(out, condSummary{c.Type, string(c.Status), c.Reason})
+	}
+	return out
+}
+
+func TestComputeStatusPhases(t *testing.T) {
+	base := testutil.MakeTask("t", "ns")
+	base.UID = "uid-1"
+	processing := base.Clone().Phase(workflowv1alpha1.TaskPhaseProcessing)
+	processing.Status.StartTime = ptr.To(metav1.NewTime(t0))
+
+	cases := map[string]struct {
+		task       *testutil.TaskWrapper
+		obs        jobObservation
+		wantPhase  workflowv1alpha1.TaskPhase
+		wantConds  []condSummary
+		wantStart  bool
+		wantFinish bool
+	}{
+		"job just created, no pod yet": {
+			task: base, obs: jobObservation{job: jobWith(), created: true},
+			wantPhase: workflowv1alpha1.TaskPhaseQueued,
+			wantConds: []condSummary{{"Ready", "False", "Queued"}, {"Reconciling", "True", "Queued"}, {"Stalled", "False", "Queued"}},
+		},
+		"pod pending is still queued": {
+			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), obs: jobObservation{job: jobWith(withPods(1, 0))},
+			wantPhase: workflowv1alpha1.TaskPhaseQueued,
+			wantConds: []condSummary{{"Ready", "False", "Queued"}, {"Reconciling", "True", "Queued"}, {"Stalled", "False", "Queued"}},
+		},
+		"pod running": {
+			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), obs: jobObservation{job: jobWith(withPods(1, 1))},
+			wantPhase: workflowv1alpha1.TaskPhaseProcessing, wantStart: true,
+			wantConds: []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}},
+		},
+		"between pod retries a started task stays processing": {
+			task: processing, obs: jobObservation{job: jobWith(withPods(0, 0))},
+			wantPhase: workflowv1alpha1.TaskPhaseProcessing, wantStart: true,
+			wantConds: []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}},
+		},
+		"success criteria met is completed": {
+			task: processing, obs: jobObservation{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "CompletionsReached", ""))},
+			wantPhase: workflowv1alpha1.TaskPhaseCompleted, wantStart: true, wantFinish: true,
+			wantConds: []condSummary{{"Ready", "True", "Completed"}, {"Reconciling", "False", "Completed"}, {"Stalled", "False", "Completed"}},
+		},
+		"complete is completed": {
+			task: processing, obs: jobObservation{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "", ""), withCondition(batchv1.JobComplete, "", ""))},
+			wantPhase: workflowv1alpha1.TaskPhaseCompleted, wantStart: true, wantFinish: true,
+			wantConds: []condSummary{{"Ready", "True", "Completed"}, {"Reconciling", "False", "Completed"}, {"Stalled", "False", "Completed"}},
+		},
+		"failure target is error": {
+			task: processing, obs: jobObservation{job: jobWith(withCondition(batchv1.JobFailureTarget, batchv1.JobReasonBackoffLimitExceeded, "Job has reached the specified backoff limit"))},
+			wantPhase: workflowv1alpha1.TaskPhaseError, wantStart: true, wantFinish: true,
+			wantConds: []condSummary{{"Ready", "False", "JobFailed"}, {"Reconciling", "False", "JobFailed"}, {"Stalled", "True", "JobFailed"}, {"Failed", "True", "JobFailed"}},
+		},
+		"deadline exceeded is error": {
+			task: processing, obs: jobObservation{job: jobWith(withCondition(batchv1.JobFailureTarget, batchv1.JobReasonDeadlineExceeded, ""), withCondition(batchv1.JobFailed, batchv1.JobReasonDeadlineExceeded, ""))},
+			wantPhase: workflowv1alpha1.TaskPhaseError, wantStart: true, wantFinish: true,
+			wantConds: []condSummary{{"Ready", "False", "DeadlineExceeded"}, {"Reconciling", "False", "DeadlineExceeded"}, {"Stalled", "True", "DeadlineExceeded"}, {"Failed", "True", "DeadlineExceeded"}},
+		},
+		"task suspended": {
+			task: base.Clone().Suspend(true).Phase(workflowv1alpha1.TaskPhaseQueued), obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
+			wantPhase: workflowv1alpha1.TaskPhaseSuspending,
+			wantConds: []condSummary{{"Ready", "False", "Suspended"}, {"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
+		},
+		"job suspended by someone else": {
+			task: processing, obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
+			wantPhase: workflowv1alpha1.TaskPhaseSuspending, wantStart: true,
+			wantConds: []condSummary{{"Ready", "False", "Suspended"}, {"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
+		},
+		"canceled": {
+			task: processing.Clone().Cancel(true), obs: jobObservation{},
+			wantPhase: workflowv1alpha1.TaskPhaseCanceled, wantStart: true, wantFinish: true,
+			wantConds: []condSummary{{"Ready", "False", "Canceled"}, {"Reconciling", "False", "Canceled"}, {"Stalled", "False", "Canceled"}, {"Canceled", "True", "Canceled"}},
+		},
+		"job deleted while running": {
+			task: processing, obs: jobObservation{missing: true},
+			wantPhase: workflowv1alpha1.TaskPhaseError, wantStart: true, wantFinish: true,
+			wantConds: []condSummary{{"Ready", "False", "JobDeleted"}, {"Reconciling", "False", "JobDeleted"}, {"Stalled", "True", "JobDeleted"}, {"Failed", "True", "JobDeleted"}},
+		},
+		"job refused by the API server": {
+			task: base, obs: jobObservation{invalid: "spec.template.spec.containers[0].name: Required value"},
+			wantPhase: workflowv1alpha1.TaskPhaseError, wantFinish: true,
+			wantConds: []condSummary{{"Ready", "False", ReasonJobInvalid}, {"Reconciling", "False", ReasonJobInvalid}, {"Stalled", "True", ReasonJobInvalid}, {"Failed", "True", ReasonJobInvalid}},
+		},
+		"a foreign job holds the name": {
+			task: base, obs: jobObservation{conflict: "a Job named \"t\" exists and does not belong to this task"},
+			wantPhase: workflowv1alpha1.TaskPhaseError, wantFinish: true,
+			wantConds: []condSummary{{"Ready", "False", ReasonJobConflict}, {"Reconciling", "False", ReasonJobConflict}, {"Stalled", "True", ReasonJobConflict}, {"Failed", "True", ReasonJobConflict}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			task := tc.task.Obj()
+			got := computeStatus(task, tc.obs, t0.Add(time.Minute))
+			if got.Phase != tc.wantPhase {
+				t.Errorf("phase = %s, want %s", got.Phase, tc.wantPhase)
+			}
+			if diff := cmp.Diff(tc.wantConds, summarize(got.Conditions)); diff != "" {
+				t.Errorf("conditions (-want +got):\n%s", diff)
+			}
+			if (got.StartTime != nil) != tc.wantStart {
+				t.Errorf("startTime = %v, want set=%t", got.StartTime, tc.wantStart)
+			}
+			if (got.CompletionTime != nil) != tc.wantFinish {
+				t.Errorf("completionTime = %v, want set=%t", got.CompletionTime, tc.wantFinish)
+			}
+			if got.ID != workflowv1alpha1.TaskIDFromUID("uid-1") || got.ObservedGeneration != task.Generation {
+				t.Errorf("id/observedGeneration = %q/%d", got.ID, got.ObservedGeneration)
+			}
+			for _, c := range got.Conditions {
+				if c.Message == "" || c.ObservedGeneration != task.Generation {
+					t.Errorf("condition %s lacks a message or observedGeneration: %+v", c.Type, c)
+				}
+			}
+		})
+	}
+}
+
+// A finished task is terminal: whatever the Job does later (or if it vanishes), nothing moves.
+func TestComputeStatusFinishedIsTerminal(t *testing.T) {
+	task := testutil.MakeTask("t", "ns").Obj()
+	task.Status = computeStatus(task, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0)
+	for name, obs := range map[string]jobObservation{
+		"job gone":    {missing: true},
+		"job failed":  {job: jobWith(withCondition(batchv1.JobFailed, "", ""))},
+		"pods active": {job: jobWith(withPods(1, 1))},
+		"nothing":     {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			again := task.DeepCopy()
+			again.Spec.Cancel = ptr.To(true)
+			got := computeStatus(again, obs, t0.Add(time.Hour))
+			if diff := cmp.Diff(task.Status, got); diff != "" {
+				t.Errorf("finished task changed (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Recomputing an unchanged task gives the identical status: the basis of "write only when
+// changed" and of idempotent re-applies.
+func TestComputeStatusIsStable(t *testing.T) {
+	task := testutil.MakeTask("t", "ns").Progress("upload", 5, 10, t0).Obj()
+	obs := jobObservation{job: jobWith(withPods(1, 1))}
+	task.Status = computeStatus(task, obs, t0)
+	again := computeStatus(task, obs, t0.Add(30*time.Second))
+	if diff := cmp.Diff(task.Status, again); diff != "" {
+		t.Errorf("status not stable (-first +second):\n%s", diff)
+	}
+	if task.Status.ProgressSummary != "50%" {
+		t.Errorf("progressSummary = %q, want 50%%", task.Status.ProgressSummary)
+	}
+}
+
+func TestComputeStatusSuspendResume(t *testing.T) {
+	task := testutil.MakeTask("t", "ns").Suspend(true).Obj()
+	suspendedJob := jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })
+	task.Status = computeStatus(task, jobObservation{job: suspendedJob}, t0)
+	task.Spec.Suspend = ptr.To(false)
+	got := computeStatus(task, jobObservation{job: jobWith(withPods(1, 1))}, t0.Add(time.Minute))
+	want := []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}, {"Suspended", "False", "Resumed"}}
+	if diff := cmp.Diff(want, summarize(got.Conditions)); diff != "" {
+		t.Errorf("conditions after resume (-want +got):\n%s", diff)
+	}
+}
+
+func TestStatusEvents(t *testing.T) {
+	queued := testutil.MakeTask("t", "ns").Obj()
+	queued.Status = computeStatus(queued, jobObservation{job: jobWith()}, t0)
+	running := computeStatus(queued, jobObservation{job: jobWith(withPods(1, 1))}, t0)
+	runningTask := queued.DeepCopy()
+	runningTask.Status = running
+	stalled := computeStatus(runningTask, jobObservation{job: jobWith(withPods(1, 1))}, t0.Add(time.Hour))
+	done := computeStatus(runningTask, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0)
+
+	reasons := func(es []event) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.reason)
+		}
+		return out
+	}
+	cases := map[string]struct {
+		old, new *workflowv1alpha1.WorkflowTaskStatus
+		obs      jobObservation
+		want     []string
+	}{
+		"created":   {&workflowv1alpha1.WorkflowTaskStatus{}, &queued.Status, jobObservation{job: jobWith(), created: true}, []string{EventJobCreated}},
+		"started":   {&queued.Status, &running, jobObservation{}, []string{EventProcessing}},
+		"stalled":   {&running, &stalled, jobObservation{}, []string{EventProgressStalled}},
+		"unstalled": {&stalled, &running, jobObservation{}, []string{EventProgressResumed}},
+		"completed": {&running, &done, jobObservation{}, []string{EventCompleted}},
+		"no change": {&running, &running, jobObservation{}, nil},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, reasons(statusEvents(tc.old, tc.new, tc.obs)), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,117 @@
+// Package controllers reconciles WorkflowTasks into Jobs run as a per-task runner identity, and
+// keeps each task's phase and conditions true.
+package controllers
+
+import (
+	"context"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+)
+
+// minRequeueAfter floors a computed requeue delay: a deadline that has just passed is looked at
+// again shortly instead of never (a zero RequeueAfter means no requeue).
+const minRequeueAfter = 100 * time.Millisecond
+
+// WorkflowTaskReconciler turns a WorkflowTask into a Job and a runner identity, and keeps the
+// task's status (phase, conditions, times, ID) true.
+type WorkflowTaskReconciler struct {
+	client.Client
+	// APIReader reads past the cache, to confirm that a Job is really gone.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+}
+
+var _ reconcile.Reconciler = (*WorkflowTaskReconciler)(nil)
+
+// +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks/finalizers,verbs=update
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one task one step closer to what it asks for.
+func (r *WorkflowTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	task := &workflowv1alpha1.WorkflowTask{}
+	if err := r.Get(ctx, req.NamespacedName, task); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !task.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // garbage collection removes the Job and the runner identity
+	}
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("workflowtask", klog.KObj(task)))
+	now := r.Clock.Now()
+
+	if deleted, err := r.deleteIfExpired(ctx, task, now); deleted || err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.reconcileRunnerIdentity(ctx, task); err != nil {
+		return ctrl.Result{}, err
+	}
+	obs, err := r.reconcileJob(ctx, task)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	old := task.Status.DeepCopy()
+	status := computeStatus(task, obs, now)
+	if _, err := r.updateStatusIfChanged(ctx, task, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, e := range statusEvents(old, &status, obs) {
+		r.Recorder.Eventf(task, nil, e.eventType, e.reason, e.action, "%s", e.note)
+	}
+	return ctrl.Result{RequeueAfter: requeueAfter(task, now)}, nil
+}
+
+// requeueAfter is when the task next needs a look without any watch event: when a Processing
+// task would stall, or when a finished one expires. 0 means never.
+func requeueAfter(task *workflowv1alpha1.WorkflowTask, now time.Time) time.Duration {
+	if d := stallRequeueAfter(task, &task.Status, now); d > 0 {
+		return d
+	}
+	return ttlRequeueAfter(task, now)
+}
+
+// CacheOptions limits the manager's cache of the kinds the controller owns to the objects it
+// created (by label), so it does not hold every Job, ServiceAccount and Role of the cluster.
+func CacheOptions() cache.Options {
+	managed := labels.SelectorFromSet(labels.Set{workflowv1alpha1.LabelManagedBy: workflowv1alpha1.ManagedByValue})
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&batchv1.Job{}:           {Label: managed},
+		&corev1.ServiceAccount{}: {Label: managed},
+		&rbacv1.Role{}:           {Label: managed},
+		&rbacv1.RoleBinding{}:    {Label: managed},
+	}}
+}
+
+// SetupWithManager registers the controller: tasks, and the Jobs and runner objects they own.
+// Changes to a Job's status or to any owned object wake its task.
+func (r *WorkflowTaskReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		WithOptions(opts).
+		For(&workflowv1alpha1.WorkflowTask{}).
+		Owns(&batchv1.Job{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&rbacv1.Role{}).
+		Owns(&rbacv1.RoleBinding{}).
+		Complete(r)
+}

@@ -1,0 +1,106 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+)
+
+// ServiceAccountConfig returns a rest.Config that authenticates as the ServiceAccount ns/name
+// with a real token from the TokenRequest API (the same kind of token a pod gets), creating
+// the ServiceAccount when it does not exist.
+func ServiceAccountConfig(ctx context.Context, admin *rest.Config, ns, name string, audiences ...string) (*rest.Config, string, error) {
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return nil, "", fmt.Errorf("client: %w", err)
+	}
+	if err := ensureNamespace(ctx, cs, ns); err != nil {
+		return nil, "", err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, "", fmt.Errorf("creating ServiceAccount %s/%s: %w", ns, name, err)
+	}
+	token, err := Token(ctx, admin, ns, name, audiences...)
+	if err != nil {
+		return nil, "", err
+	}
+	return BearerConfig(admin, token), token, nil
+}
+
+// Token requests a token for an existing ServiceAccount (TokenRequest API, 1 hour).
+func Token(ctx context.Context, admin *rest.Config, ns, name string, audiences ...string) (string, error) {
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return "", fmt.Errorf("client: %w", err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("requesting a token for %s/%s: %w", ns, name, err)
+	}
+	return tr.Status.Token, nil
+}
+
+// BearerConfig is admin's server and CA with a bearer token instead of admin's credentials.
+func BearerConfig(admin *rest.Config, token string) *rest.Config {
+	cfg := rest.AnonymousClientConfig(admin)
+	cfg.BearerToken = token
+	return cfg
+}
+
+func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", ns, err)
+	}
+	return nil
+}
+
+// ManagerConfig returns a rest.Config for the operator that holds exactly the permissions of
+// config/rbac/role.yaml (the ClusterRole generated from the controller's markers), bound to a
+// ServiceAccount like the deployment's, so tests exercise the operator's real RBAC.
+func ManagerConfig(ctx context.Context, admin *rest.Config) (*rest.Config, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the manager role: %w", err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(raw, role); err != nil {
+		return nil, fmt.Errorf("parsing the manager role: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
+	}
+	const ns, name = "workflowtask-system", "controller-manager"
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "workflowtask-manager-rolebinding"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}},
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating ClusterRoleBinding: %w", err)
+	}
+	cfg, _, err := ServiceAccountConfig(ctx, admin, ns, name)
+	return cfg, err
+}
