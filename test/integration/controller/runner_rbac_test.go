@@ -51,8 +51,10 @@ func TestRunnerRBACBoundaries(t *testing.T) {
 			cur.Spec.Owner = "mallory"
 			return runner.Update(ctx, cur)
 		},
-		"get its own task":   func() error { return runner.Get(ctx, client.ObjectKeyFromObject(mine), &workflowv1alpha1.WorkflowTask{}) },
-		"list tasks":         func() error { return runner.List(ctx, &workflowv1alpha1.WorkflowTaskList{}, client.InNamespace(ns)) },
+		"get its own task": func() error {
+			return runner.Get(ctx, client.ObjectKeyFromObject(mine), &workflowv1alpha1.WorkflowTask{})
+		},
+		"list tasks":          func() error { return runner.List(ctx, &workflowv1alpha1.WorkflowTaskList{}, client.InNamespace(ns)) },
 		"delete its own task": func() error { return runner.Delete(ctx, mine.DeepCopy()) },
 		"widen its own role": func() error {
 			role := &rbacv1.Role{}

@@ -75,7 +75,7 @@ func TestTTLAfterFinished(t *testing.T) {
 	g := gomega.NewWithT(t)
 	g.Eventually(func() bool {
 		return apierrors.IsNotFound(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(expiring), &workflowv1alpha1.WorkflowTask{}))
-	}).WithTimeout(10 * time.Second).Should(gomega.BeTrue(), "expired task deleted")
+	}).WithTimeout(10*time.Second).Should(gomega.BeTrue(), "expired task deleted")
 	g.Consistently(func() error {
 		return k8sClient.Get(context.Background(), client.ObjectKeyFromObject(kept), &workflowv1alpha1.WorkflowTask{})
 	}).Should(gomega.Succeed(), "task without TTL kept")
