@@ -53,8 +53,9 @@ verify: generate manifests ## Regenerate everything, check gofmt/vet/kustomize, 
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager binary.
+build: ## Build the manager and the progress CLI.
 	go build -o $(BIN)/manager .
+	go build -o $(BIN)/workflowtask-progress ./cmd/workflowtask-progress
 
 .PHONY: controlplane
 controlplane: ## Build etcd and kube-apiserver from Go modules into $(KUBEBUILDER_ASSETS) (once).
@@ -65,6 +66,11 @@ controlplane: ## Build etcd and kube-apiserver from Go modules into $(KUBEBUILDE
 .PHONY: test
 test: controlplane ## Run every test (unit and envtest) against a real etcd + kube-apiserver.
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: controlplane ## Benchmarks: the reporter's hot path, and freshness through a real API server.
+	go test -run '^$$' -bench . -benchmem -cpu 1,2 ./pkg/progress
+	go test -run '^$$' -bench Freshness -benchtime 300x ./test/integration/progress
 
 .PHONY: run
 run: controlplane build ## Start a local control plane, install the CRD and samples, run the manager.

@@ -39,6 +39,7 @@ func main() {
 		enableHTTP2   bool
 		leaderElectNS string
 		workers       int
+		progressImage string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
@@ -52,6 +53,8 @@ func main() {
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Allow HTTP/2 on the metrics server (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).")
 	flag.IntVar(&workers, "workers", 4, "How many tasks are reconciled at the same time.")
+	flag.StringVar(&progressImage, "progress-image", "workflowtask-operator:dev",
+		"Image of the progress-file sidecar for tasks that do not name one (it holds /workflowtask-progress).")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -86,6 +89,8 @@ func main() {
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("workflowtask-controller"),
 		Clock:     clock.RealClock{},
+
+		ProgressImage: progressImage,
 	}
 	if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: workers}); err != nil {
 		setupLog.Error(err, "Unable to set up the WorkflowTask controller")

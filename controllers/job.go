@@ -100,7 +100,7 @@ func isCancelRequested(task *workflowv1alpha1.WorkflowTask) bool {
 }
 
 func (r *WorkflowTaskReconciler) createJob(ctx context.Context, task *workflowv1alpha1.WorkflowTask) (jobObservation, error) {
-	job, err := newJob(task, r.Scheme)
+	job, err := newJob(task, r.Scheme, r.ProgressImage)
 	if err != nil {
 		return jobObservation{}, err
 	}
@@ -152,8 +152,9 @@ func (r *WorkflowTaskReconciler) deleteJob(ctx context.Context, job *batchv1.Job
 }
 
 // newJob builds the task's Job: the task's pod template, run as the task's runner
-// ServiceAccount, with the task's identity in every container's environment.
-func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme) (*batchv1.Job, error) {
+// ServiceAccount, with the task's identity in every container's environment, and the
+// progress-file sidecar when the task asks for it.
+func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, progressImage string) (*batchv1.Job, error) {
 	labels := labelsFor(task)
 	template := *task.Spec.Template.DeepCopy()
 	template.Labels = mergeLabels(template.Labels, labels)
@@ -168,6 +169,7 @@ func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme) (*batch
 	for i := range template.Spec.Containers {
 		template.Spec.Containers[i].Env = withEnv(template.Spec.Containers[i].Env, env)
 	}
+	addProgressSidecar(task, &template.Spec, progressImage)
 
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: jobName(task), Namespace: task.Namespace, Labels: labels},

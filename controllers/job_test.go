@@ -5,10 +5,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
-	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
 
@@ -22,7 +22,7 @@ func TestNewJob(t *testing.T) {
 	w.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: workflowv1alpha1.EnvPodName, Value: "mine"}}
 	task := w.Obj()
 
-	job, err := newJob(task, testenv.Scheme)
+	job, err := newJob(task, testScheme(t), "progress:v1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,5 +71,55 @@ func TestNewJob(t *testing.T) {
 	}
 	if task.Spec.Template.Spec.ServiceAccountName != "someone-else" || len(task.Spec.Template.Spec.Containers[0].Env) != 1 {
 		t.Errorf("newJob modified the task's template")
+	}
+}
+
+func testScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := workflowv1alpha1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestNewJobWithProgressSidecar(t *testing.T) {
+	w := testutil.MakeTask("t", "ns")
+	w.Spec.ProgressSidecar = &workflowv1alpha1.ProgressSidecar{}
+	w.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: "fetch", Image: "x"}}
+	job, err := newJob(w.Obj(), testScheme(t), "registry/operator:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := job.Spec.Template.Spec
+	if len(pod.InitContainers) != 2 || pod.InitContainers[0].Name != workflowv1alpha1.ProgressSidecarName {
+		t.Fatalf("sidecar not first among init containers: %+v", pod.InitContainers)
+	}
+	sc := pod.InitContainers[0]
+	if sc.Image != "registry/operator:v1" || ptr.Deref(sc.RestartPolicy, "") != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("sidecar image %q restartPolicy %v", sc.Image, sc.RestartPolicy)
+	}
+	if diff := cmp.Diff([]string{"file", workflowv1alpha1.ProgressFile}, sc.Args); diff != "" {
+		t.Errorf("sidecar args (-want +got):\n%s", diff)
+	}
+	if len(pod.Volumes) != 1 || pod.Volumes[0].EmptyDir == nil {
+		t.Errorf("volumes = %+v", pod.Volumes)
+	}
+	for _, c := range append(append([]corev1.Container{}, pod.InitContainers...), pod.Containers...) {
+		var file string
+		for _, e := range c.Env {
+			if e.Name == workflowv1alpha1.EnvProgressFile {
+				file = e.Value
+			}
+		}
+		if file != workflowv1alpha1.ProgressFile || len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != workflowv1alpha1.ProgressDir {
+			t.Errorf("container %s: progress file %q mounts %+v", c.Name, file, c.VolumeMounts)
+		}
+	}
+
+	w.Spec.ProgressSidecar.Image = "mine:v2"
+	job, _ = newJob(w.Obj(), testScheme(t), "registry/operator:v1")
+	if got := job.Spec.Template.Spec.InitContainers[0].Image; got != "mine:v2" {
+		t.Errorf("task's own sidecar image ignored: %q", got)
 	}
 }

@@ -36,6 +36,8 @@ type WorkflowTaskReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
+	// ProgressImage runs the progress-file sidecar of tasks that do not name an image.
+	ProgressImage string
 }
 
 var _ reconcile.Reconciler = (*WorkflowTaskReconciler)(nil)

@@ -25,4 +25,16 @@ const (
 	// EnvPodName is the pod's own name; reporters use it to name their field manager, so the
 	// pods of one task never take each other's progress entries.
 	EnvPodName = "WORKFLOWTASK_POD_NAME"
+	// EnvProgressFile is the progress file a task with spec.progressSidecar appends lines to.
+	EnvProgressFile = "WORKFLOWTASK_PROGRESS_FILE"
+)
+
+// The progress-file sidecar.
+const (
+	// ProgressSidecarName is the name of the sidecar container.
+	ProgressSidecarName = "workflowtask-progress"
+	// ProgressDir is where the shared emptyDir is mounted in every container.
+	ProgressDir = "/var/run/workflowtask"
+	// ProgressFile is the file the sidecar follows: $WORKFLOWTASK_PROGRESS_FILE.
+	ProgressFile = ProgressDir + "/progress"
 )

@@ -54,6 +54,7 @@ func (p TaskPhase) IsFinished() bool {
 // as soon as the task exists, so a later change could not take effect and is refused instead.
 // +kubebuilder:validation:XValidation:rule="has(self.backoffLimit) == has(oldSelf.backoffLimit) && (!has(self.backoffLimit) || self.backoffLimit == oldSelf.backoffLimit)",message="backoffLimit is immutable",fieldPath=".backoffLimit"
 // +kubebuilder:validation:XValidation:rule="has(self.activeDeadlineSeconds) == has(oldSelf.activeDeadlineSeconds) && (!has(self.activeDeadlineSeconds) || self.activeDeadlineSeconds == oldSelf.activeDeadlineSeconds)",message="activeDeadlineSeconds is immutable",fieldPath=".activeDeadlineSeconds"
+// +kubebuilder:validation:XValidation:rule="has(self.progressSidecar) == has(oldSelf.progressSidecar) && (!has(self.progressSidecar) || self.progressSidecar == oldSelf.progressSidecar)",message="progressSidecar is immutable",fieldPath=".progressSidecar"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.cancel) || !oldSelf.cancel || (has(self.cancel) && self.cancel)",message="cancel cannot be undone: a canceled task stays canceled",fieldPath=".cancel"
 type WorkflowTaskSpec struct {
 	// type is the kind of work the task does. The well-known values are Cloudreve's task types
@@ -112,10 +113,27 @@ type WorkflowTaskSpec struct {
 	// +optional
 	Suspend *bool `json:"suspend,omitempty"`
 
+	// progressSidecar, when set, runs the progress CLI in file mode as a native sidecar (an init
+	// container with restartPolicy Always) beside the task's containers, sharing an emptyDir with
+	// them. Any program then reports progress by appending lines such as "upload_count 25/34" to
+	// the file named by $WORKFLOWTASK_PROGRESS_FILE. Immutable.
+	// +optional
+	ProgressSidecar *ProgressSidecar `json:"progressSidecar,omitempty"`
+
 	// cancel, once true, cancels the task: its Job and pods are deleted, the task is kept with its
 	// last progress and phase Canceled. It cannot be set back to false.
 	// +optional
 	Cancel *bool `json:"cancel,omitempty"`
+}
+
+// ProgressSidecar configures the progress-file sidecar.
+type ProgressSidecar struct {
+	// image is the sidecar's image; it must contain /workflowtask-progress. Defaults to the image
+	// the operator is configured with (its --progress-image flag), which is the operator's own.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image,omitempty"`
 }
 
 // ProgressEntry is the progress of one kind of work within a task, keyed by its type.

@@ -104,3 +104,22 @@ func ManagerConfig(ctx context.Context, admin *rest.Config) (*rest.Config, error
 	cfg, _, err := ServiceAccountConfig(ctx, admin, ns, name)
 	return cfg, err
 }
+
+// BoundToken requests a token for a ServiceAccount bound to a Secret: deleting the Secret
+// invalidates the token, as a pod's projected token dies with its pod.
+func BoundToken(ctx context.Context, admin *rest.Config, ns, name string, secret *corev1.Secret) (string, error) {
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return "", fmt.Errorf("client: %w", err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			ExpirationSeconds: ptr.To[int64](3600),
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: secret.Name, UID: secret.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("requesting a bound token for %s/%s: %w", ns, name, err)
+	}
+	return tr.Status.Token, nil
+}

@@ -107,6 +107,7 @@ func TestUpdateValidation(t *testing.T) {
 		"add backoffLimit":             {create: testutil.MakeTask("immutable", ns), mutate: func(t *workflowv1alpha1.WorkflowTask) { t.Spec.BackoffLimit = ptr.To[int32](1) }, wantField: "spec.backoffLimit", wantMsg: "backoffLimit is immutable"},
 		"change activeDeadlineSeconds": {mutate: func(t *workflowv1alpha1.WorkflowTask) { t.Spec.ActiveDeadlineSeconds = ptr.To[int64](1) }, wantField: "spec.activeDeadlineSeconds", wantMsg: "activeDeadlineSeconds is immutable"},
 		"remove activeDeadlineSeconds": {mutate: func(t *workflowv1alpha1.WorkflowTask) { t.Spec.ActiveDeadlineSeconds = nil }, wantField: "spec.activeDeadlineSeconds", wantMsg: "activeDeadlineSeconds is immutable"},
+		"add progressSidecar":          {mutate: func(t *workflowv1alpha1.WorkflowTask) { t.Spec.ProgressSidecar = &workflowv1alpha1.ProgressSidecar{} }, wantField: "spec.progressSidecar", wantMsg: "progressSidecar is immutable"},
 		"undo cancel":                  {create: base.Clone().Cancel(true), mutate: func(t *workflowv1alpha1.WorkflowTask) { t.Spec.Cancel = ptr.To(false) }, wantField: "spec.cancel", wantMsg: "cannot be undone"},
 		"drop cancel":                  {create: base.Clone().Cancel(true), mutate: func(t *workflowv1alpha1.WorkflowTask) { t.Spec.Cancel = nil }, wantField: "spec.cancel", wantMsg: "cannot be undone"},
 	}

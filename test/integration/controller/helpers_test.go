@@ -2,8 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,11 +24,7 @@ var nsCounter atomic.Int32
 // newNamespace creates a namespace of its own for one test.
 func newNamespace(t *testing.T) string {
 	t.Helper()
-	name := fmt.Sprintf("ctrl-%d-%s", nsCounter.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
-	if len(name) > 63 {
-		name = name[:63]
-	}
-	name = strings.TrimRight(strings.ReplaceAll(name, "_", "-"), "-")
+	name := testutil.NamespaceName("ctrl", nsCounter.Add(1), t.Name())
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)

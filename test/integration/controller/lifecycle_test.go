@@ -244,3 +244,18 @@ func patchSpec(t *testing.T, task *workflowv1alpha1.WorkflowTask, mutate func(*w
 		return k8sClient.Update(context.Background(), cur)
 	}).Should(gomega.Succeed())
 }
+
+// A task asking for the progress-file sidecar gets a Job the API server accepts, with the
+// sidecar as a native sidecar (restartPolicy Always) first among its init containers.
+func TestProgressSidecarJobIsAccepted(t *testing.T) {
+	ns := newNamespace(t)
+	w := testutil.MakeTask("with-sidecar", ns)
+	w.Spec.ProgressSidecar = &workflowv1alpha1.ProgressSidecar{Image: "registry.example/workflowtask-operator:v1"}
+	task := createTask(t, w)
+	job := waitJob(t, task)
+	init := job.Spec.Template.Spec.InitContainers
+	if len(init) != 1 || init[0].Name != workflowv1alpha1.ProgressSidecarName || ptr.Deref(init[0].RestartPolicy, "") != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("init containers = %+v", init)
+	}
+	waitPhase(t, task, workflowv1alpha1.TaskPhaseQueued)
+}

@@ -15,15 +15,11 @@ import (
 
 	"github.com/onsi/gomega"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/taskops/workflowtask-operator/controllers"
 	"github.com/taskops/workflowtask-operator/internal/testenv"
 )
 
@@ -65,45 +61,11 @@ func run(m *testing.M) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := startManager(ctx); err != nil {
+	if _, err := testenv.StartManager(ctx, adminCfg); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
-}
-
-// startManager runs the controller as main.go does, authenticated as the operator's
-// ServiceAccount bound to config/rbac/role.yaml.
-func startManager(ctx context.Context) error {
-	mgrCfg, err := testenv.ManagerConfig(ctx, adminCfg)
-	if err != nil {
-		return err
-	}
-	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
-		Scheme:                 testenv.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-	})
-	if err != nil {
-		return fmt.Errorf("creating the manager: %w", err)
-	}
-	r := &controllers.WorkflowTaskReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Recorder:  mgr.GetEventRecorder("workflowtask-controller"),
-		Clock:     clock.RealClock{},
-	}
-	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil {
-		return fmt.Errorf("setting up the controller: %w", err)
-	}
-	go func() {
-		if err := mgr.Start(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, "manager stopped:", err)
-		}
-	}()
-	return nil
 }
 
 // logSink is where the controller's logs go: stderr with -v, else nowhere (they are long).

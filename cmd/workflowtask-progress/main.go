@@ -1,0 +1,181 @@
+// Command workflowtask-progress reports a WorkflowTask's progress from a job that is not
+// written in Go. In a task's pod it needs no configuration (the controller injects the task's
+// identity and the pod runs as the task's runner).
+//
+//	workflowtask-progress set TYPE CURRENT[/TOTAL] [IDENTIFIER]   set one entry and exit
+//	workflowtask-progress add TYPE DELTA                          add to one entry and exit
+//	workflowtask-progress delete TYPE                             delete one entry and exit
+//	workflowtask-progress file PATH                               follow a progress file
+//
+// In file mode each appended line is one update (see progress.ParseLine: "TYPE CUR/TOTAL
+// [IDENTIFIER]", "TYPE CUR", "delete TYPE", or a JSON object); malformed lines are reported on
+// stderr with their line number and skipped. Updates are written at most once per --interval.
+// SIGTERM (the end of the pod) makes it read what is left, write it, and exit.
+//
+// Exit codes: 0 written; 1 not written (API refused, unreachable, or deadline); 2 usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/pkg/progress"
+)
+
+const (
+	exitOK       = 0
+	exitNotSaved = 1
+	exitUsage    = 2
+)
+
+type options struct {
+	task, namespace, kubeconfig, fieldManager string
+	interval, timeout                         time.Duration
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("workflowtask-progress", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.task, "task", os.Getenv(workflowv1alpha1.EnvTaskName), "Task name (default $"+workflowv1alpha1.EnvTaskName+").")
+	fs.StringVar(&o.namespace, "namespace", os.Getenv(workflowv1alpha1.EnvTaskNamespace), "Task namespace (default $"+workflowv1alpha1.EnvTaskNamespace+").")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "Kubeconfig file; in-cluster config when empty.")
+	fs.StringVar(&o.fieldManager, "field-manager", "", "Field manager name (default workflowtask-progress/<pod>/file, or /<TYPE> for one entry).")
+	fs.DurationVar(&o.interval, "interval", progress.DefaultInterval, "File mode: shortest time between two writes.")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "How long a one-entry command, or the final write of file mode, may try.")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: workflowtask-progress [flags] set TYPE CURRENT[/TOTAL] [IDENTIFIER] | add TYPE DELTA | delete TYPE | file PATH")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	usage := func(msg string) int {
+		fmt.Fprintln(stderr, "workflowtask-progress:", msg)
+		fs.Usage()
+		return exitUsage
+	}
+	words := fs.Args()
+	if len(words) == 0 {
+		return usage("a command is required")
+	}
+	if o.task == "" || o.namespace == "" {
+		return usage("--task and --namespace (or " + workflowv1alpha1.EnvTaskName + " and " + workflowv1alpha1.EnvTaskNamespace + ") are required")
+	}
+	cfg, err := o.config()
+	if err != nil {
+		fmt.Fprintln(stderr, "workflowtask-progress:", err)
+		return exitNotSaved
+	}
+
+	cmd, cmdArgs := words[0], words[1:]
+	var (
+		u      progress.Update
+		parseE error
+	)
+	switch cmd {
+	case "file":
+		if len(cmdArgs) != 1 {
+			return usage("file takes one PATH")
+		}
+		return followFile(cfg, o, cmdArgs[0], stderr)
+	case "set":
+		if len(cmdArgs) < 2 {
+			return usage("set takes TYPE CURRENT[/TOTAL] [IDENTIFIER]")
+		}
+		u, parseE = parseOne(cmdArgs)
+	case "add":
+		if len(cmdArgs) != 2 {
+			return usage("add takes TYPE DELTA")
+		}
+		if _, err := strconv.ParseInt(cmdArgs[1], 10, 64); err != nil || !progress.ValidType(cmdArgs[0]) {
+			return usage(fmt.Sprintf("add takes a valid TYPE and a whole-number DELTA, got %q %q", cmdArgs[0], cmdArgs[1]))
+		}
+		return withTimeout(o, func(ctx context.Context) error { return addOne(ctx, cfg, o, cmdArgs[0], cmdArgs[1]) }, stderr)
+	case "delete":
+		if len(cmdArgs) != 1 {
+			return usage("delete takes TYPE")
+		}
+		u, parseE = parseOne([]string{"delete", cmdArgs[0]})
+	default:
+		return usage(fmt.Sprintf("unknown command %q", cmd))
+	}
+	if parseE != nil {
+		return usage(parseE.Error())
+	}
+	return withTimeout(o, func(ctx context.Context) error { return writeOne(ctx, cfg, o, u) }, stderr)
+}
+
+func (o options) config() (*rest.Config, error) {
+	if o.kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig %s: %w", o.kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	return progress.ConfigFromEnvironment()
+}
+
+func withTimeout(o options, f func(context.Context) error, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	if err := f(ctx); err != nil {
+		fmt.Fprintln(stderr, "workflowtask-progress:", err)
+		return exitNotSaved
+	}
+	return exitOK
+}
+
+// parseOne turns command-line words into an update, with the file format's rules.
+func parseOne(words []string) (progress.Update, error) {
+	line := words[0]
+	for _, w := range words[1:] {
+		line += " " + w
+	}
+	u, ok, err := progress.ParseLine(line)
+	if err == nil && !ok {
+		err = errors.New("nothing to do")
+	}
+	return u, err
+}
+
+// followFile reports a progress file continuously until SIGTERM or SIGINT.
+func followFile(cfg *rest.Config, o options, path string, stderr io.Writer) int {
+	fm := o.fieldManager
+	if fm == "" {
+		fm = progress.DefaultFieldManager("file")
+	}
+	r, err := progress.New(progress.Options{Config: cfg, Namespace: o.namespace, Task: o.task, FieldManager: fm, Interval: o.interval})
+	if err != nil {
+		fmt.Fprintln(stderr, "workflowtask-progress:", err)
+		return exitNotSaved
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	follow(ctx, path, r, stderr, 100*time.Millisecond)
+
+	closeCtx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	if err := r.Close(closeCtx); err != nil {
+		fmt.Fprintln(stderr, "workflowtask-progress:", err)
+		return exitNotSaved
+	}
+	return exitOK
+}

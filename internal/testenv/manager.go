@@ -1,0 +1,56 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/taskops/workflowtask-operator/controllers"
+)
+
+// StartManager runs the WorkflowTask controller as main.go does, authenticated as the
+// operator's ServiceAccount bound to config/rbac/role.yaml (see ManagerConfig), until ctx ends.
+// configure, when given, adds more to the manager (e.g. the progress endpoint).
+func StartManager(ctx context.Context, admin *rest.Config, configure ...func(ctrl.Manager) error) (ctrl.Manager, error) {
+	mgrCfg, err := ManagerConfig(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{
+		Scheme:                 Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  controllers.CacheOptions(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+	r := &controllers.WorkflowTaskReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("workflowtask-controller"),
+		Clock:     clock.RealClock{},
+	}
+	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}); err != nil {
+		return nil, fmt.Errorf("setting up the controller: %w", err)
+	}
+	for _, c := range configure {
+		if err := c(mgr); err != nil {
+			return nil, err
+		}
+	}
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager stopped:", err)
+		}
+	}()
+	return mgr, nil
+}

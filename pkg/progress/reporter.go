@@ -1,0 +1,306 @@
+// Package progress reports a WorkflowTask's progress from its job pods.
+//
+// A Reporter records progress in memory (Set, Add, SetIdentifier, Delete: lock-free, no
+// allocation, never waiting on the network) and a background loop writes it to the task's
+// status subresource: at most once per interval, only when something changed, as a
+// server-side apply that carries exactly this writer's entries under its own field manager.
+// Parallel writers (threads of one pod, several pods of one task) therefore never overwrite
+// each other and never need read-modify-write. Failures are retried with backoff and jitter;
+// only the latest values are kept. Close makes a final write and says whether it landed.
+//
+// In a job pod, NewFromEnvironment needs no configuration: the controller injects the task's
+// identity (WORKFLOWTASK_* variables) and the pod runs as the task's runner ServiceAccount,
+// which may patch this task's status and nothing else.
+package progress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+)
+
+// Defaults.
+const (
+	DefaultInterval   = time.Second
+	DefaultMaxBackoff = 30 * time.Second
+	// DefaultRequestTimeout bounds one write.
+	DefaultRequestTimeout = 10 * time.Second
+	// FieldManagerPrefix starts the field manager of every reporter.
+	FieldManagerPrefix = "workflowtask-progress"
+)
+
+// Options configure a Reporter.
+type Options struct {
+	// Config reaches the API server as the task's runner. Required for New.
+	Config *rest.Config
+	// Namespace and Task name the task to report to. Required for New.
+	Namespace, Task string
+	// FieldManager names this writer; each writer of a task needs its own. Default:
+	// "workflowtask-progress/<pod name>" (WORKFLOWTASK_POD_NAME, else the host name).
+	FieldManager string
+	// Interval is the shortest time between two writes. Default 1s.
+	Interval time.Duration
+	// MaxBackoff caps the wait between retries of a failing write. Default 30s.
+	MaxBackoff time.Duration
+	// RequestTimeout bounds each write. Default 10s.
+	RequestTimeout time.Duration
+	// Logger receives write failures (at most one line per distinct failure in a row).
+	Logger logr.Logger
+}
+
+// Reporter reports the progress of one task from one writer. All methods are safe for
+// concurrent use. The zero value is not usable; use New or NewFromEnvironment.
+type Reporter struct {
+	opts     Options
+	writer   *writer
+	entries  atomic.Pointer[map[string]*Entry] // copy-on-write: readers never lock
+	mu       sync.Mutex                        // serializes changes to entries
+	dirty    atomic.Bool
+	closed   atomic.Bool
+	kick     chan struct{}
+	flushes  chan chan error
+	stop     chan struct{}
+	done     chan struct{}
+	lastErr  atomic.Pointer[error]
+	unsent   atomic.Bool  // the last write failed: the server is behind
+	failures atomic.Int32 // failed writes in a row, for logging
+	dropped  atomic.Int64
+}
+
+// New starts a Reporter for the task in opts.
+func New(opts Options) (*Reporter, error) {
+	if opts.Config == nil || opts.Namespace == "" || opts.Task == "" {
+		return nil, errors.New("progress: Options.Config, Namespace and Task are required")
+	}
+	if opts.FieldManager == "" {
+		opts.FieldManager = DefaultFieldManager("")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = DefaultInterval
+	}
+	if opts.MaxBackoff < opts.Interval {
+		opts.MaxBackoff = max(DefaultMaxBackoff, opts.Interval)
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = logr.Discard()
+	}
+	w, err := newWriter(opts)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reporter{
+		opts: opts, writer: w,
+		kick: make(chan struct{}, 1), flushes: make(chan chan error),
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	empty := map[string]*Entry{}
+	r.entries.Store(&empty)
+	go r.loop()
+	return r, nil
+}
+
+// NewFromEnvironment starts a Reporter configured from the environment a task's pod gets:
+// WORKFLOWTASK_NAME and WORKFLOWTASK_NAMESPACE name the task, and the in-cluster config (the
+// runner ServiceAccount's token, re-read when the kubelet rotates it) reaches the API server.
+// Outside a cluster, KUBECONFIG is used instead. Fields set in opts take precedence.
+func NewFromEnvironment(opts Options) (*Reporter, error) {
+	if opts.Task == "" {
+		opts.Task = os.Getenv(workflowv1alpha1.EnvTaskName)
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = os.Getenv(workflowv1alpha1.EnvTaskNamespace)
+	}
+	if opts.Task == "" || opts.Namespace == "" {
+		return nil, fmt.Errorf("progress: %s and %s must be set (the controller sets them in a task's pods)",
+			workflowv1alpha1.EnvTaskName, workflowv1alpha1.EnvTaskNamespace)
+	}
+	if opts.Config == nil {
+		cfg, err := ConfigFromEnvironment()
+		if err != nil {
+			return nil, err
+		}
+		opts.Config = cfg
+	}
+	return New(opts)
+}
+
+// ConfigFromEnvironment is the in-cluster config, or KUBECONFIG's when that is set.
+func ConfigFromEnvironment() (*rest.Config, error) {
+	if path := os.Getenv("KUBECONFIG"); path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("progress: loading KUBECONFIG %s: %w", path, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("progress: no in-cluster config and no KUBECONFIG: %w", err)
+	}
+	return cfg, nil
+}
+
+// DefaultFieldManager is "workflowtask-progress/<pod>[/<suffix>]", where <pod> is
+// WORKFLOWTASK_POD_NAME or else the host name (a pod's host name is its name).
+func DefaultFieldManager(suffix string) string {
+	pod := os.Getenv(workflowv1alpha1.EnvPodName)
+	if pod == "" {
+		pod, _ = os.Hostname()
+	}
+	fm := FieldManagerPrefix + "/" + pod
+	if suffix != "" {
+		fm += "/" + suffix
+	}
+	if len(fm) > 128 { // the API's limit on field manager names
+		fm = fm[:128]
+	}
+	return fm
+}
+
+// Entry returns the entry of a progress type, creating it on first use. It fails for a type the
+// API would refuse, after Close, and past MaxEntries types.
+func (r *Reporter) Entry(typ string) (*Entry, error) {
+	if e := (*r.entries.Load())[typ]; e != nil {
+		return e, nil
+	}
+	if !ValidType(typ) {
+		return nil, fmt.Errorf("progress: invalid type %q: want lower-case snake_case, at most 63 characters", typ)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := *r.entries.Load()
+	if e := cur[typ]; e != nil {
+		return e, nil
+	}
+	if r.closed.Load() {
+		return nil, errors.New("progress: reporter is closed")
+	}
+	if len(cur) >= MaxEntries {
+		return nil, fmt.Errorf("progress: at most %d types per task", MaxEntries)
+	}
+	next := maps.Clone(cur)
+	e := &Entry{typ: typ, r: r}
+	next[typ] = e
+	r.entries.Store(&next)
+	return e, nil
+}
+
+// entryOrDrop is Entry for the convenience calls, which have no error to return: a refused
+// type is counted (Dropped) and logged once.
+func (r *Reporter) entryOrDrop(typ string) *Entry {
+	e, err := r.Entry(typ)
+	if err != nil {
+		if r.dropped.Add(1) == 1 {
+			r.opts.Logger.Error(err, "Dropping progress update")
+		}
+		return nil
+	}
+	return e
+}
+
+// Set records current and total of a type.
+func (r *Reporter) Set(typ string, current, total int64) {
+	if e := r.entryOrDrop(typ); e != nil {
+		e.Set(current, total)
+	}
+}
+
+// Add adds delta to the current of a type.
+func (r *Reporter) Add(typ string, delta int64) {
+	if e := r.entryOrDrop(typ); e != nil {
+		e.Add(delta)
+	}
+}
+
+// SetIdentifier records the identifier of a type (e.g. an upload thread's destination).
+func (r *Reporter) SetIdentifier(typ, id string) {
+	if e := r.entryOrDrop(typ); e != nil {
+		e.SetIdentifier(id)
+	}
+}
+
+// Delete removes a type: the next write leaves it out, which removes this writer's entry (and
+// only this writer's) from the task. Entries from Entry(typ) stop reporting.
+func (r *Reporter) Delete(typ string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := *r.entries.Load()
+	e := cur[typ]
+	if e == nil {
+		return
+	}
+	next := maps.Clone(cur)
+	delete(next, typ)
+	e.deleted.Store(true)
+	r.entries.Store(&next)
+	r.markDirty()
+}
+
+// Dropped is how many updates were refused (invalid type, too many types, after Close).
+func (r *Reporter) Dropped() int64 { return r.dropped.Load() }
+
+// Err is the error of the last write, nil when it succeeded (or none was made yet).
+func (r *Reporter) Err() error {
+	if p := r.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// markDirty notes a change and wakes the loop when it was idle. Only the first change after a
+// write touches the channel.
+func (r *Reporter) markDirty() {
+	if r.dirty.Load() || !r.dirty.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Flush writes the current state now (ignoring the interval) and returns the write's error.
+// It returns ctx's error if ctx ends first; the write then still happens in the background.
+func (r *Reporter) Flush(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case r.flushes <- reply:
+	case <-r.done:
+		return errors.New("progress: reporter is closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the reporter after a final write of the current state, retried with backoff
+// until ctx ends. It returns nil when the final state is on the server (or there was nothing
+// to write), and otherwise an error saying it is not. Calls after Close are ignored.
+func (r *Reporter) Close(ctx context.Context) error {
+	if r.closed.Swap(true) {
+		<-r.done
+		return r.Err()
+	}
+	close(r.stop)
+	<-r.done
+	return r.finalWrite(ctx)
+}
