@@ -46,7 +46,7 @@ verify: generate manifests ## Regenerate everything, check gofmt/vet/kustomize, 
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	go vet ./...
 	go mod tidy
-	for d in config/default config/crd config/rbac config/samples; do kubectl kustomize $$d >/dev/null; done
+	for d in config/default config/operator config/crd config/rbac config/apiserver config/admission config/samples; do kubectl kustomize $$d >/dev/null; done
 	git diff --exit-code -- api config go.mod go.sum
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { git status --porcelain -- api config; echo "untracked generated files"; exit 1; }
 
@@ -71,6 +71,7 @@ test: controlplane ## Run every test (unit and envtest) against a real etcd + ku
 bench: controlplane ## Benchmarks: the reporter's hot path, and freshness through a real API server.
 	go test -run '^$$' -bench . -benchmem -cpu 1,2 ./pkg/progress
 	go test -run '^$$' -bench Freshness -benchtime 300x ./test/integration/progress
+	go test -run '^$$' -bench Handler -benchmem ./test/integration/endpoint
 
 .PHONY: run
 run: controlplane build ## Start a local control plane, install the CRD and samples, run the manager.

@@ -1,5 +1,5 @@
 // Command manager runs the workflowtask-operator: the WorkflowTask controller and, in the same
-// process, the progress endpoint.
+// process, the progress endpoint (GET /workflow/progress/{id}, also aggregated).
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/controllers"
 )
 
@@ -55,6 +56,8 @@ func main() {
 	flag.IntVar(&workers, "workers", 4, "How many tasks are reconciled at the same time.")
 	flag.StringVar(&progressImage, "progress-image", "workflowtask-operator:dev",
 		"Image of the progress-file sidecar for tasks that do not name one (it holds /workflowtask-progress).")
+	progressOpts := apiserver.NewOptions()
+	progressOpts.AddFlags(flag.CommandLine)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -97,6 +100,11 @@ func main() {
 		os.Exit(1)
 	}
 	metrics.Registry.MustRegister(controllers.NewPhaseCollector(mgr.GetCache()))
+	ctx := ctrl.SetupSignalHandler()
+	if err := apiserver.SetupWithManager(ctx, mgr, progressOpts); err != nil {
+		setupLog.Error(err, "Unable to set up the progress endpoint")
+		os.Exit(1)
+	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		setupLog.Error(err, "Unable to set up health check")
@@ -108,7 +116,7 @@ func main() {
 	}
 
 	setupLog.Info("Starting manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}

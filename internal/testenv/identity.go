@@ -77,13 +77,9 @@ func ManagerConfig(ctx context.Context, admin *rest.Config) (*rest.Config, error
 	if err != nil {
 		return nil, err
 	}
-	raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role.yaml"))
-	if err != nil {
-		return nil, fmt.Errorf("reading the manager role: %w", err)
-	}
 	role := &rbacv1.ClusterRole{}
-	if err := yaml.Unmarshal(raw, role); err != nil {
-		return nil, fmt.Errorf("parsing the manager role: %w", err)
+	if err := readManifest(filepath.Join(root, "config", "rbac", "role.yaml"), role); err != nil {
+		return nil, err
 	}
 	cs, err := kubernetes.NewForConfig(admin)
 	if err != nil {
@@ -93,16 +89,47 @@ func ManagerConfig(ctx context.Context, admin *rest.Config) (*rest.Config, error
 		return nil, fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
 	}
 	const ns, name = "workflowtask-system", "controller-manager"
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "workflowtask-manager-rolebinding"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}},
+		Subjects:   subjects,
 	}
 	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating ClusterRoleBinding: %w", err)
 	}
+	// What config/apiserver grants the manager for the progress endpoint's delegated
+	// authentication and authorization.
+	delegator := &rbacv1.ClusterRoleBinding{}
+	if err := readManifest(filepath.Join(root, "config", "apiserver", "auth_delegator_binding.yaml"), delegator); err != nil {
+		return nil, err
+	}
+	delegator.Subjects = subjects
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, delegator, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating ClusterRoleBinding %s: %w", delegator.Name, err)
+	}
+	reader := &rbacv1.RoleBinding{}
+	if err := readManifest(filepath.Join(root, "config", "apiserver", "auth_reader_binding.yaml"), reader); err != nil {
+		return nil, err
+	}
+	reader.Subjects = subjects
+	if _, err := cs.RbacV1().RoleBindings(reader.Namespace).Create(ctx, reader, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating RoleBinding %s/%s: %w", reader.Namespace, reader.Name, err)
+	}
 	cfg, _, err := ServiceAccountConfig(ctx, admin, ns, name)
 	return cfg, err
+}
+
+// readManifest reads one object from a YAML file of config/.
+func readManifest(path string, into any) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if err := yaml.Unmarshal(raw, into); err != nil {
+		return fmt.Errorf("parsing %s: %w", path, err)
+	}
+	return nil
 }
 
 // BoundToken requests a token for a ServiceAccount bound to a Secret: deleting the Secret

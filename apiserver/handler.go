@@ -1,0 +1,171 @@
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+)
+
+// CorrelationIDHeader carries a request's correlation ID, in and out.
+const CorrelationIDHeader = "X-Cr-Correlation-Id"
+
+// taskReader finds tasks; the server's reads the manager's informer cache.
+type taskReader interface {
+	// ByID returns the tasks whose ID is id (normally one; two only on an ID collision).
+	ByID(ctx context.Context, id string) ([]*workflowv1alpha1.WorkflowTask, error)
+	// ByName returns the task, or nil when there is none.
+	ByName(ctx context.Context, namespace, name string) (*workflowv1alpha1.WorkflowTask, error)
+}
+
+// handler serves GET /workflow/progress/{id} (also under the path prefix) and, for the
+// aggregation layer, discovery and /apis/progress.taskops.dev/v1alpha1/{progress/{id} |
+// namespaces/{ns}/tasks/{name}}.
+type handler struct {
+	prefix  string
+	authn   authenticator.Request
+	authz   authorizer.Authorizer
+	tasks   taskReader
+	reviews reviewLimiter
+	debug   bool
+	log     logr.Logger
+}
+
+// lookup finds the tasks a request names, or reports why it names none.
+type lookup func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error)
+
+var errBadID = errors.New("malformed task id")
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	cid := correlationID(r)
+	w.Header().Set(CorrelationIDHeader, cid)
+	log := h.log.WithValues("correlationID", cid, "method", r.Method, "path", truncate(r.URL.Path, 200))
+
+	if r.URL.Path == discoveryPath {
+		serveDiscovery(w, r)
+		return
+	}
+	find, ok := h.route(r.URL.Path)
+	if !ok {
+		writeError(w, CodeNotFound, MsgNotFound, cid, nil, h.debug)
+		log.V(1).Info("Progress request", "code", CodeNotFound)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, CodeMethod, MsgMethod, cid, nil, h.debug)
+		log.V(1).Info("Progress request", "code", CodeMethod)
+		return
+	}
+	code, u := h.serveProgress(w, r, cid, find)
+	if u != nil {
+		log = log.WithValues("user", u.GetName())
+	}
+	log.V(1).Info("Progress request", "code", code, "duration", time.Since(start))
+}
+
+// serveProgress authenticates, finds the task, authorizes, and answers.
+func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, find lookup) (int, user.Info) {
+	u, err := h.authenticate(r)
+	switch {
+	case errors.Is(err, errBusy):
+		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
+		return CodeTooMany, nil
+	case err != nil:
+		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
+		return CodeLoginRequired, nil
+	}
+	tasks, err := find(r.Context())
+	switch {
+	case errors.Is(err, errBadID):
+		writeError(w, CodeParamErr, MsgParseID, cid, nil, h.debug)
+		return CodeParamErr, u
+	case err != nil:
+		return h.internal(w, cid, err, u)
+	}
+	for _, t := range tasks {
+		ok, err := h.canSee(r.Context(), u, t)
+		switch {
+		case errors.Is(err, errBusy):
+			writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
+			return CodeTooMany, u
+		case err != nil:
+			return h.internal(w, cid, err, u)
+		case ok:
+			writeBody(w, progressBody(t.Status.Progress))
+			return CodeSuccess, u
+		}
+	}
+	writeBody(w, emptyBody)
+	return CodeSuccess, u
+}
+
+func (h *handler) internal(w http.ResponseWriter, cid string, err error, u user.Info) (int, user.Info) {
+	h.log.Error(err, "Progress request failed", "correlationID", cid)
+	writeError(w, CodeInternal, MsgInternal, cid, err, h.debug)
+	return CodeInternal, u
+}
+
+// route maps a path to the lookup it asks for.
+func (h *handler) route(path string) (lookup, bool) {
+	for _, p := range []string{"/workflow/progress/", h.prefix + "/workflow/progress/", aggregatedPath + "/progress/"} {
+		if id, ok := strings.CutPrefix(path, p); ok {
+			if strings.Contains(id, "/") {
+				return nil, false
+			}
+			return func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error) {
+				if !workflowv1alpha1.IsValidTaskID(id) {
+					return nil, errBadID
+				}
+				return h.tasks.ByID(ctx, id)
+			}, true
+		}
+	}
+	if rest, ok := strings.CutPrefix(path, aggregatedPath+"/namespaces/"); ok {
+		parts := strings.Split(rest, "/")
+		if len(parts) != 3 || parts[1] != "tasks" {
+			return nil, false
+		}
+		ns, name := parts[0], parts[2]
+		return func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error) {
+			if len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+				return nil, errBadID
+			}
+			t, err := h.tasks.ByName(ctx, ns, name)
+			if t == nil || err != nil {
+				return nil, err
+			}
+			return []*workflowv1alpha1.WorkflowTask{t}, nil
+		}, true
+	}
+	return nil, false
+}
+
+// correlationID is the request's X-Cr-Correlation-Id when it is a UUID, else a new UUIDv4
+// (anything else could break the envelope's uuid format or forge log lines).
+func correlationID(r *http.Request) string {
+	if v := r.Header.Get(CorrelationIDHeader); v != "" {
+		if id, err := uuid.Parse(v); err == nil {
+			return id.String()
+		}
+	}
+	return uuid.NewString()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

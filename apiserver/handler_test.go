@@ -1,0 +1,200 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/internal/testutil"
+)
+
+// A JWT-shaped token the stub authenticator below knows.
+var aliceToken = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256"}`)) + ".e30.c2ln"
+
+// memTasks is an in-memory taskReader.
+type memTasks map[string]*workflowv1alpha1.WorkflowTask
+
+func (m memTasks) ByID(_ context.Context, id string) ([]*workflowv1alpha1.WorkflowTask, error) {
+	if t := m[id]; t != nil {
+		return []*workflowv1alpha1.WorkflowTask{t}, nil
+	}
+	return nil, nil
+}
+
+func (m memTasks) ByName(_ context.Context, ns, name string) (*workflowv1alpha1.WorkflowTask, error) {
+	for _, t := range m {
+		if t.Namespace == ns && t.Name == name {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+const taskID = "mA7mF4x9Zq"
+
+func testHandler() *handler {
+	task := testutil.MakeTask("t", "ns").Owner("alice").Progress("upload", 1, 2, testutilTime).Obj()
+	return &handler{
+		prefix: "/api/v4",
+		authn: authenticator.RequestFunc(func(r *http.Request) (*authenticator.Response, bool, error) {
+			if r.Header.Get("Authorization") == "Bearer "+aliceToken {
+				return &authenticator.Response{User: &user.DefaultInfo{Name: "alice"}}, true, nil
+			}
+			return nil, false, nil
+		}),
+		authz: authorizer.AuthorizerFunc(func(context.Context, authorizer.Attributes) (authorizer.Decision, string, error) {
+			return authorizer.DecisionNoOpinion, "", nil
+		}),
+		tasks:   memTasks{taskID: task},
+		reviews: make(reviewLimiter, 4),
+		log:     logr.Discard(),
+	}
+}
+
+func serve(h http.Handler, method, target string, token string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, "https://progress.example", nil)
+	req.URL.Path = target // any bytes, as a raw client could send
+	req.URL.RawPath = ""
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func codeOf(t testing.TB, rec *httptest.ResponseRecorder) int {
+	t.Helper()
+	var b struct {
+		Code *int `json:"code"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &b); err != nil || b.Code == nil {
+		t.Fatalf("body %q is not an envelope: %v", rec.Body.String(), err)
+	}
+	return *b.Code
+}
+
+// Every bad id, path and method gets a defined answer: HTTP 200 and an envelope code.
+func TestBadIDsAndPaths(t *testing.T) {
+	h := testHandler()
+	cases := map[string]struct {
+		method, path string
+		want         int
+	}{
+		"good":                {"GET", "/workflow/progress/" + taskID, CodeSuccess},
+		"good with prefix":    {"GET", "/api/v4/workflow/progress/" + taskID, CodeSuccess},
+		"good aggregated":     {"GET", "/apis/progress.taskops.dev/v1alpha1/progress/" + taskID, CodeSuccess},
+		"good by name":        {"GET", "/apis/progress.taskops.dev/v1alpha1/namespaces/ns/tasks/t", CodeSuccess},
+		"unknown id":          {"GET", "/workflow/progress/AAAAAAAAAA", CodeSuccess},
+		"empty id":            {"GET", "/workflow/progress/", CodeParamErr},
+		"one char":            {"GET", "/workflow/progress/a", CodeParamErr},
+		"1 MB":                {"GET", "/workflow/progress/" + strings.Repeat("a", 1<<20), CodeParamErr},
+		"dot dot":             {"GET", "/workflow/progress/..", CodeParamErr},
+		"NUL":                 {"GET", "/workflow/progress/\x00", CodeParamErr},
+		"NUL in an id":        {"GET", "/workflow/progress/mA7mF4x9Z\x00", CodeParamErr},
+		"unicode":             {"GET", "/workflow/progress/mA7mF4x9Zé", CodeParamErr},
+		"wrong alphabet":      {"GET", "/workflow/progress/mA7mF4-9Zq", CodeParamErr},
+		"too long":            {"GET", "/workflow/progress/" + taskID + "x", CodeParamErr},
+		"trailing slash":      {"GET", "/workflow/progress/" + taskID + "/", CodeNotFound},
+		"extra segment":       {"GET", "/workflow/progress/" + taskID + "/more", CodeNotFound},
+		"no id segment":       {"GET", "/workflow/progress", CodeNotFound},
+		"root":                {"GET", "/", CodeNotFound},
+		"other path":          {"GET", "/workflow/tasks", CodeNotFound},
+		"bad namespace":       {"GET", "/apis/progress.taskops.dev/v1alpha1/namespaces/NS!/tasks/t", CodeParamErr},
+		"bad task name":       {"GET", "/apis/progress.taskops.dev/v1alpha1/namespaces/ns/tasks/..", CodeParamErr},
+		"by name, extra":      {"GET", "/apis/progress.taskops.dev/v1alpha1/namespaces/ns/tasks/t/x", CodeNotFound},
+		"by name, wrong kind": {"GET", "/apis/progress.taskops.dev/v1alpha1/namespaces/ns/jobs/t", CodeNotFound},
+		"POST":                {"POST", "/workflow/progress/" + taskID, CodeMethod},
+		"DELETE":              {"DELETE", "/workflow/progress/" + taskID, CodeMethod},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			rec := serve(h, tc.method, tc.path, aliceToken)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("HTTP %d", rec.Code)
+			}
+			if got := codeOf(t, rec); got != tc.want {
+				t.Errorf("code %d, want %d (body %s)", got, tc.want, rec.Body)
+			}
+		})
+	}
+}
+
+// HEAD answers like GET, without a body (net/http drops it).
+func TestHead(t *testing.T) {
+	rec := serve(testHandler(), http.MethodHead, "/workflow/progress/"+taskID, aliceToken)
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") == "" {
+		t.Errorf("HEAD: %d %v", rec.Code, rec.Header())
+	}
+}
+
+// Login is checked before the id: Cloudreve's order.
+func TestLoginBeforeID(t *testing.T) {
+	h := testHandler()
+	for _, path := range []string{"/workflow/progress/..", "/workflow/progress/" + taskID} {
+		if got := codeOf(t, serve(h, "GET", path, "")); got != CodeLoginRequired {
+			t.Errorf("%s without a token: code %d", path, got)
+		}
+	}
+}
+
+func TestLooksLikeJWT(t *testing.T) {
+	cases := map[string]bool{
+		aliceToken:                           true,
+		"":                                   false,
+		"not-a-jwt":                          false,
+		"a.b":                                false,
+		"a.b.c.d":                            false,
+		"e30.e30.":                           false, // no signature
+		"e30.e30.c2ln":                       false, // header without alg
+		"!!!.e30.c2ln":                       false,
+		aliceToken + "=":                     false,
+		aliceToken + " x":                    false,
+		strings.Repeat("a", MaxTokenBytes+1): false,
+	}
+	for token, want := range cases {
+		if got := looksLikeJWT(token); got != want {
+			t.Errorf("looksLikeJWT(%.30q) = %t, want %t", token, got, want)
+		}
+	}
+}
+
+func FuzzHandler(f *testing.F) {
+	for _, s := range []string{"/workflow/progress/" + taskID, "/api/v4/workflow/progress/..", "/apis/progress.taskops.dev/v1alpha1/namespaces/ns/tasks/t", "/%00", ""} {
+		f.Add("GET", s, aliceToken)
+	}
+	f.Add("POST", "/workflow/progress/x", "garbage")
+	h := testHandler()
+	f.Fuzz(func(t *testing.T, method, path, token string) {
+		if !validMethod(method) {
+			return
+		}
+		rec := serve(h, method, "/"+path, token)
+		if rec.Code >= 500 {
+			t.Fatalf("HTTP %d for %q %q", rec.Code, method, path)
+		}
+	})
+}
+
+// validMethod: httptest.NewRequest panics on methods net/http would never deliver.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if c <= ' ' || c >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", c) {
+			return false
+		}
+	}
+	return true
+}

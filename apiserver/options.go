@@ -1,0 +1,92 @@
+// Package apiserver serves a task's progress over HTTPS, in the shape of Cloudreve v4's
+// GET /workflow/progress/{id}: directly with a bearer JWT, and through the Kubernetes
+// aggregation layer (APIService v1alpha1.progress.taskops.dev). Callers are authenticated and
+// authorized by k8s.io/apiserver's delegating authenticator and authorizer (TokenReview,
+// front-proxy certificates, SubjectAccessReview); tasks are read from the manager's informer
+// cache. Options → Config → Complete → Server, like metrics-server.
+package apiserver
+
+import (
+	"errors"
+	"flag"
+	"net"
+	"strings"
+	"time"
+)
+
+// Options are the endpoint's command-line options.
+type Options struct {
+	// BindAddress is where it listens (HTTPS only); empty or "0" turns it off.
+	BindAddress string
+	// TLSCertFile and TLSKeyFile are a serving certificate (e.g. a mounted Secret), reloaded
+	// when they change. Without them a self-signed certificate for DNSNames is made at start.
+	TLSCertFile, TLSKeyFile string
+	// DNSNames are the names of the endpoint's Service, for the self-signed certificate.
+	DNSNames []string
+	// PathPrefix also serves the endpoint under this prefix ("/api/v4": a drop-in for a
+	// Cloudreve front end).
+	PathPrefix string
+	// Debug adds the raw error text to internal-error answers.
+	Debug bool
+	// AuthCacheTTL is how long TokenReview and SubjectAccessReview results are cached.
+	AuthCacheTTL time.Duration
+	// MaxConcurrentReviews bounds TokenReviews and SubjectAccessReviews in flight.
+	MaxConcurrentReviews int
+	// EnableHTTP2 allows HTTP/2 (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).
+	EnableHTTP2 bool
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		BindAddress: ":9443",
+		DNSNames: []string{"workflowtask-progress.workflowtask-system.svc",
+			"workflowtask-progress.workflowtask-system.svc.cluster.local"},
+		PathPrefix:           "/api/v4",
+		AuthCacheTTL:         10 * time.Second,
+		MaxConcurrentReviews: 16,
+	}
+}
+
+// AddFlags adds the options to fs, prefixed "progress-".
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.BindAddress, "progress-bind-address", o.BindAddress, "Address of the HTTPS progress endpoint; \"0\" turns it off.")
+	fs.StringVar(&o.TLSCertFile, "progress-tls-cert-file", o.TLSCertFile, "Serving certificate (PEM), e.g. from a mounted Secret; self-signed when empty.")
+	fs.StringVar(&o.TLSKeyFile, "progress-tls-private-key-file", o.TLSKeyFile, "Serving certificate's key (PEM).")
+	fs.Func("progress-dns-names", "Comma-separated DNS names of the endpoint's Service, for the self-signed certificate (default "+strings.Join(o.DNSNames, ",")+").",
+		func(s string) error { o.DNSNames = strings.Split(s, ","); return nil })
+	fs.StringVar(&o.PathPrefix, "progress-path-prefix", o.PathPrefix, "Also serve /workflow/progress/{id} under this prefix.")
+	fs.BoolVar(&o.Debug, "progress-debug", o.Debug, "Show the raw error text in internal-error answers.")
+	fs.DurationVar(&o.AuthCacheTTL, "progress-auth-cache-ttl", o.AuthCacheTTL, "How long TokenReview and SubjectAccessReview results are cached.")
+	fs.IntVar(&o.MaxConcurrentReviews, "progress-max-concurrent-reviews", o.MaxConcurrentReviews, "TokenReviews and SubjectAccessReviews in flight at most.")
+	fs.BoolVar(&o.EnableHTTP2, "progress-enable-http2", o.EnableHTTP2, "Allow HTTP/2 on the progress endpoint.")
+}
+
+// Enabled reports whether the endpoint is to run.
+func (o *Options) Enabled() bool { return o.BindAddress != "" && o.BindAddress != "0" }
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.Enabled() {
+		if _, _, err := net.SplitHostPort(o.BindAddress); err != nil {
+			errs = append(errs, errors.New("--progress-bind-address: "+err.Error()))
+		}
+	}
+	if (o.TLSCertFile == "") != (o.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--progress-tls-cert-file and --progress-tls-private-key-file go together"))
+	}
+	if o.TLSCertFile == "" && len(o.DNSNames) == 0 {
+		errs = append(errs, errors.New("--progress-dns-names is needed for a self-signed certificate"))
+	}
+	if o.PathPrefix != "" && (!strings.HasPrefix(o.PathPrefix, "/") || strings.HasSuffix(o.PathPrefix, "/")) {
+		errs = append(errs, errors.New("--progress-path-prefix must start with / and not end with one"))
+	}
+	if o.MaxConcurrentReviews < 1 {
+		errs = append(errs, errors.New("--progress-max-concurrent-reviews must be at least 1"))
+	}
+	if o.AuthCacheTTL < 0 {
+		errs = append(errs, errors.New("--progress-auth-cache-ttl must not be negative"))
+	}
+	return errors.Join(errs...)
+}

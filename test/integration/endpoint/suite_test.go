@@ -1,0 +1,216 @@
+// Package endpoint_test proves the progress endpoint on a real kube-apiserver started with the
+// aggregation layer's request-header flags: bearer JWTs checked by TokenReview, front-proxy
+// identities through the aggregator, owner/admin by RBAC, the owner admission policy, and every
+// body checked against the seed's OpenAPI schemas.
+package endpoint_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
+)
+
+var (
+	env          *envtest.Environment
+	adminCfg     *rest.Config
+	k8sClient    client.Client
+	mgr          ctrl.Manager
+	endpointURL  string       // https://127.0.0.1:<port>
+	tokenReviews atomic.Int64 // TokenReviews the endpoint sent
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	gomega.SetDefaultEventuallyTimeout(30 * time.Second)
+	gomega.SetDefaultEventuallyPollingInterval(100 * time.Millisecond)
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
+
+	dir, err := os.MkdirTemp("", "endpoint-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	caFile, certFile, keyFile, err := frontProxyCerts(dir)
+	if err != nil {
+		return fail(err)
+	}
+	if env, err = testenv.New(); err != nil {
+		return fail(err)
+	}
+	api := env.ControlPlane.GetAPIServer()
+	api.CertDir = filepath.Join(dir, "apiserver") // fixed, to read its service-account key
+	if err := os.Mkdir(api.CertDir, 0o700); err != nil {
+		return fail(err)
+	}
+	api.Configure().
+		Set("requestheader-client-ca-file", caFile).
+		Set("requestheader-allowed-names", "front-proxy-client").
+		Set("requestheader-username-headers", "X-Remote-User").
+		Set("requestheader-group-headers", "X-Remote-Group").
+		Set("requestheader-extra-headers-prefix", "X-Remote-Extra-").
+		Set("proxy-client-cert-file", certFile).
+		Set("proxy-client-key-file", keyFile)
+	if adminCfg, err = env.Start(); err != nil {
+		return fail(err)
+	}
+	defer func() { _ = env.Stop() }()
+	if k8sClient, err = client.New(adminCfg, client.Options{Scheme: testenv.Scheme}); err != nil {
+		return fail(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fail(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	endpointURL = "https://127.0.0.1:" + strconv.Itoa(port)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := apiserver.NewOptions()
+	opts.BindAddress = ln.Addr().String()
+	mgr, err = testenv.StartManager(ctx, adminCfg, func(m ctrl.Manager) error {
+		return apiserver.SetupWithManager(ctx, m, opts, func(c *apiserver.Config) {
+			c.Listener = ln
+			c.ReviewConfig = countTokenReviews(c.ReviewConfig)
+		})
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if err := installAggregation(ctx, port); err != nil {
+		return fail(err)
+	}
+	return m.Run()
+}
+
+// countTokenReviews counts the TokenReviews sent with cfg.
+func countTokenReviews(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/tokenreviews") {
+				tokenReviews.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	return cfg
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// installAggregation applies config/apiserver's APIService and roles and config/admission, and
+// routes the APIService to the endpoint through an ExternalName Service to localhost (the
+// aggregator then dials localhost:<APIService port>).
+func installAggregation(ctx context.Context, port int) error {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return err
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "workflowtask-progress", Namespace: "workflowtask-system"},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "localhost"},
+	}
+	if err := k8sClient.Create(ctx, svc); err != nil {
+		return fmt.Errorf("creating the ExternalName Service: %w", err)
+	}
+	for _, f := range []string{"apiserver/apiservice.yaml", "apiserver/progress_admin_role.yaml", "apiserver/progress_reader_role.yaml",
+		"admission/owner_policy.yaml", "admission/owner_assigner_role.yaml"} {
+		objs, err := readObjects(filepath.Join(root, "config", f))
+		if err != nil {
+			return err
+		}
+		for _, u := range objs {
+			switch u.GetKind() {
+			case "APIService":
+				if err := unstructured.SetNestedField(u.Object, int64(port), "spec", "service", "port"); err != nil {
+					return err
+				}
+			case "ClusterRole", "ClusterRoleBinding":
+				prefixed(u) // as config/operator's namePrefix does
+			}
+			if err := k8sClient.Create(ctx, u); err != nil {
+				return fmt.Errorf("creating %s %s from %s: %w", u.GetKind(), u.GetName(), f, err)
+			}
+		}
+	}
+	// Ready when the aggregator finds it available.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("apiregistration.k8s.io/v1")
+		u.SetKind("APIService")
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: "v1alpha1.progress.taskops.dev"}, u); err == nil {
+			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+			for _, c := range conds {
+				if m, _ := c.(map[string]any); m["type"] == "Available" && m["status"] == "True" {
+					return nil
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("APIService not available: %v", conds)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func prefixed(u *unstructured.Unstructured) {
+	if !strings.HasPrefix(u.GetName(), "workflowtask-") {
+		u.SetName("workflowtask-" + u.GetName())
+	}
+	if ref, ok, _ := unstructured.NestedString(u.Object, "roleRef", "name"); ok && !strings.HasPrefix(ref, "workflowtask-") && !strings.HasPrefix(ref, "system:") {
+		_ = unstructured.SetNestedField(u.Object, "workflowtask-"+ref, "roleRef", "name")
+	}
+}
+
+// readObjects reads every object of a multi-document YAML file.
+func readObjects(path string) ([]*unstructured.Unstructured, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dec := yaml.NewYAMLOrJSONDecoder(f, 4096)
+	var out []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if err.Error() == "EOF" {
+				return out, nil
+			}
+			return nil, fmt.Errorf("parsing %s: %w", path, err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
