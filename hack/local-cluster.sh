@@ -479,7 +479,9 @@ EOF
   done
   trap - EXIT
   log "up in $(elapsed "$t0")s: apiserver https://127.0.0.1:$apiserver_port, node $node_name Ready"
-  log "  healthy at: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')"
+  local t at=""
+  for t in "${timings[@]}"; do at+="${at:+, }$t"; done
+  log "  healthy at: $at"
   log "  eval \"\$($0 env)\"   # then kubectl as usual; logs in $logs"
 }
 
