@@ -80,7 +80,9 @@ func main() {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "workflowtask-operator.taskops.dev",
 		LeaderElectionNamespace: leaderElectNS,
-		Cache:                   controllers.CacheOptions(),
+		// A replica that stops cleanly hands the lease over at once instead of after it expires.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(),
 	})
 	if err != nil {
 		setupLog.Error(err, "Unable to create manager")

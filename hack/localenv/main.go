@@ -1,107 +1,193 @@
-// Command localenv is what `make run` runs: it starts a real control plane (etcd and
-// kube-apiserver built from Go modules), installs the CRD and the sample tasks, runs the
-// manager binary against it, prints how to look at it, and stops everything on Ctrl-C.
+// Command localenv is what `make run` runs: a real local Kubernetes (hack/local-cluster.sh:
+// etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok as the node), the
+// operator's manifests from config/ (config/local: config/default without the Deployment), the
+// operator as its own process under its own ServiceAccount, the sample tasks, and a demo worker
+// for each. It prints how to look, and on Ctrl-C stops everything.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
+	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/internal/testenv"
 )
 
 func main() {
-	manager := flag.String("manager", "bin/manager", "The manager binary to run.")
-	stateDir := flag.String("state-dir", ".local", "Where the kubeconfig is written.")
+	manager := flag.String("manager", "bin/manager", "The manager binary.")
+	keep := flag.Bool("keep-cluster", false, "Leave the cluster running on exit.")
 	flag.Parse()
-	if err := run(*manager, *stateDir); err != nil {
-		fmt.Fprintln(os.Stderr, "localenv:", err)
+	if err := run(*manager, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "make run:", err)
 		os.Exit(1)
 	}
 }
 
-func run(manager, stateDir string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	env, cfg, err := testenv.Start()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = env.Stop() }()
-
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", stateDir, err)
-	}
-	kubeconfig, err := filepath.Abs(filepath.Join(stateDir, "kubeconfig"))
-	if err != nil {
-		return fmt.Errorf("resolving the kubeconfig path: %w", err)
-	}
-	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", kubeconfig, err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	if err := applySamples(ctx, c); err != nil {
-		return err
-	}
-
-	cmd := exec.CommandContext(ctx, manager, "--kubeconfig", kubeconfig,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", manager, err)
-	}
-	fmt.Printf(`
-The control plane and the operator are running. In another terminal:
-
-  export KUBECONFIG=%s
-  kubectl get workflowtasks -A -w
-
-Ctrl-C stops everything.
-`, kubeconfig)
-	if err := cmd.Wait(); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("manager exited: %w", err)
-	}
-	return nil
+func say(format string, args ...any) {
+	fmt.Printf("[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-// applySamples server-side applies every task of config/samples.
-func applySamples(ctx context.Context, c client.Client) error {
+func run(managerBin string, keep bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		return err
 	}
-	files, err := filepath.Glob(filepath.Join(root, "config", "samples", "workflow_*.yaml"))
-	if err != nil || len(files) == 0 {
-		return errors.Join(errors.New("no samples in config/samples"), err)
+	state := filepath.Join(root, ".local")
+	if managerBin, err = filepath.Abs(managerBin); err != nil {
+		return err
 	}
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			return fmt.Errorf("reading %s: %w", f, err)
+
+	start := time.Now()
+	say("Starting the local cluster (hack/local-cluster.sh up; the first run builds it)")
+	cluster, err := devcluster.Up(ctx, root, filepath.Join(state, "cluster"), nil, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if !keep {
+		defer func() {
+			say("Stopping the cluster")
+			_ = cluster.Down(false)
+		}()
+	}
+	say("Installing the CRD, RBAC, admission policy and APIService (kubectl apply -k config/local)")
+	if err := cluster.InstallOperator(ctx); err != nil {
+		return err
+	}
+	logPath := filepath.Join(state, "manager.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	say("Starting the operator (controller + progress endpoint on https://127.0.0.1:9443; log: %s)", logPath)
+	mgr, err := cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, Log: logFile})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		say("Stopping the operator")
+		mgr.Stop()
+	}()
+
+	// Demo users: the samples' owners are these ServiceAccounts.
+	tokens := map[string]string{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if tokens[u], err = cluster.Token(ctx, "default", u, 24*time.Hour); err != nil {
+			return err
 		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(raw, &u.Object); err != nil {
-			return fmt.Errorf("parsing %s: %w", f, err)
+	}
+	say("Creating the sample tasks (kubectl apply -f config/samples/)")
+	if _, err := cluster.Kubectl(ctx, "apply", "-f", "config/samples/"); err != nil {
+		return err
+	}
+	c, err := client.New(cluster.Admin, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		return err
+	}
+	tasks, err := waitForIDs(ctx, c)
+	if err != nil {
+		return err
+	}
+
+	cs, err := kubernetes.NewForConfig(cluster.Admin)
+	if err != nil {
+		return err
+	}
+	worker := &demoWorker{cluster: cluster, cs: cs, dir: filepath.Join(state, "demo"), log: say}
+	var wg sync.WaitGroup
+	for i := range tasks {
+		wg.Go(func() {
+			if err := worker.run(ctx, &tasks[i]); err != nil && ctx.Err() == nil {
+				say("%s: %v", tasks[i].Name, err)
+			}
+		})
+	}
+
+	var upload workflowv1alpha1.WorkflowTask
+	for _, t := range tasks {
+		if t.Name == "upload" {
+			upload = t
 		}
-		if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("make-run"), client.ForceOwnership); err != nil {
-			return fmt.Errorf("applying %s: %w", f, err)
-		}
+	}
+	id := upload.Status.ID
+	fmt.Printf(`
+Everything is running (%.0f s). The demo workers stand in for the pods' containers (kwok runs
+none): they copy, index, archive, extract, move and download real files under %s,
+report progress as each task's runner, and then mark the pod done.
+
+In another terminal:
+
+  export KUBECONFIG=%s
+  kubectl get workflowtasks -A -w
+
+  # The progress endpoint, as alice (the owner of task "upload", ID %s):
+  export TOKEN=%s
+  curl -sk -H "Authorization: Bearer $TOKEN" https://127.0.0.1:9443/workflow/progress/%s
+  curl -sk -H "Authorization: Bearer $TOKEN" https://127.0.0.1:9443/api/v4/workflow/progress/%s
+
+  # As bob, who does not own it: {"data":{},"code":0,"msg":""}
+  curl -sk -H "Authorization: Bearer %s" https://127.0.0.1:9443/workflow/progress/%s
+
+  # Through the aggregation layer (you are cluster-admin here):
+  kubectl get --raw /apis/progress.taskops.dev/v1alpha1/progress/%s
+  kubectl get --raw /apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/upload
+
+  kubectl describe workflowtask upload
+
+Ctrl-C stops the operator and the cluster.
+`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, id, tokens["alice"], id, id, tokens["bob"], id, id)
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		say("All demo tasks finished (kubectl get workflowtasks shows them Completed). Ctrl-C stops everything.")
+		<-ctx.Done()
+	case <-ctx.Done():
 	}
 	return nil
+}
+
+// waitForIDs waits until every sample task has its ID.
+func waitForIDs(ctx context.Context, c client.Client) ([]workflowv1alpha1.WorkflowTask, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var list workflowv1alpha1.WorkflowTaskList
+		if err := c.List(ctx, &list, client.InNamespace("default")); err != nil {
+			return nil, err
+		}
+		ready := len(list.Items) > 0
+		var missing []string
+		for _, t := range list.Items {
+			if t.Status.ID == "" {
+				ready = false
+				missing = append(missing, t.Name)
+			}
+		}
+		if ready {
+			return list.Items, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("tasks without an ID after 60 s: %s", strings.Join(missing, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

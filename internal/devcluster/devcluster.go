@@ -1,0 +1,236 @@
+// Package devcluster drives the local cluster of hack/local-cluster.sh (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler and kwok as plain processes) and runs the operator
+// against it as its own process: what `make run` and the end-to-end suite share.
+package devcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+)
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	// Root is the repository root.
+	Root string
+	// Dir is the cluster's data directory.
+	Dir string
+	// Kubeconfig is the admin kubeconfig (system:masters).
+	Kubeconfig string
+	// Env is the environment the cluster script ran with (data dir and ports).
+	Env []string
+	// Admin reaches the API server as admin.
+	Admin *rest.Config
+	// Out receives the script's and kubectl's output.
+	Out io.Writer
+}
+
+// Up starts (or finds running) the cluster whose data dir is dir, with the given extra
+// environment (LOCAL_CLUSTER_*_PORT=...), and waits until it is healthy.
+func Up(ctx context.Context, root, dir string, extraEnv []string, out io.Writer) (*Cluster, error) {
+	c := &Cluster{Root: root, Dir: dir, Kubeconfig: filepath.Join(dir, "kubeconfig"), Out: out,
+		Env: append(append(os.Environ(), "LOCAL_CLUSTER_DIR="+dir), extraEnv...)}
+	if err := c.script(ctx, "up"); err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", c.Kubeconfig, err)
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	c.Admin = cfg
+	return c, nil
+}
+
+// Down stops the cluster (keeping its data dir unless purge).
+func (c *Cluster) Down(purge bool) error {
+	args := []string{"down"}
+	if purge {
+		args = append(args, "--purge")
+	}
+	return c.script(context.Background(), args...)
+}
+
+func (c *Cluster) script(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Root, "hack", "local-cluster.sh"), args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = c.Env, c.Out, c.Out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("hack/local-cluster.sh %s: %w", strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+// Kubectl runs kubectl as admin and returns its combined output.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	cmd.Dir = c.Root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return out, nil
+}
+
+// InstallOperator applies config/local (config/default without the Deployment, the endpoint's
+// Service pointing at localhost) and waits for the CRD.
+func (c *Cluster) InstallOperator(ctx context.Context) error {
+	if _, err := c.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "-k", "config/local"); err != nil {
+		return err
+	}
+	_, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/workflowtasks.workflow.taskops.dev")
+	return err
+}
+
+// Token requests a token for a ServiceAccount (creating it when missing), valid for d.
+func (c *Cluster) Token(ctx context.Context, ns, name string, d time.Duration) (string, error) {
+	cs, err := kubernetes.NewForConfig(c.Admin)
+	if err != nil {
+		return "", err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("creating ServiceAccount %s/%s: %w", ns, name, err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(d.Seconds()))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for %s/%s: %w", ns, name, err)
+	}
+	return tr.Status.Token, nil
+}
+
+// TokenConfig is the admin config's server and CA with a bearer token.
+func (c *Cluster) TokenConfig(token string) *rest.Config {
+	cfg := rest.AnonymousClientConfig(c.Admin)
+	cfg.BearerToken = token
+	return cfg
+}
+
+// WriteKubeconfig writes a kubeconfig for cfg's server, CA and bearer token.
+func WriteKubeconfig(path string, cfg *rest.Config) error {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["local"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData, CertificateAuthority: cfg.CAFile}
+	kc.AuthInfos["user"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken}
+	kc.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "user"}
+	kc.CurrentContext = "local"
+	return clientcmd.WriteToFile(*kc, path)
+}
+
+// Manager is the operator running as its own process.
+type Manager struct {
+	cmd  *exec.Cmd
+	done chan error
+	// ProgressURL is the endpoint's base URL (https://127.0.0.1:9443).
+	ProgressURL string
+}
+
+// ManagerOptions say how to run the manager binary.
+type ManagerOptions struct {
+	Binary       string
+	ProgressPort int       // 9443 unless set
+	ProbePort    int       // 8081 unless set
+	Log          io.Writer // the manager's output
+	ExtraArgs    []string
+}
+
+// StartManager runs the manager binary as the operator's ServiceAccount (the one config/
+// binds the operator's RBAC to), with the progress endpoint on 127.0.0.1, and waits until it
+// is ready and the aggregated API is available.
+func (c *Cluster) StartManager(ctx context.Context, o ManagerOptions) (*Manager, error) {
+	if o.ProgressPort == 0 {
+		o.ProgressPort = 9443
+	}
+	if o.ProbePort == 0 {
+		o.ProbePort = 8081
+	}
+	token, err := c.Token(ctx, "workflowtask-system", "workflowtask-controller-manager", 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	kubeconfig := filepath.Join(c.Dir, "manager.kubeconfig")
+	if err := WriteKubeconfig(kubeconfig, c.TokenConfig(token)); err != nil {
+		return nil, err
+	}
+	args := append([]string{
+		"--kubeconfig", kubeconfig,
+		"--leader-elect", "--leader-election-namespace", "workflowtask-system",
+		"--metrics-bind-address", "0",
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProbePort),
+		"--progress-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProgressPort),
+		"--progress-dns-names", "workflowtask-progress.workflowtask-system.svc,localhost",
+	}, o.ExtraArgs...)
+	cmd := exec.Command(o.Binary, args...)
+	cmd.Stdout, cmd.Stderr = o.Log, o.Log
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", o.Binary, err)
+	}
+	m := &Manager{cmd: cmd, done: make(chan error, 1), ProgressURL: fmt.Sprintf("https://127.0.0.1:%d", o.ProgressPort)}
+	go func() { m.done <- cmd.Wait() }()
+
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", o.ProbePort)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case err := <-m.done:
+			return nil, fmt.Errorf("manager exited during start-up: %v", err)
+		default:
+		}
+		resp, err := http.Get(readyz) //nolint:gosec // a fixed local URL
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			m.Stop()
+			return nil, errors.New("manager not ready within 60s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := c.Kubectl(ctx, "wait", "--for=condition=Available", "--timeout=60s", "apiservice/v1alpha1.progress.taskops.dev"); err != nil {
+		m.Stop()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Stop stops the manager (SIGTERM, then SIGKILL after 10 s).
+func (m *Manager) Stop() {
+	if m == nil || m.cmd.Process == nil {
+		return
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(10 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.done
+	}
+}
+
+// Kill stops the manager abruptly (as a crashed or evicted operator).
+func (m *Manager) Kill() {
+	_ = m.cmd.Process.Kill()
+	<-m.done
+}
+
