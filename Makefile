@@ -30,7 +30,7 @@ generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's RBAC from the markers.
-	$(CONTROLLER_GEN) crd rbac:roleName=manager-role paths=./... \
+	$(CONTROLLER_GEN) crd:generateEmbeddedObjectMeta=true rbac:roleName=manager-role paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 .PHONY: fmt
@@ -64,8 +64,12 @@ controlplane: ## Build etcd and kube-apiserver from Go modules into $(KUBEBUILDE
 ##@ Test and run
 
 .PHONY: test
-test: controlplane ## Run every test (unit and envtest) against a real etcd + kube-apiserver.
-	go test $(GO_TEST_FLAGS) ./...
+test: controlplane cluster ## Every test: unit, envtest (real etcd + kube-apiserver) and e2e (a real local cluster).
+	go test $(GO_TEST_FLAGS) -timeout 30m ./...
+
+.PHONY: test-e2e
+test-e2e: controlplane cluster ## Only the end-to-end suite: the local cluster, the operator as a process, kubectl and curl.
+	go test $(GO_TEST_FLAGS) -timeout 20m -v ./test/e2e/
 
 .PHONY: bench
 bench: controlplane ## Benchmarks: the reporter's hot path, and freshness through a real API server.

@@ -235,3 +235,22 @@ func TestTemplateIsValidated(t *testing.T) {
 	err := k8sClient.Create(ctx, u)
 	wantInvalid(t, err, "spec.template.spec.containers[0].name", "Required")
 }
+
+// The pod template's own labels and annotations are kept (not pruned), so they reach the pods.
+func TestTemplateMetadataIsKept(t *testing.T) {
+	ctx := context.Background()
+	task := testutil.MakeTask("template-metadata", ns).Obj()
+	task.Spec.Template.Labels = map[string]string{"app": "uploader"}
+	task.Spec.Template.Annotations = map[string]string{"example.com/trace": "on"}
+	if err := k8sClient.Create(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(ctx, task) })
+	got := &workflowv1alpha1.WorkflowTask{}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(task), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Template.Labels["app"] != "uploader" || got.Spec.Template.Annotations["example.com/trace"] != "on" {
+		t.Errorf("template metadata pruned: %+v", got.Spec.Template.ObjectMeta)
+	}
+}
