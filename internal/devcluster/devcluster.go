@@ -233,4 +233,3 @@ func (m *Manager) Kill() {
 	_ = m.cmd.Process.Kill()
 	<-m.done
 }
-
