@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -197,4 +198,38 @@ func validMethod(m string) bool {
 		}
 	}
 	return true
+}
+
+type failingTasks struct{}
+
+func (failingTasks) ByID(context.Context, string) ([]*workflowv1alpha1.WorkflowTask, error) {
+	return nil, errors.New("informer cache: connection refused to 10.0.0.1:6443")
+}
+func (failingTasks) ByName(context.Context, string, string) (*workflowv1alpha1.WorkflowTask, error) {
+	return nil, errors.New("unused")
+}
+
+// An internal failure answers 50000 with a plain message and a correlation ID; the raw error
+// only with --progress-debug.
+func TestInternalErrorAndDebug(t *testing.T) {
+	for _, debug := range []bool{false, true} {
+		h := testHandler()
+		h.tasks, h.debug = failingTasks{}, debug
+		rec := serve(h, "GET", "/workflow/progress/"+taskID, aliceToken)
+		var b struct {
+			Code          int    `json:"code"`
+			Msg           string `json:"msg"`
+			Error         string `json:"error"`
+			CorrelationID string `json:"correlation_id"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &b); err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("HTTP %d body %s", rec.Code, rec.Body)
+		}
+		if b.Code != CodeInternal || b.Msg != MsgInternal || b.CorrelationID == "" {
+			t.Errorf("debug=%t: %+v", debug, b)
+		}
+		if hasRaw := strings.Contains(b.Error, "connection refused"); hasRaw != debug {
+			t.Errorf("debug=%t: error field %q", debug, b.Error)
+		}
+	}
 }

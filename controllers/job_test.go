@@ -74,7 +74,7 @@ func TestNewJob(t *testing.T) {
 	}
 }
 
-func testScheme(t *testing.T) *runtime.Scheme {
+func testScheme(t testing.TB) *runtime.Scheme {
 	t.Helper()
 	s := runtime.NewScheme()
 	if err := workflowv1alpha1.AddToScheme(s); err != nil {

@@ -56,3 +56,24 @@ func TestIsValidTaskID(t *testing.T) {
 		}
 	}
 }
+
+// The id parser accepts exactly 10 characters of [0-9A-Za-z], whatever the input.
+func FuzzIsValidTaskID(f *testing.F) {
+	for _, s := range []string{"mA7mF4x9Zq", "", "..", "mA7mF4x9Z\x00", "mA7mF4x9Zé"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := len(s) == TaskIDLength
+		for _, r := range s {
+			if !strings.ContainsRune(taskIDAlphabet, r) {
+				want = false
+			}
+		}
+		if got := IsValidTaskID(s); got != want {
+			t.Fatalf("IsValidTaskID(%q) = %t, want %t", s, got, want)
+		}
+		if id := TaskIDFromUID(types.UID(s)); s != "" && !IsValidTaskID(id) {
+			t.Fatalf("TaskIDFromUID(%q) = %q is not a valid id", s, id)
+		}
+	})
+}
