@@ -42,6 +42,19 @@ type WorkflowTaskReconciler struct {
 
 var _ reconcile.Reconciler = (*WorkflowTaskReconciler)(nil)
 
+// NewWorkflowTaskReconciler wires a reconciler to the manager's client, cache-bypassing reader,
+// scheme and event recorder, with the real clock.
+func NewWorkflowTaskReconciler(mgr ctrl.Manager, progressImage string) *WorkflowTaskReconciler {
+	return &WorkflowTaskReconciler{
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Scheme:        mgr.GetScheme(),
+		Recorder:      mgr.GetEventRecorder("workflowtask-controller"),
+		Clock:         clock.RealClock{},
+		ProgressImage: progressImage,
+	}
+}
+
 // +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks/finalizers,verbs=update

@@ -6,7 +6,6 @@ import (
 	"os"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -32,13 +31,7 @@ func StartManager(ctx context.Context, admin *rest.Config, configure ...func(ctr
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
-	r := &controllers.WorkflowTaskReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Recorder:  mgr.GetEventRecorder("workflowtask-controller"),
-		Clock:     clock.RealClock{},
-	}
+	r := controllers.NewWorkflowTaskReconciler(mgr, "workflowtask-operator:test")
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}); err != nil {
 		return nil, fmt.Errorf("setting up the controller: %w", err)
 	}
