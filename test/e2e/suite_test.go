@@ -21,7 +21,8 @@ import (
 	"github.com/taskops/workflowtask-operator/internal/testenv"
 )
 
-// Ports of the e2e cluster, apart from make run's.
+// Ports of the e2e cluster: apart from make run's, and below the ephemeral range (32768+) from
+// which the envtest suites running alongside get theirs.
 const (
 	progressPort = 19443
 	probePort    = 18081
@@ -68,9 +69,9 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	cluster, err = devcluster.Up(ctx, root, dir, []string{
-		"LOCAL_CLUSTER_APISERVER_PORT=16443", "LOCAL_CLUSTER_ETCD_PORT=42379", "LOCAL_CLUSTER_ETCD_PEER_PORT=42380",
-		"LOCAL_CLUSTER_ETCD_METRICS_PORT=42381", "LOCAL_CLUSTER_KCM_PORT=42257", "LOCAL_CLUSTER_SCHEDULER_PORT=42259",
-		"LOCAL_CLUSTER_KWOK_PORT=42247",
+		"LOCAL_CLUSTER_APISERVER_PORT=16443", "LOCAL_CLUSTER_ETCD_PORT=12379", "LOCAL_CLUSTER_ETCD_PEER_PORT=12380",
+		"LOCAL_CLUSTER_ETCD_METRICS_PORT=12381", "LOCAL_CLUSTER_KCM_PORT=12257", "LOCAL_CLUSTER_SCHEDULER_PORT=12259",
+		"LOCAL_CLUSTER_KWOK_PORT=12247",
 	}, clusterLog)
 	if err != nil {
 		return fail(fmt.Errorf("%w (log: %s)", err, clusterLog.Name()))
