@@ -90,6 +90,12 @@ func run(managerBin string, keep bool) error {
 			return err
 		}
 	}
+	// A previous run's tasks are still in the cluster's data: start the demo afresh. Foreground
+	// deletion waits until their Jobs are gone too, so the new tasks' Jobs can take the names.
+	if _, err := cluster.Kubectl(ctx, "delete", "-f", "config/samples/", "--ignore-not-found",
+		"--cascade=foreground", "--wait=true", "--timeout=120s"); err != nil {
+		return err
+	}
 	say("Creating the sample tasks (kubectl apply -f config/samples/)")
 	if _, err := cluster.Kubectl(ctx, "apply", "-f", "config/samples/"); err != nil {
 		return err
@@ -155,11 +161,29 @@ Ctrl-C stops the operator and the cluster.
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		// The pods are marked done; the Job controller and the operator follow within seconds.
+		for ctx.Err() == nil && !allFinished(ctx, c) {
+			time.Sleep(250 * time.Millisecond)
+		}
 		say("All demo tasks finished (kubectl get workflowtasks shows them Completed). Ctrl-C stops everything.")
 		<-ctx.Done()
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// allFinished reports whether every sample task reached a terminal phase.
+func allFinished(ctx context.Context, c client.Client) bool {
+	var list workflowv1alpha1.WorkflowTaskList
+	if err := c.List(ctx, &list, client.InNamespace("default")); err != nil {
+		return false
+	}
+	for _, t := range list.Items {
+		if !t.Status.Phase.IsFinished() {
+			return false
+		}
+	}
+	return true
 }
 
 // waitForIDs waits until every sample task has its ID.
