@@ -32,5 +32,4 @@ const (
 	ReasonCanceled                 = "Canceled"
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 	ReasonProgressing              = "Progressing"
-	ReasonFinished                 = "Finished"
 )
