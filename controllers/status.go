@@ -177,14 +177,14 @@ func setConditions(status *workflowv1alpha1.WorkflowTaskStatus, task *workflowv1
 // patch carries only the fields that changed, so progress entries written meanwhile by the
 // task's pods (server-side apply) are never overwritten.
 func (r *WorkflowTaskReconciler) updateStatusIfChanged(ctx context.Context, task *workflowv1alpha1.WorkflowTask,
-	status workflowv1alpha1.WorkflowTaskStatus) (bool, error) {
+	status workflowv1alpha1.WorkflowTaskStatus) error {
 	if equality.Semantic.DeepEqual(task.Status, status) {
-		return false, nil
+		return nil
 	}
 	patch := client.MergeFrom(task.DeepCopy())
 	task.Status = status
 	if err := r.Status().Patch(ctx, task, patch); err != nil {
-		return false, fmt.Errorf("updating status: %w", err)
+		return fmt.Errorf("updating status: %w", err)
 	}
-	return true, nil
+	return nil
 }

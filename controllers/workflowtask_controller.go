@@ -88,7 +88,7 @@ func (r *WorkflowTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	old := task.Status.DeepCopy()
 	status := computeStatus(task, obs, now)
-	if _, err := r.updateStatusIfChanged(ctx, task, status); err != nil {
+	if err := r.updateStatusIfChanged(ctx, task, status); err != nil {
 		return ctrl.Result{}, err
 	}
 	for _, e := range statusEvents(old, &status, obs) {
