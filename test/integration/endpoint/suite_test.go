@@ -39,6 +39,7 @@ var (
 	mgr          ctrl.Manager
 	endpointURL  string       // https://127.0.0.1:<port>
 	tokenReviews atomic.Int64 // TokenReviews the endpoint sent
+	oidc         *oidcIssuer  // an OIDC issuer the cluster trusts
 )
 
 func TestMain(m *testing.M) {
@@ -68,7 +69,16 @@ func run(m *testing.M) int {
 	if err := os.Mkdir(api.CertDir, 0o700); err != nil {
 		return fail(err)
 	}
+	if oidc, err = newOIDCIssuer(); err != nil {
+		return fail(err)
+	}
+	defer oidc.srv.Close()
+	authConfig, err := oidc.authenticationConfig(dir)
+	if err != nil {
+		return fail(err)
+	}
 	api.Configure().
+		Set("authentication-config", authConfig).
 		Set("requestheader-client-ca-file", caFile).
 		Set("requestheader-allowed-names", "front-proxy-client").
 		Set("requestheader-username-headers", "X-Remote-User").
