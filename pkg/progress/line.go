@@ -75,9 +75,10 @@ func parseTextLine(line string) (Update, error) {
 		u.HasTotal = true
 	}
 	if len(f) > 2 {
-		// The identifier is the rest of the line, spaces included.
-		rest := strings.TrimSpace(line[strings.Index(line, f[1])+len(f[1]):])
-		u.Identifier, u.HasIdentifier = rest, true
+		// The identifier is the rest of the line, spaces included: the line is trimmed and
+		// starts with the type, then the count.
+		rest := strings.TrimSpace(line[len(f[0]):])
+		u.Identifier, u.HasIdentifier = strings.TrimSpace(rest[len(f[1]):]), true
 	}
 	return u, nil
 }

@@ -16,6 +16,7 @@ func TestParseLine(t *testing.T) {
 	}{
 		"fraction":             {line: "upload 16889/12836332", want: Update{Type: "upload", Current: 16889, Total: 12836332, HasTotal: true}, ok: true},
 		"with identifier":      {line: "upload_single_0 5/10 /dst/my file.bin", want: Update{Type: "upload_single_0", Current: 5, Total: 10, HasTotal: true, Identifier: "/dst/my file.bin", HasIdentifier: true}, ok: true},
+		"digits in the type":   {line: "upload_single_1 1 /dst/1/a.bin", want: Update{Type: "upload_single_1", Current: 1, Identifier: "/dst/1/a.bin", HasIdentifier: true}, ok: true},
 		"current only":         {line: "  upload_count 25  ", want: Update{Type: "upload_count", Current: 25}, ok: true},
 		"delete":               {line: "delete indexed", want: Update{Type: "indexed", Delete: true}, ok: true},
 		"json":                 {line: `{"type":"imported","current":3,"total":9,"identifier":"x"}`, want: Update{Type: "imported", Current: 3, Total: 9, HasTotal: true, Identifier: "x", HasIdentifier: true}, ok: true},
