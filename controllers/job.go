@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apilabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -157,7 +158,7 @@ func (r *WorkflowTaskReconciler) deleteJob(ctx context.Context, job *batchv1.Job
 func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, progressImage string) (*batchv1.Job, error) {
 	labels := labelsFor(task)
 	template := *task.Spec.Template.DeepCopy()
-	template.Labels = mergeLabels(template.Labels, labels)
+	template.Labels = apilabels.Merge(template.Labels, labels)
 	template.Spec.ServiceAccountName = runnerName(task)
 	if template.Spec.RestartPolicy == "" {
 		template.Spec.RestartPolicy = corev1.RestartPolicyNever
@@ -212,17 +213,6 @@ func withEnv(have, add []corev1.EnvVar) []corev1.EnvVar {
 		if !defined[e.Name] {
 			out = append(out, e)
 		}
-	}
-	return out
-}
-
-func mergeLabels(base, add map[string]string) map[string]string {
-	out := make(map[string]string, len(base)+len(add))
-	for k, v := range base {
-		out[k] = v
-	}
-	for k, v := range add {
-		out[k] = v
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apilabels "k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -49,7 +50,7 @@ func (r *WorkflowTaskReconciler) reconcileRunnerIdentity(ctx context.Context, ta
 	}
 	for _, obj := range []client.Object{sa, role, binding} {
 		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
-			obj.SetLabels(mergeLabels(obj.GetLabels(), labelsFor(task)))
+			obj.SetLabels(apilabels.Merge(obj.GetLabels(), labelsFor(task)))
 			desired[obj]()
 			return controllerutil.SetControllerReference(task, obj, r.Scheme)
 		})
