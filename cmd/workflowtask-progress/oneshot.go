@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -24,18 +23,6 @@ func fieldManagerFor(o options, typ string) string {
 		return o.fieldManager
 	}
 	return progress.DefaultFieldManager(typ)
-}
-
-func restClient(cfg *rest.Config) (*rest.RESTClient, error) {
-	cfg = rest.CopyConfig(cfg)
-	cfg.APIPath = "/apis"
-	cfg.GroupVersion = &workflowv1alpha1.GroupVersion
-	cfg.NegotiatedSerializer = clientgoscheme.Codecs.WithoutConversion()
-	rc, err := rest.RESTClientFor(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("building the API client: %w", err)
-	}
-	return rc, nil
 }
 
 func getTask(ctx context.Context, rc *rest.RESTClient, o options) (*workflowv1alpha1.WorkflowTask, error) {
@@ -83,7 +70,7 @@ func applyEntry(ctx context.Context, rc *rest.RESTClient, o options, fm string, 
 
 // writeOne sets or deletes one entry.
 func writeOne(ctx context.Context, cfg *rest.Config, o options, u progress.Update) error {
-	rc, err := restClient(cfg)
+	rc, err := progress.NewRESTClient(cfg)
 	if err != nil {
 		return err
 	}
@@ -122,7 +109,7 @@ func addOne(ctx context.Context, cfg *rest.Config, o options, typ, delta string)
 	if !progress.ValidType(typ) {
 		return fmt.Errorf("invalid type %q", typ)
 	}
-	rc, err := restClient(cfg)
+	rc, err := progress.NewRESTClient(cfg)
 	if err != nil {
 		return err
 	}

@@ -34,17 +34,28 @@ type sentEntry struct {
 
 func newWriter(opts Options) (*writer, error) {
 	cfg := rest.CopyConfig(opts.Config)
+	cfg.QPS = -1 // the loop bounds the write rate itself
+	rc, err := NewRESTClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &writer{rc: rc, opts: opts, sent: map[*Entry]sentEntry{}}, nil
+}
+
+// NewRESTClient is a client for WorkflowTasks (and their status) in the workflow.taskops.dev
+// API, for the reporter and the CLI. A bearer token file (a pod's projected token) is read
+// through a resettable source: client-go re-reads a token file only once a minute and ignores a
+// 401, while the kubelet rotates the token in place; here a 401 makes the next request read the
+// file again, so a rotated token works from the next retry on.
+func NewRESTClient(cfg *rest.Config) (*rest.RESTClient, error) {
+	cfg = rest.CopyConfig(cfg)
 	cfg.APIPath = "/apis"
 	cfg.GroupVersion = &workflowv1alpha1.GroupVersion
 	cfg.NegotiatedSerializer = clientgoscheme.Codecs.WithoutConversion()
-	cfg.QPS = -1 // the loop bounds the write rate itself
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "workflowtask-progress"
 	}
 	if path := cfg.BearerTokenFile; path != "" {
-		// client-go re-reads a token file once a minute and ignores a 401. The kubelet rotates
-		// a pod's projected token in place; with a resettable source a 401 makes the next
-		// attempt read the file again, so a rotated token works from the next retry on.
 		cfg.BearerTokenFile, cfg.BearerToken = "", ""
 		cfg.Wrap(transport.ResettableTokenSourceWrapTransport(transport.NewCachedFileTokenSource(path)))
 	}
@@ -52,7 +63,7 @@ func newWriter(opts Options) (*writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("progress: building the API client: %w", err)
 	}
-	return &writer{rc: rc, opts: opts, sent: map[*Entry]sentEntry{}}, nil
+	return rc, nil
 }
 
 // applyEntry is one progress entry as applied.
