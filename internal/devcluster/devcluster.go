@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
+
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 )
 
 // Cluster is a running local cluster.
@@ -120,9 +122,7 @@ func (c *Cluster) Token(ctx context.Context, ns, name string, d time.Duration) (
 
 // TokenConfig is the admin config's server and CA with a bearer token.
 func (c *Cluster) TokenConfig(token string) *rest.Config {
-	cfg := rest.AnonymousClientConfig(c.Admin)
-	cfg.BearerToken = token
-	return cfg
+	return testenv.BearerConfig(c.Admin, token)
 }
 
 // WriteKubeconfig writes a kubeconfig for cfg's server, CA and bearer token.
