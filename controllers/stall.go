@@ -54,7 +54,9 @@ func lastActivity(status *workflowv1alpha1.WorkflowTaskStatus) time.Time {
 		}
 	}
 	for _, p := range status.Progress {
-		later(p.UpdateTime.Time)
+		if p.UpdateTime != nil {
+			later(p.UpdateTime.Time)
+		}
 	}
 	if status.StartTime != nil {
 		later(status.StartTime.Time)

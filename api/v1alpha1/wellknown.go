@@ -22,6 +22,9 @@ const (
 	EnvTaskNamespace = "WORKFLOWTASK_NAMESPACE"
 	// EnvTaskID is the task's short ID.
 	EnvTaskID = "WORKFLOWTASK_ID"
+	// EnvTaskUID is the task's metadata.uid. Reporters send it with every write as a
+	// precondition, so a pod of a deleted task never writes into a new task of the same name.
+	EnvTaskUID = "WORKFLOWTASK_UID"
 	// EnvPodName is the pod's own name; reporters use it to name their field manager, so the
 	// pods of one task never take each other's progress entries.
 	EnvPodName = "WORKFLOWTASK_POD_NAME"

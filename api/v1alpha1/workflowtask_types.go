@@ -161,9 +161,13 @@ type ProgressEntry struct {
 	// +kubebuilder:validation:MaxLength=1024
 	Identifier string `json:"identifier,omitempty"`
 
-	// updateTime is when the writer last changed this entry. Stall detection reads it.
-	// +required
-	UpdateTime metav1.MicroTime `json:"updateTime"`
+	// updateTime is when the writer last changed this entry. Stall detection reads it. Writers
+	// that leave it out (a plain `kubectl patch`, a shell script) are timed by the controller
+	// instead: such an entry counts as changed when the controller first sees its new value
+	// (after an operator restart, from the restart). A time more than a minute ahead of the
+	// controller's clock is not believed and is treated the same way.
+	// +optional
+	UpdateTime *metav1.MicroTime `json:"updateTime,omitempty"`
 }
 
 // WorkflowTaskStatus is the observed state of a WorkflowTask. The controller writes everything but
@@ -193,7 +197,7 @@ type WorkflowTaskStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions are the task's conditions: Ready, Reconciling and Stalled (kstatus), and
-	// Suspended, Canceled, JobCreated.
+	// Suspended, Canceled and Failed.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -9,6 +9,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
@@ -78,7 +79,7 @@ func writeOne(ctx context.Context, cfg *rest.Config, o options, u progress.Updat
 		return deleteOne(ctx, rc, o, u.Type)
 	}
 	e := workflowv1alpha1.ProgressEntry{Type: u.Type, Current: u.Current, Total: u.Total, Identifier: u.Identifier,
-		UpdateTime: metav1.NewMicroTime(time.Now())}
+		UpdateTime: ptr.To(metav1.NewMicroTime(time.Now()))}
 	if !u.HasTotal || !u.HasIdentifier { // keep what the entry has
 		task, err := getTask(ctx, rc, o)
 		if err != nil {
@@ -119,7 +120,7 @@ func addOne(ctx context.Context, cfg *rest.Config, o options, typ, delta string)
 			return err
 		}
 		e, _, _ := findEntry(task, typ)
-		e.Type, e.Current, e.UpdateTime = typ, max(e.Current+d, 0), metav1.NewMicroTime(time.Now())
+		e.Type, e.Current, e.UpdateTime = typ, max(e.Current+d, 0), ptr.To(metav1.NewMicroTime(time.Now()))
 		err = applyEntry(ctx, rc, o, fieldManagerFor(o, typ), &e, task.ResourceVersion)
 		switch {
 		case err == nil:

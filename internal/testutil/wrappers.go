@@ -88,7 +88,7 @@ func (w *TaskWrapper) Cancel(b bool) *TaskWrapper { w.Spec.Cancel = ptr.To(b); r
 // Progress appends a progress entry updated at the given time.
 func (w *TaskWrapper) Progress(typ string, current, total int64, at time.Time) *TaskWrapper {
 	w.Status.Progress = append(w.Status.Progress, workflowv1alpha1.ProgressEntry{
-		Type: typ, Current: current, Total: total, UpdateTime: metav1.NewMicroTime(at),
+		Type: typ, Current: current, Total: total, UpdateTime: ptr.To(metav1.NewMicroTime(at)),
 	})
 	return w
 }

@@ -136,7 +136,10 @@ func failJob(t *testing.T, job *batchv1.Job, reason, message string) {
 func writeProgress(ctx context.Context, c client.Client, task *workflowv1alpha1.WorkflowTask, manager string, entries ...workflowv1alpha1.ProgressEntry) error {
 	list := make([]any, 0, len(entries))
 	for _, e := range entries {
-		m := map[string]any{"type": e.Type, "current": e.Current, "total": e.Total, "updateTime": e.UpdateTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00")}
+		m := map[string]any{"type": e.Type, "current": e.Current, "total": e.Total}
+		if e.UpdateTime != nil {
+			m["updateTime"] = e.UpdateTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00")
+		}
 		if e.Identifier != "" {
 			m["identifier"] = e.Identifier
 		}
@@ -154,7 +157,7 @@ func writeProgress(ctx context.Context, c client.Client, task *workflowv1alpha1.
 }
 
 func progress(typ string, current, total int64) workflowv1alpha1.ProgressEntry {
-	return workflowv1alpha1.ProgressEntry{Type: typ, Current: current, Total: total, UpdateTime: metav1.NewMicroTime(time.Now())}
+	return workflowv1alpha1.ProgressEntry{Type: typ, Current: current, Total: total, UpdateTime: ptr.To(metav1.NewMicroTime(time.Now()))}
 }
 
 // eventReasons lists the reasons of the events recorded on the task, oldest first.

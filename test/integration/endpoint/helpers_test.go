@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -99,5 +100,5 @@ func createTaskWithProgress(t testing.TB, w *testutil.TaskWrapper, entries ...wo
 }
 
 func entry(typ string, current, total int64, id string) workflowv1alpha1.ProgressEntry {
-	return workflowv1alpha1.ProgressEntry{Type: typ, Current: current, Total: total, Identifier: id, UpdateTime: metav1.NewMicroTime(time.Now())}
+	return workflowv1alpha1.ProgressEntry{Type: typ, Current: current, Total: total, Identifier: id, UpdateTime: ptr.To(metav1.NewMicroTime(time.Now()))}
 }
