@@ -18,6 +18,9 @@ const (
 	EventCanceled        = "Canceled"
 	EventProgressStalled = "ProgressStalled"
 	EventProgressResumed = "ProgressResumed"
+	// EventStatusCorrected: the status claimed what the operator did not write (a forged phase,
+	// time or condition); the operator restored it from its own observations.
+	EventStatusCorrected = "StatusCorrected"
 )
 
 // event is one event to record on a task once its status is written.
@@ -25,10 +28,17 @@ type event struct {
 	eventType, reason, action, note string
 }
 
-// statusEvents lists the events for going from the old status to the new: Job creation, phase
-// changes, and the task stalling or moving again.
+// statusEvents lists the events for going from the old status to the new: a correction of what
+// someone else wrote, Job creation, phase changes, and the task stalling or moving again.
 func statusEvents(old, updated *workflowv1alpha1.WorkflowTaskStatus, obs jobObservation) []event {
 	var events []event
+	oldPhase := old.Phase
+	if e := correctionEvent(old, updated); e != nil {
+		events = append(events, *e)
+		if old.Phase.IsFinished() && old.Phase != updated.Phase {
+			oldPhase = updated.Phase // a forged phase was undone: no transition to announce
+		}
+	}
 	if obs.created {
 		events = append(events, event{corev1.EventTypeNormal, EventJobCreated, "CreateJob", "Created Job " + obs.job.Name})
 	}
@@ -38,16 +48,16 @@ func statusEvents(old, updated *workflowv1alpha1.WorkflowTaskStatus, obs jobObse
 		}
 		return ""
 	}
-	if old.Phase != updated.Phase {
+	if oldPhase != updated.Phase {
 		switch updated.Phase {
 		case workflowv1alpha1.TaskPhaseProcessing:
-			if old.Phase == workflowv1alpha1.TaskPhaseSuspending {
+			if oldPhase == workflowv1alpha1.TaskPhaseSuspending {
 				events = append(events, event{corev1.EventTypeNormal, EventResumed, "Resume", msgResumed})
 			} else {
 				events = append(events, event{corev1.EventTypeNormal, EventProcessing, "Start", readyMsg()})
 			}
 		case workflowv1alpha1.TaskPhaseQueued:
-			if old.Phase == workflowv1alpha1.TaskPhaseSuspending {
+			if oldPhase == workflowv1alpha1.TaskPhaseSuspending {
 				events = append(events, event{corev1.EventTypeNormal, EventResumed, "Resume", msgResumed})
 			}
 		case workflowv1alpha1.TaskPhaseSuspending:

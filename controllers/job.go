@@ -47,12 +47,10 @@ func labelsFor(task *workflowv1alpha1.WorkflowTask) map[string]string {
 }
 
 // reconcileJob makes the task's Job match the task: created once, suspended or resumed with the
-// task, deleted when the task is canceled. It does nothing for a finished task.
-func (r *WorkflowTaskReconciler) reconcileJob(ctx context.Context, task *workflowv1alpha1.WorkflowTask) (jobObservation, error) {
-	if task.Status.Phase.IsFinished() {
-		return jobObservation{}, nil
-	}
-	job, err := r.getJob(ctx, task)
+// task, deleted when the task is canceled. With mayCreate false (the runner identity is not in
+// place) it only looks: a Job must never run as an identity the operator does not control.
+func (r *WorkflowTaskReconciler) reconcileJob(ctx context.Context, task *workflowv1alpha1.WorkflowTask, rec taskRecord, mayCreate bool) (jobObservation, error) {
+	job, err := r.getJob(ctx, task, rec)
 	if err != nil {
 		return jobObservation{}, err
 	}
@@ -62,11 +60,13 @@ func (r *WorkflowTaskReconciler) reconcileJob(ctx context.Context, task *workflo
 	if job != nil && !metav1.IsControlledBy(job, task) {
 		return jobObservation{conflict: fmt.Sprintf("a Job named %q exists and does not belong to this task", job.Name)}, nil
 	}
-	if job == nil {
-		if jobWasCreated(task) {
-			return jobObservation{missing: true}, nil
-		}
+	switch {
+	case job == nil && rec.JobCreated:
+		return jobObservation{missing: true}, nil
+	case job == nil && mayCreate:
 		return r.createJob(ctx, task)
+	case job == nil:
+		return jobObservation{}, nil
 	}
 	return jobObservation{job: job}, r.syncSuspend(ctx, task, job)
 }
@@ -74,11 +74,11 @@ func (r *WorkflowTaskReconciler) reconcileJob(ctx context.Context, task *workflo
 // getJob returns the task's Job, or nil. The cache may lag behind a Job this controller just
 // created, so a miss for a task whose Job should exist is confirmed with a live read before
 // anyone concludes it was deleted.
-func (r *WorkflowTaskReconciler) getJob(ctx context.Context, task *workflowv1alpha1.WorkflowTask) (*batchv1.Job, error) {
+func (r *WorkflowTaskReconciler) getJob(ctx context.Context, task *workflowv1alpha1.WorkflowTask, rec taskRecord) (*batchv1.Job, error) {
 	key := client.ObjectKey{Namespace: task.Namespace, Name: jobName(task)}
 	job := &batchv1.Job{}
 	err := r.Get(ctx, key, job)
-	if apierrors.IsNotFound(err) && jobWasCreated(task) {
+	if apierrors.IsNotFound(err) && rec.JobCreated {
 		err = r.APIReader.Get(ctx, key, job)
 	}
 	switch {
@@ -90,10 +90,11 @@ func (r *WorkflowTaskReconciler) getJob(ctx context.Context, task *workflowv1alp
 	return job, nil
 }
 
-// jobWasCreated tells from the task's status whether its Job was created: a phase is first
-// written right after the Job is.
-func jobWasCreated(task *workflowv1alpha1.WorkflowTask) bool {
-	return task.Status.Phase != ""
+// podsGone tells whether none of the Job's pods can still be running: the Job controller adds
+// Complete or Failed only once every pod has terminated (SuccessCriteriaMet and FailureTarget
+// come first, while pods may still be stopping).
+func podsGone(job *batchv1.Job) bool {
+	return job.DeletionTimestamp.IsZero() && (isJobCondition(job, batchv1.JobComplete) || isJobCondition(job, batchv1.JobFailed))
 }
 
 func isCancelRequested(task *workflowv1alpha1.WorkflowTask) bool {
@@ -139,12 +140,14 @@ func (r *WorkflowTaskReconciler) syncSuspend(ctx context.Context, task *workflow
 	return nil
 }
 
-// deleteJob deletes a canceled task's Job and, through garbage collection, its pods.
+// deleteJob deletes a canceled task's Job and, through garbage collection, its pods. Deletion
+// is in the foreground: the Job stays (being deleted) until its pods are gone, so their last
+// progress writes still land and the runner's access is revoked only after them.
 func (r *WorkflowTaskReconciler) deleteJob(ctx context.Context, job *batchv1.Job) error {
 	if job == nil || !job.DeletionTimestamp.IsZero() {
 		return nil
 	}
-	err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground),
+	err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationForeground),
 		client.Preconditions{UID: &job.UID})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting Job %s: %w", job.Name, err)
@@ -188,7 +191,7 @@ func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, progres
 }
 
 // taskEnv is the task's identity as environment variables, read through the downward API from
-// the pod's own labels and metadata.
+// the pod's own labels and metadata, and its UID (the reporters' write precondition).
 func taskEnv(task *workflowv1alpha1.WorkflowTask) []corev1.EnvVar {
 	fromField := func(path string) *corev1.EnvVarSource {
 		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
@@ -196,6 +199,7 @@ func taskEnv(task *workflowv1alpha1.WorkflowTask) []corev1.EnvVar {
 	return []corev1.EnvVar{
 		{Name: workflowv1alpha1.EnvTaskName, ValueFrom: fromField("metadata.labels['" + workflowv1alpha1.LabelTaskName + "']")},
 		{Name: workflowv1alpha1.EnvTaskID, ValueFrom: fromField("metadata.labels['" + workflowv1alpha1.LabelTaskID + "']")},
+		{Name: workflowv1alpha1.EnvTaskUID, Value: string(task.UID)},
 		{Name: workflowv1alpha1.EnvTaskNamespace, ValueFrom: fromField("metadata.namespace")},
 		{Name: workflowv1alpha1.EnvPodName, ValueFrom: fromField("metadata.name")},
 	}

@@ -57,14 +57,17 @@ func TestNewJob(t *testing.T) {
 		}
 		return n
 	}
-	all := []string{workflowv1alpha1.EnvTaskName, workflowv1alpha1.EnvTaskID, workflowv1alpha1.EnvTaskNamespace, workflowv1alpha1.EnvPodName}
+	all := []string{workflowv1alpha1.EnvTaskName, workflowv1alpha1.EnvTaskID, workflowv1alpha1.EnvTaskUID, workflowv1alpha1.EnvTaskNamespace, workflowv1alpha1.EnvPodName}
 	if diff := cmp.Diff(all, envNames(pod.InitContainers[0])); diff != "" {
 		t.Errorf("init container env (-want +got):\n%s", diff)
 	}
 	// The container's own WORKFLOWTASK_POD_NAME wins; the rest are added after it.
-	want := []string{workflowv1alpha1.EnvPodName, workflowv1alpha1.EnvTaskName, workflowv1alpha1.EnvTaskID, workflowv1alpha1.EnvTaskNamespace}
+	want := []string{workflowv1alpha1.EnvPodName, workflowv1alpha1.EnvTaskName, workflowv1alpha1.EnvTaskID, workflowv1alpha1.EnvTaskUID, workflowv1alpha1.EnvTaskNamespace}
 	if diff := cmp.Diff(want, envNames(pod.Containers[0])); diff != "" {
 		t.Errorf("container env (-want +got):\n%s", diff)
+	}
+	if uid := pod.Containers[0].Env[3]; uid.Value != "uid-1" {
+		t.Errorf("%s = %+v, want the task's UID", workflowv1alpha1.EnvTaskUID, uid)
 	}
 	if pod.Containers[0].Env[0].Value != "mine" {
 		t.Errorf("container's own variable overwritten: %+v", pod.Containers[0].Env[0])

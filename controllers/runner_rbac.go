@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apilabels "k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,7 +20,8 @@ import (
 func runnerName(task *workflowv1alpha1.WorkflowTask) string { return task.Name + "-runner" }
 
 // runnerRules is all a task's pods may do: read and patch the status of their own task. No
-// list, no watch, no spec, no other task.
+// list, no watch, no spec, no other task. (What they may change in that status, progress
+// only, is the admission policy's part: config/admission.)
 func runnerRules(task *workflowv1alpha1.WorkflowTask) []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{{
 		APIGroups:     []string{workflowv1alpha1.GroupVersion.Group},
@@ -28,35 +31,103 @@ func runnerRules(task *workflowv1alpha1.WorkflowTask) []rbacv1.PolicyRule {
 	}}
 }
 
+// runnerConflictError: an object with a runner object's name exists and was not created for
+// this task. It is never taken over (its rules or subjects could be anything); the task waits
+// until it is removed.
+type runnerConflictError struct {
+	kind, namespace, name string
+}
+
+func (e *runnerConflictError) Error() string {
+	return fmt.Sprintf("%s %s/%s exists and was not created for this task; the operator never takes over an object it did not create: delete or rename it and the task proceeds",
+		e.kind, e.namespace, e.name)
+}
+
 // reconcileRunnerIdentity creates a task's runner identity (a ServiceAccount, a Role with
 // runnerRules, the RoleBinding between them, all owned by the task so garbage collection removes
-// them with it) and puts back whatever was changed in it. A finished or canceled task needs
-// none and gets nothing done.
+// them with it) and puts back whatever was changed in it. A canceled task gets none.
 func (r *WorkflowTaskReconciler) reconcileRunnerIdentity(ctx context.Context, task *workflowv1alpha1.WorkflowTask) error {
-	if task.Status.Phase.IsFinished() || isCancelRequested(task) {
+	if isCancelRequested(task) {
 		return nil
 	}
 	key := metav1.ObjectMeta{Name: runnerName(task), Namespace: task.Namespace}
 	sa := &corev1.ServiceAccount{ObjectMeta: key}
 	role := &rbacv1.Role{ObjectMeta: key}
 	binding := &rbacv1.RoleBinding{ObjectMeta: key}
-	desired := map[client.Object]func(){
-		sa:   func() {},
-		role: func() { role.Rules = runnerRules(task) },
-		binding: func() {
+	runnerObjects := []struct {
+		obj     client.Object
+		kind    string
+		desired func()
+	}{
+		{sa, "ServiceAccount", func() {}},
+		{role, "Role", func() { role.Rules = runnerRules(task) }},
+		{binding, "RoleBinding", func() {
 			binding.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}
 			binding.Subjects = []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa.Name, Namespace: sa.Namespace}}
-		},
+		}},
 	}
-	for _, obj := range []client.Object{sa, role, binding} {
-		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
-			obj.SetLabels(apilabels.Merge(obj.GetLabels(), labelsFor(task)))
-			desired[obj]()
-			return controllerutil.SetControllerReference(task, obj, r.Scheme)
+	for _, o := range runnerObjects {
+		conflict := &runnerConflictError{kind: o.kind, namespace: task.Namespace, name: o.obj.GetName()}
+		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, o.obj, func() error {
+			if o.obj.GetResourceVersion() != "" && !metav1.IsControlledBy(o.obj, task) {
+				return conflict
+			}
+			o.obj.SetLabels(apilabels.Merge(o.obj.GetLabels(), labelsFor(task)))
+			o.desired()
+			return controllerutil.SetControllerReference(task, o.obj, r.Scheme)
 		})
-		if err != nil {
-			return fmt.Errorf("reconciling runner %T %s: %w", obj, obj.GetName(), err)
+		if apierrors.IsAlreadyExists(err) {
+			// Not in the label-filtered cache: someone else's object, or ours not cached yet.
+			err = r.confirmConflict(ctx, task, o.obj, conflict)
 		}
+		if err != nil {
+			if errors.Is(err, conflict) {
+				return conflict
+			}
+			return fmt.Errorf("reconciling runner %s %s: %w", o.kind, o.obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// confirmConflict reads an object that exists although the cache does not have it: conflict
+// when it is not the task's; otherwise an error, so the reconcile is retried once the cache
+// has caught up.
+func (r *WorkflowTaskReconciler) confirmConflict(ctx context.Context, task *workflowv1alpha1.WorkflowTask, obj client.Object, conflict error) error {
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return fmt.Errorf("reading existing %s: %w", obj.GetName(), err)
+	}
+	if !metav1.IsControlledBy(obj, task) {
+		return conflict
+	}
+	return fmt.Errorf("%s exists but is not in the cache yet", obj.GetName())
+}
+
+// revokeRunnerAccess ends a finished task's runner access: its RoleBinding is deleted once no
+// pod of the task can still be running (the Job finished, or is gone). Until then a terminating
+// pod may still make its last progress write. The ServiceAccount and Role stay, owned by the
+// task; without the binding their tokens may do nothing.
+func (r *WorkflowTaskReconciler) revokeRunnerAccess(ctx context.Context, task *workflowv1alpha1.WorkflowTask, rec taskRecord) error {
+	job, err := r.getJob(ctx, task, rec)
+	if err != nil {
+		return err
+	}
+	if job != nil && metav1.IsControlledBy(job, task) && !podsGone(job) {
+		return nil // the Job's next change wakes the task again
+	}
+	binding := &rbacv1.RoleBinding{}
+	err = r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: runnerName(task)}, binding)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("getting runner RoleBinding: %w", err)
+	case !metav1.IsControlledBy(binding, task):
+		return nil
+	}
+	err = r.Delete(ctx, binding, client.Preconditions{UID: &binding.UID})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting runner RoleBinding %s: %w", binding.Name, err)
 	}
 	return nil
 }

@@ -12,6 +12,11 @@ import (
 // it to the same value, so this only matters for objects stored before that default).
 const defaultProgressDeadline = 600 * time.Second
 
+// maxClockSkew is how far ahead of the controller's clock an updateTime may be and still be
+// believed: a time further ahead (a writer with a wrong clock, or one that wants its task never
+// to stall) counts as absent.
+const maxClockSkew = time.Minute
+
 // stallCheck is the result of checkStall.
 type stallCheck struct {
 	// since is the last sign of life: the newest progress update, the start, or the resume.
@@ -26,13 +31,14 @@ type stallCheck struct {
 
 // checkStall tells whether a Processing task has gone progressDeadlineSeconds without any
 // progress entry changing, counting from its start or its last resume when it has no newer
-// progress.
-func checkStall(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.WorkflowTaskStatus, now time.Time) stallCheck {
+// progress. seen holds, per entry type, when the controller first saw the entry's current
+// value: the entry's time when it has no believable updateTime of its own.
+func checkStall(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.WorkflowTaskStatus, seen map[string]time.Time, now time.Time) stallCheck {
 	deadline := defaultProgressDeadline
 	if s := task.Spec.ProgressDeadlineSeconds; s != nil {
 		deadline = time.Duration(*s) * time.Second
 	}
-	c := stallCheck{since: lastActivity(status), deadline: deadline}
+	c := stallCheck{since: lastActivity(status, seen, now), deadline: deadline}
 	if c.since.IsZero() {
 		return c
 	}
@@ -44,19 +50,18 @@ func checkStall(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.Wo
 	return c
 }
 
-// lastActivity is the newest of: any progress entry's update time, the start time, and the
-// time the task was last resumed.
-func lastActivity(status *workflowv1alpha1.WorkflowTaskStatus) time.Time {
+// lastActivity is the newest of: any progress entry's time (entryTime), the start time, and the
+// time the task was last resumed. Times ahead of the clock by more than maxClockSkew are not
+// believed.
+func lastActivity(status *workflowv1alpha1.WorkflowTaskStatus, seen map[string]time.Time, now time.Time) time.Time {
 	var last time.Time
 	later := func(t time.Time) {
-		if t.After(last) {
+		if t.After(last) && !t.After(now.Add(maxClockSkew)) {
 			last = t
 		}
 	}
 	for _, p := range status.Progress {
-		if p.UpdateTime != nil {
-			later(p.UpdateTime.Time)
-		}
+		later(entryTime(p, seen, now))
 	}
 	if status.StartTime != nil {
 		later(status.StartTime.Time)
@@ -67,11 +72,20 @@ func lastActivity(status *workflowv1alpha1.WorkflowTaskStatus) time.Time {
 	return last
 }
 
+// entryTime is when a progress entry last changed: its updateTime when it has a believable one,
+// else when the controller first saw its current value.
+func entryTime(p workflowv1alpha1.ProgressEntry, seen map[string]time.Time, now time.Time) time.Time {
+	if p.UpdateTime != nil && !p.UpdateTime.After(now.Add(maxClockSkew)) {
+		return p.UpdateTime.Time
+	}
+	return seen[p.Type]
+}
+
 // stallRequeueAfter is when to look again so that a Processing task is marked Stalled the
 // moment its deadline passes; 0 when there is nothing to wait for.
-func stallRequeueAfter(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.WorkflowTaskStatus, now time.Time) time.Duration {
+func stallRequeueAfter(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.WorkflowTaskStatus, seen map[string]time.Time, now time.Time) time.Duration {
 	if status.Phase != workflowv1alpha1.TaskPhaseProcessing {
 		return 0
 	}
-	return checkStall(task, status, now).after
+	return checkStall(task, status, seen, now).after
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,17 +24,19 @@ const (
 
 // Messages of the conditions.
 const (
-	msgQueued      = "Job %s is created; waiting for one of its pods to run"
-	msgProcessing  = "Job %s is running (%d active pod(s))"
-	msgSuspended   = "The task is suspended; its Job's pods are stopped until spec.suspend is false"
-	msgResumed     = "The task was resumed"
-	msgCompleted   = "Job %s completed"
-	msgJobFailed   = "Job %s failed: %s"
-	msgJobDeleted  = "Job %s was deleted while the task was running; the task is not re-run"
-	msgJobInvalid  = "The task's Job cannot be created: %s"
-	msgCanceled    = "The task was canceled: its Job was deleted, its record and last progress are kept"
-	msgProgressing = "Progress is being reported within progressDeadlineSeconds (%ds)"
-	msgStalled     = "No progress entry changed for more than %s (progressDeadlineSeconds), since %s"
+	msgQueued         = "Job %s is created; waiting for one of its pods to run"
+	msgProcessing     = "Job %s is running (%d active pod(s))"
+	msgSuspended      = "The task is suspended; its Job's pods are stopped until spec.suspend is false"
+	msgResumed        = "The task was resumed"
+	msgCompleted      = "Job %s completed"
+	msgJobFailed      = "Job %s failed: %s"
+	msgJobDeleted     = "Job %s was deleted while the task was running; the task is not re-run"
+	msgJobInvalid     = "The task's Job cannot be created: %s"
+	msgCanceled       = "The task was canceled: its Job was deleted, its record and last progress are kept"
+	msgProgressing    = "Progress is being reported within progressDeadlineSeconds (%ds)"
+	msgStalled        = "No progress entry changed for more than %s (progressDeadlineSeconds), since %s"
+	msgUnobserved     = "The task's Job could not be read; it is looked at again"
+	msgReconcileError = "Reconciling the task failed and is retried: %v"
 )
 
 // taskState is a task's phase with the reason and message behind it.
@@ -43,37 +46,45 @@ type taskState struct {
 	message string
 }
 
-// computeStatus is the task's new status, from the task, what was seen of its Job, and the
-// clock. It is a pure function: no client, no clock of its own.
-func computeStatus(task *workflowv1alpha1.WorkflowTask, obs jobObservation, now time.Time) workflowv1alpha1.WorkflowTaskStatus {
-	status := *task.Status.DeepCopy()
-	state := observeState(task, obs)
+// statusInputs is everything computeStatus reads besides the task: the controller's own record,
+// what it saw of the Job in this reconcile, the step that failed (if any), when it first saw
+// the current value of progress entries that carry no believable updateTime, and the clock.
+type statusInputs struct {
+	record taskRecord
+	obs    jobObservation
+	err    error
+	seen   map[string]time.Time
+	now    time.Time
+}
 
+// computeStatus is the task's new status and record. It is a pure function: no client, no clock
+// of its own. Everything but status.progress (the pods' part) is recomputed from the record and
+// the observations: whatever else the status read back claims is overwritten, not believed.
+func computeStatus(task *workflowv1alpha1.WorkflowTask, in statusInputs) (workflowv1alpha1.WorkflowTaskStatus, taskRecord) {
+	state := observeState(task, in.record, in.obs)
+	now := metav1.NewTime(in.now).Rfc3339Copy()
+	rec := advanceRecord(in.record, in.obs, state, now)
+
+	status := *task.Status.DeepCopy()
 	status.ID = workflowv1alpha1.TaskIDFromUID(task.UID)
 	status.ObservedGeneration = task.Generation
 	status.ProgressSummary = workflowv1alpha1.ProgressSummary(status.Progress)
 	status.Phase = state.phase
-	if state.phase == workflowv1alpha1.TaskPhaseProcessing && status.StartTime == nil {
-		status.StartTime = ptr.To(metav1.NewTime(now))
-	}
-	if state.phase.IsFinished() && status.CompletionTime == nil {
-		status.CompletionTime = ptr.To(metav1.NewTime(now))
-	}
-	setConditions(&status, task, state, now)
-	return status
+	status.StartTime = rec.StartTime.DeepCopy()
+	status.CompletionTime = rec.CompletionTime.DeepCopy()
+	status.Conditions = operatorConditions(status.Conditions, state.phase)
+	setConditions(&status, task, state, in)
+	return status, rec
 }
 
-// observeState decides the phase. A finished task keeps its phase; otherwise the task's own
-// requests (cancel, suspend) come first, then the Job's conditions, then its pods.
-func observeState(task *workflowv1alpha1.WorkflowTask, obs jobObservation) taskState {
+// observeState decides the phase from the controller's own evidence. A verdict the controller
+// recorded stays; otherwise the task's own requests (cancel, suspend) come first, then what was
+// seen of the Job, then its pods. The phase in the status read back is never consulted.
+func observeState(task *workflowv1alpha1.WorkflowTask, rec taskRecord, obs jobObservation) taskState {
 	name := jobName(task)
 	switch {
-	case task.Status.Phase.IsFinished():
-		ready := meta.FindStatusCondition(task.Status.Conditions, workflowv1alpha1.ConditionReady)
-		if ready == nil {
-			return taskState{phase: task.Status.Phase, reason: string(task.Status.Phase)}
-		}
-		return taskState{phase: task.Status.Phase, reason: ready.Reason, message: ready.Message}
+	case rec.finished():
+		return taskState{rec.Phase, rec.Reason, rec.Message}
 	case isCancelRequested(task):
 		return taskState{workflowv1alpha1.TaskPhaseCanceled, workflowv1alpha1.ReasonCanceled, msgCanceled}
 	case obs.invalid != "":
@@ -82,6 +93,8 @@ func observeState(task *workflowv1alpha1.WorkflowTask, obs jobObservation) taskS
 		return taskState{workflowv1alpha1.TaskPhaseError, ReasonJobConflict, obs.conflict}
 	case obs.missing:
 		return taskState{workflowv1alpha1.TaskPhaseError, workflowv1alpha1.ReasonJobDeleted, fmt.Sprintf(msgJobDeleted, name)}
+	case obs.job == nil && rec.StartTime != nil: // the Job could not be read this time
+		return taskState{workflowv1alpha1.TaskPhaseProcessing, workflowv1alpha1.ReasonProcessing, msgUnobserved}
 	case obs.job == nil:
 		return taskState{workflowv1alpha1.TaskPhaseQueued, workflowv1alpha1.ReasonQueued, fmt.Sprintf(msgQueued, name)}
 	}
@@ -101,17 +114,18 @@ func observeState(task *workflowv1alpha1.WorkflowTask, obs jobObservation) taskS
 	if ptr.Deref(task.Spec.Suspend, false) || ptr.Deref(job.Spec.Suspend, false) {
 		return taskState{workflowv1alpha1.TaskPhaseSuspending, workflowv1alpha1.ReasonSuspended, msgSuspended}
 	}
-	if hasStarted(task, job) {
+	if hasStarted(task, rec, job) {
 		return taskState{workflowv1alpha1.TaskPhaseProcessing, workflowv1alpha1.ReasonProcessing,
 			fmt.Sprintf(msgProcessing, name, job.Status.Active)}
 	}
 	return taskState{workflowv1alpha1.TaskPhaseQueued, workflowv1alpha1.ReasonQueued, fmt.Sprintf(msgQueued, name)}
 }
 
-// hasStarted: a pod of the Job is running (ready), or ran before (the task has a start time or
-// progress). A started task between two pod attempts is still Processing, not Queued again.
-func hasStarted(task *workflowv1alpha1.WorkflowTask, job *batchv1.Job) bool {
-	return task.Status.StartTime != nil || len(task.Status.Progress) > 0 || ptr.Deref(job.Status.Ready, 0) > 0
+// hasStarted: a pod of the Job is running (ready), or ran before (the controller recorded a
+// start, or a pod reported progress). A started task between two pod attempts is still
+// Processing, not Queued again.
+func hasStarted(task *workflowv1alpha1.WorkflowTask, rec taskRecord, job *batchv1.Job) bool {
+	return rec.StartTime != nil || len(task.Status.Progress) > 0 || ptr.Deref(job.Status.Ready, 0) > 0
 }
 
 // jobCondition returns the Job's condition of type t when it is True.
@@ -128,9 +142,37 @@ func isJobCondition(job *batchv1.Job, t batchv1.JobConditionType) bool {
 	return jobCondition(job, t) != nil
 }
 
+// operatorConditions keeps the conditions the operator may have written for a task in phase p,
+// in order, and drops any other: an unknown type, or Canceled/Failed on a task not in that phase,
+// can only have come from someone else.
+func operatorConditions(conds []metav1.Condition, p workflowv1alpha1.TaskPhase) []metav1.Condition {
+	out := make([]metav1.Condition, 0, len(conds))
+	for _, c := range conds {
+		switch c.Type {
+		case workflowv1alpha1.ConditionReady, workflowv1alpha1.ConditionReconciling,
+			workflowv1alpha1.ConditionStalled, workflowv1alpha1.ConditionSuspended:
+		case workflowv1alpha1.ConditionCanceled:
+			if p != workflowv1alpha1.TaskPhaseCanceled {
+				continue
+			}
+		case workflowv1alpha1.ConditionFailed:
+			if p != workflowv1alpha1.TaskPhaseError {
+				continue
+			}
+		default:
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // setConditions writes the kstatus conditions (Ready, Reconciling, Stalled) and the task's own
-// (Suspended, Canceled, Failed) for the state.
-func setConditions(status *workflowv1alpha1.WorkflowTaskStatus, task *workflowv1alpha1.WorkflowTask, state taskState, now time.Time) {
+// (Suspended, Canceled, Failed) for the state. On an unfinished task, a failed reconcile step
+// shows too: a runner conflict as Stalled (it needs someone to remove the object), any other
+// error as Reconciling (it is retried).
+func setConditions(status *workflowv1alpha1.WorkflowTaskStatus, task *workflowv1alpha1.WorkflowTask, state taskState, in statusInputs) {
+	now := in.now
 	set := func(t string, ok bool, reason, message string) {
 		s := metav1.ConditionFalse
 		if ok {
@@ -146,7 +188,7 @@ func setConditions(status *workflowv1alpha1.WorkflowTaskStatus, task *workflowv1
 	inFlight := p == workflowv1alpha1.TaskPhaseQueued || p == workflowv1alpha1.TaskPhaseProcessing
 	set(workflowv1alpha1.ConditionReconciling, inFlight, state.reason, state.message)
 
-	switch stall := checkStall(task, status, now); {
+	switch stall := checkStall(task, status, in.seen, now); {
 	case p == workflowv1alpha1.TaskPhaseError:
 		set(workflowv1alpha1.ConditionStalled, true, state.reason, state.message)
 	case p == workflowv1alpha1.TaskPhaseProcessing && stall.stalled:
@@ -171,6 +213,19 @@ func setConditions(status *workflowv1alpha1.WorkflowTaskStatus, task *workflowv1
 	if p == workflowv1alpha1.TaskPhaseError {
 		set(workflowv1alpha1.ConditionFailed, true, state.reason, state.message)
 	}
+
+	if in.err == nil || p.IsFinished() {
+		return
+	}
+	var conflict *runnerConflictError
+	if errors.As(in.err, &conflict) {
+		set(workflowv1alpha1.ConditionReconciling, false, workflowv1alpha1.ReasonRunnerConflict, conflict.Error())
+		set(workflowv1alpha1.ConditionStalled, true, workflowv1alpha1.ReasonRunnerConflict, conflict.Error())
+		return
+	}
+	msg := truncateUTF8(fmt.Sprintf(msgReconcileError, in.err), maxRecordMessage)
+	set(workflowv1alpha1.ConditionReconciling, true, workflowv1alpha1.ReasonReconcileError, msg)
+	set(workflowv1alpha1.ConditionStalled, false, workflowv1alpha1.ReasonReconcileError, msg)
 }
 
 // updateStatusIfChanged writes the new status in one merge patch, only when it differs. The

@@ -48,14 +48,25 @@ func summarize(conds []metav1.Condition) []condSummary {
 	return out
 }
 
+// compute runs computeStatus as a reconcile at now would, with no failed step.
+func compute(task *workflowv1alpha1.WorkflowTask, rec taskRecord, obs jobObservation, now time.Time) (workflowv1alpha1.WorkflowTaskStatus, taskRecord) {
+	return computeStatus(task, statusInputs{record: rec, obs: obs, now: now})
+}
+
+// Records of a task whose Job was created, and of one the controller saw start at t0.
+var (
+	created = taskRecord{JobCreated: true}
+	started = taskRecord{JobCreated: true, StartTime: ptr.To(metav1.NewTime(t0))}
+)
+
 func TestComputeStatusPhases(t *testing.T) {
 	base := testutil.MakeTask("t", "ns")
 	base.UID = "uid-1"
 	processing := base.Clone().Phase(workflowv1alpha1.TaskPhaseProcessing)
-	processing.Status.StartTime = ptr.To(metav1.NewTime(t0))
 
 	cases := map[string]struct {
 		task       *testutil.TaskWrapper
+		rec        taskRecord
 		obs        jobObservation
 		wantPhase  workflowv1alpha1.TaskPhase
 		wantConds  []condSummary
@@ -68,57 +79,57 @@ func TestComputeStatusPhases(t *testing.T) {
 			wantConds: []condSummary{{"Ready", "False", "Queued"}, {"Reconciling", "True", "Queued"}, {"Stalled", "False", "Queued"}},
 		},
 		"pod pending is still queued": {
-			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), obs: jobObservation{job: jobWith(withPods(1, 0))},
+			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: jobWith(withPods(1, 0))},
 			wantPhase: workflowv1alpha1.TaskPhaseQueued,
 			wantConds: []condSummary{{"Ready", "False", "Queued"}, {"Reconciling", "True", "Queued"}, {"Stalled", "False", "Queued"}},
 		},
 		"pod running": {
-			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), obs: jobObservation{job: jobWith(withPods(1, 1))},
+			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: jobWith(withPods(1, 1))},
 			wantPhase: workflowv1alpha1.TaskPhaseProcessing, wantStart: true,
 			wantConds: []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}},
 		},
 		"between pod retries a started task stays processing": {
-			task: processing, obs: jobObservation{job: jobWith(withPods(0, 0))},
+			task: processing, rec: started, obs: jobObservation{job: jobWith(withPods(0, 0))},
 			wantPhase: workflowv1alpha1.TaskPhaseProcessing, wantStart: true,
 			wantConds: []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}},
 		},
 		"success criteria met is completed": {
-			task: processing, obs: jobObservation{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "CompletionsReached", ""))},
+			task: processing, rec: started, obs: jobObservation{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "CompletionsReached", ""))},
 			wantPhase: workflowv1alpha1.TaskPhaseCompleted, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "True", "Completed"}, {"Reconciling", "False", "Completed"}, {"Stalled", "False", "Completed"}},
 		},
 		"complete is completed": {
-			task: processing, obs: jobObservation{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "", ""), withCondition(batchv1.JobComplete, "", ""))},
+			task: processing, rec: started, obs: jobObservation{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "", ""), withCondition(batchv1.JobComplete, "", ""))},
 			wantPhase: workflowv1alpha1.TaskPhaseCompleted, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "True", "Completed"}, {"Reconciling", "False", "Completed"}, {"Stalled", "False", "Completed"}},
 		},
 		"failure target is error": {
-			task: processing, obs: jobObservation{job: jobWith(withCondition(batchv1.JobFailureTarget, batchv1.JobReasonBackoffLimitExceeded, "Job has reached the specified backoff limit"))},
+			task: processing, rec: started, obs: jobObservation{job: jobWith(withCondition(batchv1.JobFailureTarget, batchv1.JobReasonBackoffLimitExceeded, "Job has reached the specified backoff limit"))},
 			wantPhase: workflowv1alpha1.TaskPhaseError, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "False", "JobFailed"}, {"Reconciling", "False", "JobFailed"}, {"Stalled", "True", "JobFailed"}, {"Failed", "True", "JobFailed"}},
 		},
 		"deadline exceeded is error": {
-			task: processing, obs: jobObservation{job: jobWith(withCondition(batchv1.JobFailureTarget, batchv1.JobReasonDeadlineExceeded, ""), withCondition(batchv1.JobFailed, batchv1.JobReasonDeadlineExceeded, ""))},
+			task: processing, rec: started, obs: jobObservation{job: jobWith(withCondition(batchv1.JobFailureTarget, batchv1.JobReasonDeadlineExceeded, ""), withCondition(batchv1.JobFailed, batchv1.JobReasonDeadlineExceeded, ""))},
 			wantPhase: workflowv1alpha1.TaskPhaseError, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "False", "DeadlineExceeded"}, {"Reconciling", "False", "DeadlineExceeded"}, {"Stalled", "True", "DeadlineExceeded"}, {"Failed", "True", "DeadlineExceeded"}},
 		},
 		"task suspended": {
-			task: base.Clone().Suspend(true).Phase(workflowv1alpha1.TaskPhaseQueued), obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
+			task: base.Clone().Suspend(true).Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
 			wantPhase: workflowv1alpha1.TaskPhaseSuspending,
 			wantConds: []condSummary{{"Ready", "False", "Suspended"}, {"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
 		},
 		"job suspended by someone else": {
-			task: processing, obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
+			task: processing, rec: started, obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
 			wantPhase: workflowv1alpha1.TaskPhaseSuspending, wantStart: true,
 			wantConds: []condSummary{{"Ready", "False", "Suspended"}, {"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
 		},
 		"canceled": {
-			task: processing.Clone().Cancel(true), obs: jobObservation{},
+			task: processing.Clone().Cancel(true), rec: started, obs: jobObservation{},
 			wantPhase: workflowv1alpha1.TaskPhaseCanceled, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "False", "Canceled"}, {"Reconciling", "False", "Canceled"}, {"Stalled", "False", "Canceled"}, {"Canceled", "True", "Canceled"}},
 		},
 		"job deleted while running": {
-			task: processing, obs: jobObservation{missing: true},
+			task: processing, rec: started, obs: jobObservation{missing: true},
 			wantPhase: workflowv1alpha1.TaskPhaseError, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "False", "JobDeleted"}, {"Reconciling", "False", "JobDeleted"}, {"Stalled", "True", "JobDeleted"}, {"Failed", "True", "JobDeleted"}},
 		},
@@ -136,7 +147,7 @@ func TestComputeStatusPhases(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			task := tc.task.Obj()
-			got := computeStatus(task, tc.obs, t0.Add(time.Minute))
+			got, rec := compute(task, tc.rec, tc.obs, t0.Add(time.Minute))
 			if got.Phase != tc.wantPhase {
 				t.Errorf("phase = %s, want %s", got.Phase, tc.wantPhase)
 			}
@@ -148,6 +159,12 @@ func TestComputeStatusPhases(t *testing.T) {
 			}
 			if (got.CompletionTime != nil) != tc.wantFinish {
 				t.Errorf("completionTime = %v, want set=%t", got.CompletionTime, tc.wantFinish)
+			}
+			if rec.finished() != tc.wantFinish || (tc.wantFinish && (rec.Phase != got.Phase || !rec.CompletionTime.Equal(got.CompletionTime))) {
+				t.Errorf("record %+v does not hold the verdict %s at %v", rec, got.Phase, got.CompletionTime)
+			}
+			if !rec.StartTime.Equal(got.StartTime) {
+				t.Errorf("record start %v, status start %v", rec.StartTime, got.StartTime)
 			}
 			if got.ID != workflowv1alpha1.TaskIDFromUID("uid-1") || got.ObservedGeneration != task.Generation {
 				t.Errorf("id/observedGeneration = %q/%d", got.ID, got.ObservedGeneration)
@@ -164,7 +181,8 @@ func TestComputeStatusPhases(t *testing.T) {
 // A finished task is terminal: whatever the Job does later (or if it vanishes), nothing moves.
 func TestComputeStatusFinishedIsTerminal(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").Obj()
-	task.Status = computeStatus(task, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0)
+	var rec taskRecord
+	task.Status, rec = compute(task, started, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0)
 	for name, obs := range map[string]jobObservation{
 		"job gone":    {missing: true},
 		"job failed":  {job: jobWith(withCondition(batchv1.JobFailed, "", ""))},
@@ -174,9 +192,12 @@ func TestComputeStatusFinishedIsTerminal(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			again := task.DeepCopy()
 			again.Spec.Cancel = ptr.To(true)
-			got := computeStatus(again, obs, t0.Add(time.Hour))
+			got, gotRec := compute(again, rec, obs, t0.Add(time.Hour))
 			if diff := cmp.Diff(task.Status, got); diff != "" {
 				t.Errorf("finished task changed (-want +got):\n%s", diff)
+			}
+			if !recordEqual(rec, gotRec) {
+				t.Errorf("record changed: %+v -> %+v", rec, gotRec)
 			}
 		})
 	}
@@ -187,10 +208,14 @@ func TestComputeStatusFinishedIsTerminal(t *testing.T) {
 func TestComputeStatusIsStable(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").Progress("upload", 5, 10, t0).Obj()
 	obs := jobObservation{job: jobWith(withPods(1, 1))}
-	task.Status = computeStatus(task, obs, t0)
-	again := computeStatus(task, obs, t0.Add(30*time.Second))
+	var rec taskRecord
+	task.Status, rec = compute(task, created, obs, t0)
+	again, againRec := compute(task, rec, obs, t0.Add(30*time.Second))
 	if diff := cmp.Diff(task.Status, again); diff != "" {
 		t.Errorf("status not stable (-first +second):\n%s", diff)
+	}
+	if !recordEqual(rec, againRec) {
+		t.Errorf("record not stable: %+v -> %+v", rec, againRec)
 	}
 	if task.Status.ProgressSummary != "50%" {
 		t.Errorf("progressSummary = %q, want 50%%", task.Status.ProgressSummary)
@@ -200,9 +225,10 @@ func TestComputeStatusIsStable(t *testing.T) {
 func TestComputeStatusSuspendResume(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").Suspend(true).Obj()
 	suspendedJob := jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })
-	task.Status = computeStatus(task, jobObservation{job: suspendedJob}, t0)
+	var rec taskRecord
+	task.Status, rec = compute(task, created, jobObservation{job: suspendedJob}, t0)
 	task.Spec.Suspend = ptr.To(false)
-	got := computeStatus(task, jobObservation{job: jobWith(withPods(1, 1))}, t0.Add(time.Minute))
+	got, _ := compute(task, rec, jobObservation{job: jobWith(withPods(1, 1))}, t0.Add(time.Minute))
 	want := []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}, {"Suspended", "False", "Resumed"}}
 	if diff := cmp.Diff(want, summarize(got.Conditions)); diff != "" {
 		t.Errorf("conditions after resume (-want +got):\n%s", diff)
@@ -211,12 +237,14 @@ func TestComputeStatusSuspendResume(t *testing.T) {
 
 func TestStatusEvents(t *testing.T) {
 	queued := testutil.MakeTask("t", "ns").Obj()
-	queued.Status = computeStatus(queued, jobObservation{job: jobWith()}, t0)
-	running := computeStatus(queued, jobObservation{job: jobWith(withPods(1, 1))}, t0)
+	queued.Status, _ = compute(queued, taskRecord{}, jobObservation{job: jobWith()}, t0)
+	running, runningRec := compute(queued, created, jobObservation{job: jobWith(withPods(1, 1))}, t0)
 	runningTask := queued.DeepCopy()
 	runningTask.Status = running
-	stalled := computeStatus(runningTask, jobObservation{job: jobWith(withPods(1, 1))}, t0.Add(time.Hour))
-	done := computeStatus(runningTask, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0)
+	stalled, _ := compute(runningTask, runningRec, jobObservation{job: jobWith(withPods(1, 1))}, t0.Add(time.Hour))
+	done, _ := compute(runningTask, runningRec, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0)
+	forged := running.DeepCopy()
+	forged.Phase, forged.CompletionTime = workflowv1alpha1.TaskPhaseCompleted, ptr.To(metav1.NewTime(t0.AddDate(-26, 0, 0)))
 
 	reasons := func(es []event) []string {
 		var out []string
@@ -236,6 +264,8 @@ func TestStatusEvents(t *testing.T) {
 		"unstalled": {&stalled, &running, jobObservation{}, []string{EventProgressResumed}},
 		"completed": {&running, &done, jobObservation{}, []string{EventCompleted}},
 		"no change": {&running, &running, jobObservation{}, nil},
+		// A forged finish undone: a correction, and no "Processing" as if the task had restarted.
+		"forged finish corrected": {forged, &running, jobObservation{}, []string{EventStatusCorrected}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

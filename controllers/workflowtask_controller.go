@@ -4,6 +4,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -38,6 +39,9 @@ type WorkflowTaskReconciler struct {
 	Clock     clock.PassiveClock
 	// ProgressImage runs the progress-file sidecar of tasks that do not name an image.
 	ProgressImage string
+
+	// progressClock times progress entries that carry no believable updateTime.
+	progressClock *progressClock
 }
 
 var _ reconcile.Reconciler = (*WorkflowTaskReconciler)(nil)
@@ -52,21 +56,26 @@ func NewWorkflowTaskReconciler(mgr ctrl.Manager, progressImage string) *Workflow
 		Recorder:      mgr.GetEventRecorder("workflowtask-controller"),
 		Clock:         clock.RealClock{},
 		ProgressImage: progressImage,
+		progressClock: newProgressClock(),
 	}
 }
 
-// +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks,verbs=get;list;watch;patch;delete
 // +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=workflow.taskops.dev,resources=workflowtasks/finalizers,verbs=update
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile brings one task one step closer to what it asks for.
+// Reconcile brings one task one step closer to what it asks for. The status it writes comes
+// from the controller's own record and what it observes now, never from the status it reads
+// back; it is written on the error path too.
 func (r *WorkflowTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	task := &workflowv1alpha1.WorkflowTask{}
 	if err := r.Get(ctx, req.NamespacedName, task); err != nil {
+		r.progressClock.forget(req.NamespacedName)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !task.DeletionTimestamp.IsZero() {
@@ -74,36 +83,57 @@ func (r *WorkflowTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("workflowtask", klog.KObj(task)))
 	now := r.Clock.Now()
+	rec := readRecord(task)
 
-	if deleted, err := r.deleteIfExpired(ctx, task, now); deleted || err != nil {
+	if deleted, err := r.deleteIfExpired(ctx, task, rec, now); deleted || err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.reconcileRunnerIdentity(ctx, task); err != nil {
-		return ctrl.Result{}, err
-	}
-	obs, err := r.reconcileJob(ctx, task)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
+	obs, reconcileErr := r.reconcileOwned(ctx, task, rec)
 
+	in := statusInputs{record: rec, obs: obs, err: reconcileErr, now: now}
+	if !rec.finished() {
+		in.seen = r.progressClock.observe(task, now)
+	}
+	status, newRec := computeStatus(task, in)
+	if newRec.finished() {
+		r.progressClock.forget(req.NamespacedName)
+	}
 	old := task.Status.DeepCopy()
-	status := computeStatus(task, obs, now)
+	if err := r.writeRecordIfChanged(ctx, task, rec, newRec); err != nil {
+		return ctrl.Result{}, errors.Join(reconcileErr, err)
+	}
 	if err := r.updateStatusIfChanged(ctx, task, status); err != nil {
-		return ctrl.Result{}, err
+		return ctrl.Result{}, errors.Join(reconcileErr, err)
 	}
 	for _, e := range statusEvents(old, &status, obs) {
 		r.Recorder.Eventf(task, nil, e.eventType, e.reason, e.action, "%s", e.note)
 	}
-	return ctrl.Result{RequeueAfter: requeueAfter(task, now)}, nil
+	if reconcileErr != nil {
+		return ctrl.Result{}, reconcileErr
+	}
+	return ctrl.Result{RequeueAfter: requeueAfter(task, &status, newRec, in.seen, now)}, nil
+}
+
+// reconcileOwned brings the objects a task owns in line and says what it saw of the Job. A
+// running task gets its runner identity, then its Job (created only when the identity is the
+// task's own); a finished one only loses its runner's access once its pods are gone.
+func (r *WorkflowTaskReconciler) reconcileOwned(ctx context.Context, task *workflowv1alpha1.WorkflowTask, rec taskRecord) (jobObservation, error) {
+	if rec.finished() {
+		return jobObservation{}, r.revokeRunnerAccess(ctx, task, rec)
+	}
+	runnerErr := r.reconcileRunnerIdentity(ctx, task)
+	obs, jobErr := r.reconcileJob(ctx, task, rec, runnerErr == nil)
+	return obs, errors.Join(runnerErr, jobErr)
 }
 
 // requeueAfter is when the task next needs a look without any watch event: when a Processing
 // task would stall, or when a finished one expires. 0 means never.
-func requeueAfter(task *workflowv1alpha1.WorkflowTask, now time.Time) time.Duration {
-	if d := stallRequeueAfter(task, &task.Status, now); d > 0 {
+func requeueAfter(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.WorkflowTaskStatus, rec taskRecord,
+	seen map[string]time.Time, now time.Time) time.Duration {
+	if d := stallRequeueAfter(task, status, seen, now); d > 0 {
 		return d
 	}
-	return ttlRequeueAfter(task, now)
+	return ttlRequeueAfter(task, rec, now)
 }
 
 // CacheOptions limits the manager's cache of the kinds the controller owns to the objects it

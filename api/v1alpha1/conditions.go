@@ -32,4 +32,11 @@ const (
 	ReasonCanceled                 = "Canceled"
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 	ReasonProgressing              = "Progressing"
+	// ReasonRunnerConflict: an object named like the task's runner identity (ServiceAccount,
+	// Role or RoleBinding <task>-runner) exists and was not created for this task. The
+	// operator never takes such an object over; the task waits (Stalled) until it is removed.
+	ReasonRunnerConflict = "RunnerConflict"
+	// ReasonReconcileError: a step of the reconcile failed (for example the API server refused
+	// a write); it is retried with backoff.
+	ReasonReconcileError = "ReconcileError"
 )

@@ -13,6 +13,12 @@ const (
 	ManagedByValue = "workflowtask-operator"
 )
 
+// AnnotationRecord holds, on a task, the controller's own record of what it established: that
+// it created the Job, when the task started, and the verdict and time when it finished. It is
+// metadata, which the task's pods (allowed to write only the status subresource) cannot reach;
+// the controller computes the status from it and never from the status it reads back.
+const AnnotationRecord = "workflow.taskops.dev/record"
+
 // Environment variables the controller injects into every container of a task's pod, so the
 // progress reporter (pkg/progress, cmd/workflowtask-progress) needs no configuration in a pod.
 const (

@@ -69,6 +69,13 @@ func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) er
 	return nil
 }
 
+// The operator's ServiceAccount as config/default deploys it: the identity the status admission
+// policy (config/admission) lets write the whole status.
+const (
+	OperatorNamespace      = "workflowtask-system"
+	OperatorServiceAccount = "workflowtask-controller-manager"
+)
+
 // ManagerConfig returns a rest.Config for the operator that holds exactly the permissions of
 // config/rbac/role.yaml (the ClusterRole generated from the controller's markers), bound to a
 // ServiceAccount like the deployment's, so tests exercise the operator's real RBAC.
@@ -88,7 +95,7 @@ func ManagerConfig(ctx context.Context, admin *rest.Config) (*rest.Config, error
 	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
 	}
-	const ns, name = "workflowtask-system", "controller-manager"
+	const ns, name = OperatorNamespace, OperatorServiceAccount
 	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "workflowtask-manager-rolebinding"},

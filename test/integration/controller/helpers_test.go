@@ -172,3 +172,18 @@ func eventReasons(g gomega.Gomega, task *workflowv1alpha1.WorkflowTask) []string
 	}
 	return reasons
 }
+
+// collectForeground waits until the Job is being deleted in the foreground (its pods first) and
+// then does what the garbage collector does once the pods are gone: it removes the finalizer,
+// and the Job goes. (envtest runs no garbage collector.)
+func collectForeground(t *testing.T, job *batchv1.Job) {
+	t.Helper()
+	gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
+		got := &batchv1.Job{}
+		g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(job), got)).To(gomega.Succeed())
+		g.Expect(got.DeletionTimestamp).NotTo(gomega.BeNil(), "the Job is being deleted")
+		g.Expect(got.Finalizers).To(gomega.ContainElement(metav1.FinalizerDeleteDependents), "in the foreground: pods first")
+		got.Finalizers = nil
+		g.Expect(k8sClient.Update(context.Background(), got)).To(gomega.Succeed())
+	}).Should(gomega.Succeed())
+}

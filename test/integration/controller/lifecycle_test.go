@@ -133,6 +133,7 @@ func TestCancel(t *testing.T) {
 	if canceled.Status.CompletionTime == nil {
 		t.Error("completionTime not set on cancel")
 	}
+	collectForeground(t, job)
 	gomega.NewWithT(t).Eventually(func() bool {
 		return apierrors.IsNotFound(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(job), &batchv1.Job{}))
 	}).Should(gomega.BeTrue(), "the Job of a canceled task is deleted")
