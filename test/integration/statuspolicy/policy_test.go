@@ -50,7 +50,9 @@ func startedTask(t *testing.T, name string) (*workflowv1alpha1.WorkflowTask, cli
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.Eventually(func() error { return patchStatus(runner, task, `{"status":{"progress":[{"type":"upload","current":1,"total":4}]}}`) }).
+	g.Eventually(func() error {
+		return patchStatus(runner, task, `{"status":{"progress":[{"type":"upload","current":1,"total":4}]}}`)
+	}).
 		Should(gomega.Succeed(), "the runner writes progress")
 	g.Eventually(func(g gomega.Gomega) {
 		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(task), task)).To(gomega.Succeed())
