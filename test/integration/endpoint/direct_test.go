@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"os/exec"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -310,4 +311,27 @@ func TestCorrelationID(t *testing.T) {
 	if strings.Contains(string(body), "forged") || !uuidRe.Match(body) {
 		t.Errorf("malformed correlation ID echoed: %s", body)
 	}
+}
+
+// Progress written by a script with a plain `kubectl patch --subresource=status` carries no
+// updateTime; the endpoint shows it like any other.
+func TestProgressWithoutUpdateTimeIsShown(t *testing.T) {
+	ctx := context.Background()
+	owner := newSAUser(t, "users", "erin")
+	task := createTaskWithProgress(t, testutil.MakeTask("scripted", "team-c").Owner(owner.name))
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, env.ControlPlane.KubectlPath, "--kubeconfig", kubeconfig, "-n", task.Namespace,
+		"patch", "workflowtask", task.Name, "--subresource=status", "--type=merge",
+		"-p", `{"status":{"progress":[{"type":"upload_count","current":3,"total":7}]}}`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl patch: %v\n%s", err, out)
+	}
+	want := `{"data":{"upload_count":{"total":7,"current":3,"identifier":""}},"code":0,"msg":""}`
+	gomega.NewWithT(t).Eventually(func() string {
+		_, b := get(t, "GET", "/workflow/progress/"+workflowv1alpha1.TaskIDFromUID(task.UID), owner.token)
+		return string(b)
+	}).Should(gomega.Equal(want))
 }
