@@ -62,3 +62,22 @@ func TestForgedStatusIsRefused(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}).Should(gomega.BeEmpty(), "the real completion still starts the TTL")
 }
+
+// Cancel on a real control plane: the Job is deleted in the foreground, so it goes only after
+// its pods (the garbage collector and the node); then the runner loses its RoleBinding. The
+// task stays, Canceled, with the progress its pod reported.
+func TestCancelEndsRunnerAccess(t *testing.T) {
+	applyTask(t, "to-cancel", "", "")
+	pod := runningPod(t, "default", "to-cancel")
+	report(t, pod, "to-cancel", "set", "upload", "5/10")
+	kubectl(t, "patch", "workflowtask", "to-cancel", "--type=merge", "-p", `{"spec":{"cancel":true}}`)
+	g := gomega.NewWithT(t)
+	g.Eventually(func() string { return jsonpath(t, "default", "workflowtask", "to-cancel", "{.status.phase}") }).Should(gomega.Equal("Canceled"))
+	g.Eventually(func() string {
+		out, _ := cluster.Kubectl(context.Background(), "get", "job/to-cancel", "rolebinding/to-cancel-runner", "pod/"+pod.Name,
+			"--ignore-not-found", "-o", "name")
+		return strings.TrimSpace(string(out))
+	}).Should(gomega.BeEmpty(), "Job, pod and runner RoleBinding gone")
+	kubectl(t, "get", "serviceaccount/to-cancel-runner", "role/to-cancel-runner")
+	g.Expect(jsonpath(t, "default", "workflowtask", "to-cancel", "{.status.progress[0].current}")).To(gomega.Equal("5"))
+}
