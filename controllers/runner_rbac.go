@@ -108,22 +108,22 @@ func (r *WorkflowTaskReconciler) confirmConflict(ctx context.Context, task *work
 // pod may still make its last progress write. The ServiceAccount and Role stay, owned by the
 // task; without the binding their tokens may do nothing.
 func (r *WorkflowTaskReconciler) revokeRunnerAccess(ctx context.Context, task *workflowv1alpha1.WorkflowTask, rec taskRecord) error {
+	binding := &rbacv1.RoleBinding{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: runnerName(task)}, binding)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil // revoked already: nothing more to read
+	case err != nil:
+		return fmt.Errorf("getting runner RoleBinding: %w", err)
+	case !metav1.IsControlledBy(binding, task):
+		return nil
+	}
 	job, err := r.getJob(ctx, task, rec)
 	if err != nil {
 		return err
 	}
 	if job != nil && metav1.IsControlledBy(job, task) && !podsGone(job) {
 		return nil // the Job's next change wakes the task again
-	}
-	binding := &rbacv1.RoleBinding{}
-	err = r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: runnerName(task)}, binding)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil
-	case err != nil:
-		return fmt.Errorf("getting runner RoleBinding: %w", err)
-	case !metav1.IsControlledBy(binding, task):
-		return nil
 	}
 	err = r.Delete(ctx, binding, client.Preconditions{UID: &binding.UID})
 	if err != nil && !apierrors.IsNotFound(err) {
