@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -55,10 +56,13 @@ func (r *WorkflowTaskReconciler) reconcileJob(ctx context.Context, task *workflo
 		return jobObservation{}, err
 	}
 	if isCancelRequested(task) {
+		if job == nil || !metav1.IsControlledBy(job, task) {
+			return jobObservation{}, nil // nothing of the task's runs; someone else's Job is not ours to delete
+		}
 		return jobObservation{}, r.deleteJob(ctx, job)
 	}
 	if job != nil && !metav1.IsControlledBy(job, task) {
-		return jobObservation{conflict: fmt.Sprintf("a Job named %q exists and does not belong to this task", job.Name)}, nil
+		return jobConflict(job, task)
 	}
 	switch {
 	case job == nil && rec.JobCreated:
@@ -90,6 +94,17 @@ func (r *WorkflowTaskReconciler) getJob(ctx context.Context, task *workflowv1alp
 	return job, nil
 }
 
+// jobConflict is what a Job of the task's name that the task does not control means: an earlier
+// task of the same name's Job, still being garbage-collected, is waited for (an error, retried);
+// anyone else's is a conflict the task cannot get past.
+func jobConflict(job *batchv1.Job, task *workflowv1alpha1.WorkflowTask) (jobObservation, error) {
+	var earlier *earlierTaskError
+	if err := notOurs(job, task, "Job"); errors.As(err, &earlier) {
+		return jobObservation{}, err
+	}
+	return jobObservation{conflict: fmt.Sprintf("a Job named %q exists and does not belong to this task", job.Name)}, nil
+}
+
 // podsGone tells whether none of the Job's pods can still be running: the Job controller adds
 // Complete or Failed only once every pod has terminated (SuccessCriteriaMet and FailureTarget
 // come first, while pods may still be stopping).
@@ -117,7 +132,7 @@ func (r *WorkflowTaskReconciler) createJob(ctx context.Context, task *workflowv1
 			return jobObservation{}, fmt.Errorf("getting existing Job %s: %w", job.Name, err)
 		}
 		if !metav1.IsControlledBy(existing, task) {
-			return jobObservation{conflict: fmt.Sprintf("a Job named %q exists and does not belong to this task", job.Name)}, nil
+			return jobConflict(existing, task)
 		}
 		return jobObservation{job: existing}, nil
 	case err != nil:

@@ -2,8 +2,8 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -43,6 +43,28 @@ func (e *runnerConflictError) Error() string {
 		e.kind, e.namespace, e.name)
 }
 
+// earlierTaskError: an object the task needs belongs to an earlier task of the same name, deleted
+// and being garbage-collected (a GitOps tool deleting and re-creating a task does this). It is
+// not a conflict: the reconcile is retried until the object is gone.
+type earlierTaskError struct {
+	kind, namespace, name string
+}
+
+func (e *earlierTaskError) Error() string {
+	return fmt.Sprintf("%s %s/%s still belongs to an earlier task of the same name; waiting for garbage collection to remove it",
+		e.kind, e.namespace, e.name)
+}
+
+// notOurs is the error for an existing object the task does not control: an earlier
+// incarnation's (wait), or someone else's (conflict).
+func notOurs(obj client.Object, task *workflowv1alpha1.WorkflowTask, kind string) error {
+	if ref := metav1.GetControllerOf(obj); ref != nil && ref.Kind == "WorkflowTask" && ref.Name == task.Name &&
+		strings.HasPrefix(ref.APIVersion, workflowv1alpha1.GroupVersion.Group+"/") && ref.UID != task.UID {
+		return &earlierTaskError{kind: kind, namespace: obj.GetNamespace(), name: obj.GetName()}
+	}
+	return &runnerConflictError{kind: kind, namespace: obj.GetNamespace(), name: obj.GetName()}
+}
+
 // reconcileRunnerIdentity creates a task's runner identity (a ServiceAccount, a Role with
 // runnerRules, the RoleBinding between them, all owned by the task so garbage collection removes
 // them with it) and puts back whatever was changed in it. A canceled task gets none.
@@ -67,10 +89,11 @@ func (r *WorkflowTaskReconciler) reconcileRunnerIdentity(ctx context.Context, ta
 		}},
 	}
 	for _, o := range runnerObjects {
-		conflict := &runnerConflictError{kind: o.kind, namespace: task.Namespace, name: o.obj.GetName()}
+		var foreign error
 		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, o.obj, func() error {
 			if o.obj.GetResourceVersion() != "" && !metav1.IsControlledBy(o.obj, task) {
-				return conflict
+				foreign = notOurs(o.obj, task, o.kind)
+				return foreign
 			}
 			o.obj.SetLabels(apilabels.Merge(o.obj.GetLabels(), labelsFor(task)))
 			o.desired()
@@ -78,29 +101,29 @@ func (r *WorkflowTaskReconciler) reconcileRunnerIdentity(ctx context.Context, ta
 		})
 		if apierrors.IsAlreadyExists(err) {
 			// Not in the label-filtered cache: someone else's object, or ours not cached yet.
-			err = r.confirmConflict(ctx, task, o.obj, conflict)
+			foreign, err = r.readForeign(ctx, task, o.obj, o.kind)
+		}
+		if foreign != nil {
+			return foreign
 		}
 		if err != nil {
-			if errors.Is(err, conflict) {
-				return conflict
-			}
 			return fmt.Errorf("reconciling runner %s %s: %w", o.kind, o.obj.GetName(), err)
 		}
 	}
 	return nil
 }
 
-// confirmConflict reads an object that exists although the cache does not have it: conflict
-// when it is not the task's; otherwise an error, so the reconcile is retried once the cache
-// has caught up.
-func (r *WorkflowTaskReconciler) confirmConflict(ctx context.Context, task *workflowv1alpha1.WorkflowTask, obj client.Object, conflict error) error {
+// readForeign reads an object that exists although the cache does not have it and says whose
+// it is: notOurs when the task does not control it; otherwise an error, so the reconcile is
+// retried once the cache has caught up.
+func (r *WorkflowTaskReconciler) readForeign(ctx context.Context, task *workflowv1alpha1.WorkflowTask, obj client.Object, kind string) (foreign, err error) {
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
-		return fmt.Errorf("reading existing %s: %w", obj.GetName(), err)
+		return nil, fmt.Errorf("reading existing %s %s: %w", kind, obj.GetName(), err)
 	}
 	if !metav1.IsControlledBy(obj, task) {
-		return conflict
+		return notOurs(obj, task, kind), nil
 	}
-	return fmt.Errorf("%s exists but is not in the cache yet", obj.GetName())
+	return nil, fmt.Errorf("%s %s exists but is not in the cache yet", kind, obj.GetName())
 }
 
 // revokeRunnerAccess ends a finished task's runner access: its RoleBinding is deleted once no

@@ -273,3 +273,50 @@ func TestProgressWithoutUpdateTime(t *testing.T) {
 	kubectlPatch(2)
 	g.Eventually(stalled).Should(gomega.BeFalse(), "a new value counts as progress")
 }
+
+// A task deleted and re-created under the same name (a GitOps tool replacing it) may meet the
+// earlier task's Job and runner objects before garbage collection removed them: the new task
+// waits for them (Reconciling=True/ReconcileError naming the object), neither takes them over
+// nor ends in Error, and proceeds once they are gone. (envtest runs no garbage collector: the
+// test removes them as it would.)
+func TestEarlierTaskOfTheSameName(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	first := createTask(t, testutil.MakeTask("again", ns))
+	waitJob(t, first)
+	waitPhase(t, first, workflowv1alpha1.TaskPhaseQueued)
+	// Deleted with its dependents left behind (as the garbage collector has not run yet).
+	if err := k8sClient.Delete(ctx, first, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		t.Fatal(err)
+	}
+	second := createTask(t, testutil.MakeTask("again", ns))
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		got := getTask(g, second)
+		rec := meta.FindStatusCondition(got.Status.Conditions, workflowv1alpha1.ConditionReconciling)
+		g.Expect(rec).NotTo(gomega.BeNil())
+		g.Expect(rec.Reason).To(gomega.Equal(workflowv1alpha1.ReasonReconcileError))
+		g.Expect(rec.Message).To(gomega.ContainSubstring("earlier task of the same name"))
+		g.Expect(got.Status.Phase).To(gomega.Equal(workflowv1alpha1.TaskPhaseQueued))
+	}).Should(gomega.Succeed())
+
+	for _, obj := range []client.Object{&batchv1.Job{}, &rbacv1.RoleBinding{}, &rbacv1.Role{}, &corev1.ServiceAccount{}} {
+		name := "again-runner"
+		if _, ok := obj.(*batchv1.Job); ok {
+			name = "again"
+		}
+		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj)).To(gomega.Succeed())
+		g.Expect(metav1.GetControllerOf(obj).UID).To(gomega.Equal(first.UID), "%T taken over", obj)
+		g.Expect(k8sClient.Delete(ctx, obj, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(gomega.Succeed())
+	}
+	job := waitJob(t, second)
+	g.Eventually(func(g gomega.Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), job)).To(gomega.Succeed())
+		g.Expect(metav1.IsControlledBy(job, second)).To(gomega.BeTrue())
+	}).Should(gomega.Succeed())
+	waitPhase(t, second, workflowv1alpha1.TaskPhaseQueued)
+	g.Eventually(func(g gomega.Gomega) {
+		got := getTask(g, second)
+		g.Expect(meta.FindStatusCondition(got.Status.Conditions, workflowv1alpha1.ConditionReconciling).Reason).To(gomega.Equal(workflowv1alpha1.ReasonQueued))
+	}).Should(gomega.Succeed())
+}
