@@ -12,7 +12,12 @@
 // stderr with their line number and skipped. Updates are written at most once per --interval.
 // SIGTERM (the end of the pod) makes it read what is left, write it, and exit.
 //
-// Exit codes: 0 written; 1 not written (API refused, unreachable, or deadline); 2 usage.
+// Every write is made only if the task is still the one with --uid ($WORKFLOWTASK_UID in a
+// task's pod; when empty, the UID the first read finds): a pod of a deleted task never writes
+// into a new task of the same name, it exits 1 saying so.
+//
+// Exit codes: 0 written; 1 not written (API refused, unreachable, deadline, or the task was
+// deleted and re-created); 2 usage.
 package main
 
 import (
@@ -27,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -42,7 +48,9 @@ const (
 
 type options struct {
 	task, namespace, kubeconfig, fieldManager string
-	interval, timeout                         time.Duration
+	// uid is the task's UID every write is conditioned on; when empty, the first read pins it.
+	uid               types.UID
+	interval, timeout time.Duration
 }
 
 func main() {
@@ -55,6 +63,9 @@ func run(args []string, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.task, "task", os.Getenv(workflowv1alpha1.EnvTaskName), "Task name (default $"+workflowv1alpha1.EnvTaskName+").")
 	fs.StringVar(&o.namespace, "namespace", os.Getenv(workflowv1alpha1.EnvTaskNamespace), "Task namespace (default $"+workflowv1alpha1.EnvTaskNamespace+").")
+	fs.Func("uid", "Task UID (default $"+workflowv1alpha1.EnvTaskUID+"): nothing is written unless the task has it; when empty, the task's UID as first read.",
+		func(v string) error { o.uid = types.UID(v); return nil })
+	o.uid = types.UID(os.Getenv(workflowv1alpha1.EnvTaskUID))
 	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "Kubeconfig file; in-cluster config when empty.")
 	fs.StringVar(&o.fieldManager, "field-manager", "", "Field manager name (default workflowtask-progress/<pod>/file, or /<TYPE> for one entry).")
 	fs.DurationVar(&o.interval, "interval", progress.DefaultInterval, "File mode: shortest time between two writes.")
@@ -162,7 +173,7 @@ func followFile(cfg *rest.Config, o options, path string, stderr io.Writer) int 
 	if fm == "" {
 		fm = progress.DefaultFieldManager("file")
 	}
-	r, err := progress.New(progress.Options{Config: cfg, Namespace: o.namespace, Task: o.task, FieldManager: fm, Interval: o.interval})
+	r, err := progress.New(progress.Options{Config: cfg, Namespace: o.namespace, Task: o.task, UID: o.uid, FieldManager: fm, Interval: o.interval})
 	if err != nil {
 		fmt.Fprintln(stderr, "workflowtask-progress:", err)
 		return exitNotSaved
@@ -174,6 +185,10 @@ func followFile(cfg *rest.Config, o options, path string, stderr io.Writer) int 
 	closeCtx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	if err := r.Close(closeCtx); err != nil {
+		if errors.Is(err, progress.ErrTaskReplaced) {
+			fmt.Fprintf(stderr, "workflowtask-progress: %s\n", replacedMessage(o, err.Error()))
+			return exitNotSaved
+		}
 		fmt.Fprintln(stderr, "workflowtask-progress:", err)
 		return exitNotSaved
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -27,15 +28,38 @@ func fieldManagerFor(o options, typ string) string {
 }
 
 func getTask(ctx context.Context, rc *rest.RESTClient, o options) (*workflowv1alpha1.WorkflowTask, error) {
-	raw, err := rc.Get().Namespace(o.namespace).Resource("workflowtasks").Name(o.task).SubResource("status").Do(ctx).Raw()
-	if err != nil {
+	res := rc.Get().Namespace(o.namespace).Resource("workflowtasks").Name(o.task).SubResource("status").Do(ctx)
+	if err := res.Error(); err != nil { // (Raw's error would not carry the API server's message)
 		return nil, fmt.Errorf("reading task %s/%s: %w", o.namespace, o.task, explain(err))
 	}
+	raw, _ := res.Raw()
 	task := &workflowv1alpha1.WorkflowTask{}
 	if err := json.Unmarshal(raw, task); err != nil {
 		return nil, fmt.Errorf("decoding task %s/%s: %w", o.namespace, o.task, err)
 	}
 	return task, nil
+}
+
+// replacedMessage says that the task o names is not the one this pod belongs to.
+func replacedMessage(o options, detail string) string {
+	return fmt.Sprintf("task %s/%s was deleted and re-created: this pod belonged to the old one; nothing written (%s)", o.namespace, o.task, detail)
+}
+
+// checkUID makes sure the task read is the one this command writes for: the one with o.uid,
+// or, when o.uid is empty, the one read first (its UID is pinned in o). refused is the API
+// server's refusal that led to reading the task again, if any.
+func checkUID(o *options, task *workflowv1alpha1.WorkflowTask, refused error) error {
+	switch {
+	case o.uid == "":
+		o.uid = task.UID
+	case task.UID != o.uid:
+		detail := fmt.Sprintf("the task's UID is %s, this pod's task had UID %s", task.UID, o.uid)
+		if refused != nil {
+			detail += "; the API server refused the write: " + refused.Error()
+		}
+		return errors.New(replacedMessage(*o, detail))
+	}
+	return nil
 }
 
 func findEntry(task *workflowv1alpha1.WorkflowTask, typ string) (workflowv1alpha1.ProgressEntry, int, bool) {
@@ -47,20 +71,15 @@ func findEntry(task *workflowv1alpha1.WorkflowTask, typ string) (workflowv1alpha
 	return workflowv1alpha1.ProgressEntry{}, -1, false
 }
 
-// applyEntry server-side applies one entry (or, with e nil, none: dropping this manager's).
-// A non-empty resourceVersion makes it conditional on the task not having changed.
-func applyEntry(ctx context.Context, rc *rest.RESTClient, o options, fm string, e *workflowv1alpha1.ProgressEntry, resourceVersion string) error {
-	list := []workflowv1alpha1.ProgressEntry{}
-	if e != nil {
-		list = append(list, *e)
-	}
-	meta := map[string]string{"name": o.task, "namespace": o.namespace}
-	if resourceVersion != "" {
-		meta["resourceVersion"] = resourceVersion
-	}
+// applyEntry server-side applies one entry on the condition that the task is still the one
+// read: resourceVersion is the task's as read (whose UID checkUID accepted), so the check and
+// the write are atomic. (metadata.uid is sent too, naming the object meant; the API server
+// ignores it in a patch of the status subresource, the resourceVersion is what it checks.)
+func applyEntry(ctx context.Context, rc *rest.RESTClient, o options, fm string, e workflowv1alpha1.ProgressEntry, resourceVersion string) error {
+	meta := map[string]string{"name": o.task, "namespace": o.namespace, "uid": string(o.uid), "resourceVersion": resourceVersion}
 	body, err := json.Marshal(map[string]any{
 		"apiVersion": workflowv1alpha1.GroupVersion.String(), "kind": "WorkflowTask",
-		"metadata": meta, "status": map[string]any{"progress": list},
+		"metadata": meta, "status": map[string]any{"progress": []workflowv1alpha1.ProgressEntry{e}},
 	})
 	if err != nil {
 		return err
@@ -69,7 +88,36 @@ func applyEntry(ctx context.Context, rc *rest.RESTClient, o options, fm string, 
 		Param("fieldManager", fm).Param("force", "true").Body(body).Do(ctx).Error()
 }
 
-// writeOne sets or deletes one entry.
+// updateEntry reads the task, checks it is this pod's (checkUID), computes the entry from what
+// the task has, and applies it on the condition that the task did not change meanwhile; on a
+// conflict (someone else wrote, or the task was replaced), it reads again.
+func updateEntry(ctx context.Context, rc *rest.RESTClient, o options, typ, what string,
+	compute func(have workflowv1alpha1.ProgressEntry, found bool) workflowv1alpha1.ProgressEntry) error {
+	var refused error
+	for {
+		task, err := getTask(ctx, rc, o)
+		if err != nil {
+			return err
+		}
+		if err := checkUID(&o, task, refused); err != nil {
+			return err
+		}
+		have, _, found := findEntry(task, typ)
+		err = applyEntry(ctx, rc, o, fieldManagerFor(o, typ), compute(have, found), task.ResourceVersion)
+		switch {
+		case err == nil:
+			return nil
+		case apierrors.IsConflict(err) && ctx.Err() == nil:
+			refused = err
+			continue
+		default:
+			return fmt.Errorf("%s %s of task %s/%s: %w", what, typ, o.namespace, o.task, explain(err))
+		}
+	}
+}
+
+// writeOne sets or deletes one entry. A value left out (total, identifier) keeps what the
+// entry has.
 func writeOne(ctx context.Context, cfg *rest.Config, o options, u progress.Update) error {
 	rc, err := progress.NewRESTClient(cfg)
 	if err != nil {
@@ -78,26 +126,17 @@ func writeOne(ctx context.Context, cfg *rest.Config, o options, u progress.Updat
 	if u.Delete {
 		return deleteOne(ctx, rc, o, u.Type)
 	}
-	e := workflowv1alpha1.ProgressEntry{Type: u.Type, Current: u.Current, Total: u.Total, Identifier: u.Identifier,
-		UpdateTime: ptr.To(metav1.NewMicroTime(time.Now()))}
-	if !u.HasTotal || !u.HasIdentifier { // keep what the entry has
-		task, err := getTask(ctx, rc, o)
-		if err != nil {
-			return err
+	now := ptr.To(metav1.NewMicroTime(time.Now()))
+	return updateEntry(ctx, rc, o, u.Type, "writing", func(have workflowv1alpha1.ProgressEntry, found bool) workflowv1alpha1.ProgressEntry {
+		e := workflowv1alpha1.ProgressEntry{Type: u.Type, Current: u.Current, Total: u.Total, Identifier: u.Identifier, UpdateTime: now}
+		if found && !u.HasTotal {
+			e.Total = have.Total
 		}
-		if have, _, ok := findEntry(task, u.Type); ok {
-			if !u.HasTotal {
-				e.Total = have.Total
-			}
-			if !u.HasIdentifier {
-				e.Identifier = have.Identifier
-			}
+		if found && !u.HasIdentifier {
+			e.Identifier = have.Identifier
 		}
-	}
-	if err := applyEntry(ctx, rc, o, fieldManagerFor(o, u.Type), &e, ""); err != nil {
-		return fmt.Errorf("writing %s to task %s/%s: %w", u.Type, o.namespace, o.task, explain(err))
-	}
-	return nil
+		return e
+	})
 }
 
 // addOne adds delta to an entry: read, add, and apply on the condition that the task did not
@@ -114,32 +153,24 @@ func addOne(ctx context.Context, cfg *rest.Config, o options, typ, delta string)
 	if err != nil {
 		return err
 	}
+	return updateEntry(ctx, rc, o, typ, "adding to", func(e workflowv1alpha1.ProgressEntry, _ bool) workflowv1alpha1.ProgressEntry {
+		e.Type, e.Current, e.UpdateTime = typ, max(e.Current+d, 0), ptr.To(metav1.NewMicroTime(time.Now()))
+		return e
+	})
+}
+
+// deleteOne removes an entry whoever wrote it: a JSON patch that first tests that the task is
+// still this pod's (its metadata.uid) and that the entry at that index is still the one (so a
+// concurrent change makes it fail and read again, never remove the wrong entry). A writer that
+// still reports the type will write it again.
+func deleteOne(ctx context.Context, rc *rest.RESTClient, o options, typ string) error {
+	var refused error
 	for {
 		task, err := getTask(ctx, rc, o)
 		if err != nil {
 			return err
 		}
-		e, _, _ := findEntry(task, typ)
-		e.Type, e.Current, e.UpdateTime = typ, max(e.Current+d, 0), ptr.To(metav1.NewMicroTime(time.Now()))
-		err = applyEntry(ctx, rc, o, fieldManagerFor(o, typ), &e, task.ResourceVersion)
-		switch {
-		case err == nil:
-			return nil
-		case apierrors.IsConflict(err) && ctx.Err() == nil:
-			continue
-		default:
-			return fmt.Errorf("adding to %s of task %s/%s: %w", typ, o.namespace, o.task, explain(err))
-		}
-	}
-}
-
-// deleteOne removes an entry whoever wrote it: a JSON patch that first tests the entry at
-// that index is still the one (so a concurrent change makes it fail and retry, never remove
-// the wrong entry). A writer that still reports the type will write it again.
-func deleteOne(ctx context.Context, rc *rest.RESTClient, o options, typ string) error {
-	for {
-		task, err := getTask(ctx, rc, o)
-		if err != nil {
+		if err := checkUID(&o, task, refused); err != nil {
 			return err
 		}
 		_, i, ok := findEntry(task, typ)
@@ -147,6 +178,7 @@ func deleteOne(ctx context.Context, rc *rest.RESTClient, o options, typ string) 
 			return nil
 		}
 		patch, _ := json.Marshal([]map[string]any{
+			{"op": "test", "path": "/metadata/uid", "value": o.uid},
 			{"op": "test", "path": fmt.Sprintf("/status/progress/%d/type", i), "value": typ},
 			{"op": "remove", "path": fmt.Sprintf("/status/progress/%d", i)},
 		})
@@ -156,7 +188,8 @@ func deleteOne(ctx context.Context, rc *rest.RESTClient, o options, typ string) 
 		case err == nil:
 			return nil
 		case (apierrors.IsConflict(err) || apierrors.IsInvalid(err)) && ctx.Err() == nil:
-			continue // the list changed under us (a failed test op): look again
+			refused = err
+			continue // the task changed under us (a failed test op): look again
 		default:
 			return fmt.Errorf("deleting %s from task %s/%s: %w", typ, o.namespace, o.task, explain(err))
 		}

@@ -53,7 +53,7 @@ func (d *demoWorker) run(ctx context.Context, task *workflowv1alpha1.WorkflowTas
 		return fmt.Errorf("runner token for %s: %w", task.Name, err)
 	}
 	r, err := progress.New(progress.Options{Config: d.cluster.TokenConfig(tr.Status.Token), Namespace: task.Namespace,
-		Task: task.Name, FieldManager: "workflowtask-progress/" + pod.Name})
+		Task: task.Name, UID: task.UID, FieldManager: "workflowtask-progress/" + pod.Name})
 	if err != nil {
 		return err
 	}

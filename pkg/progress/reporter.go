@@ -5,12 +5,24 @@
 // status subresource: at most once per interval, only when something changed, as a
 // server-side apply that carries exactly this writer's entries under its own field manager.
 // Parallel writers (threads of one pod, several pods of one task) therefore never overwrite
-// each other and never need read-modify-write. Failures are retried with backoff and jitter;
+// each other and never merge what they read (each write reads the task only to check it is
+// still the same object, below). Failures are retried with backoff and jitter;
 // only the latest values are kept. Close makes a final write and says whether it landed.
 //
 // In a job pod, NewFromEnvironment needs no configuration: the controller injects the task's
 // identity (WORKFLOWTASK_* variables) and the pod runs as the task's runner ServiceAccount,
 // which may patch this task's status and nothing else.
+//
+// Every write is bound to one task object, not just to a name: a pod of a deleted task must
+// never write into a new task of the same name. The reporter writes for Options.UID
+// ($WORKFLOWTASK_UID in a pod; when empty, the UID the first read finds, pinned for the
+// reporter's life). Each write reads the task's status, checks its metadata.uid, and applies on
+// the condition that the task's resourceVersion is still the one read (the API server ignores
+// metadata.uid in a patch of the status subresource, so the resourceVersion is what makes the
+// check atomic; a conflict, e.g. with another writer, is read again and retried at once, up to
+// 5 times). A task with another UID is permanent: the reporter stops writing (no retry), logs
+// it once, keeps accepting updates, and Flush, Err and Close return an error matching
+// ErrTaskReplaced.
 package progress
 
 import (
@@ -24,6 +36,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -57,7 +70,20 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Logger receives write failures (at most one line per distinct failure in a row).
 	Logger logr.Logger
+	// UID is the metadata.uid of the task to report to: every write is made on the condition
+	// that the task named Namespace/Task is still this object, so a pod of a deleted task never
+	// writes into a new task of the same name (the writes fail with ErrTaskReplaced instead).
+	// NewFromEnvironment fills it from $WORKFLOWTASK_UID. When empty (a program run outside a
+	// task's pod), the reporter reads the task before its first write and pins the UID it finds
+	// for its whole life.
+	UID types.UID
 }
+
+// ErrTaskReplaced is matched (errors.Is) by the error of every write, Flush and Close of a
+// reporter whose task was deleted and re-created under the same name (the task now has another
+// UID than Options.UID, or than the one pinned by the first read). It is permanent: the
+// reporter writes nothing more, and only logs it once.
+var ErrTaskReplaced = errors.New("the task was deleted and re-created")
 
 // Reporter reports the progress of one task from one writer. All methods are safe for
 // concurrent use. The zero value is not usable; use New or NewFromEnvironment.
@@ -73,8 +99,9 @@ type Reporter struct {
 	stop     chan struct{}
 	done     chan struct{}
 	lastErr  atomic.Pointer[error]
-	unsent   atomic.Bool  // the last write failed: the server is behind
-	failures atomic.Int32 // failed writes in a row, for logging
+	replaced atomic.Pointer[error] // set once the task was replaced: nothing more is written
+	unsent   atomic.Bool           // the last write failed: the server is behind
+	failures atomic.Int32          // failed writes in a row, for logging
 	dropped  atomic.Int64
 }
 
@@ -114,15 +141,19 @@ func New(opts Options) (*Reporter, error) {
 }
 
 // NewFromEnvironment starts a Reporter configured from the environment a task's pod gets:
-// WORKFLOWTASK_NAME and WORKFLOWTASK_NAMESPACE name the task, and the in-cluster config (the
-// runner ServiceAccount's token, re-read when the kubelet rotates it) reaches the API server.
-// Outside a cluster, KUBECONFIG is used instead. Fields set in opts take precedence.
+// WORKFLOWTASK_NAME and WORKFLOWTASK_NAMESPACE name the task, WORKFLOWTASK_UID is its UID (see
+// Options.UID), and the in-cluster config (the runner ServiceAccount's token, re-read when the
+// kubelet rotates it) reaches the API server. Outside a cluster, KUBECONFIG is used instead.
+// Fields set in opts take precedence.
 func NewFromEnvironment(opts Options) (*Reporter, error) {
 	if opts.Task == "" {
 		opts.Task = os.Getenv(workflowv1alpha1.EnvTaskName)
 	}
 	if opts.Namespace == "" {
 		opts.Namespace = os.Getenv(workflowv1alpha1.EnvTaskNamespace)
+	}
+	if opts.UID == "" {
+		opts.UID = types.UID(os.Getenv(workflowv1alpha1.EnvTaskUID))
 	}
 	if opts.Task == "" || opts.Namespace == "" {
 		return nil, fmt.Errorf("progress: %s and %s must be set (the controller sets them in a task's pods)",
@@ -253,7 +284,8 @@ func (r *Reporter) Delete(typ string) {
 // Dropped is how many updates were refused (invalid type, too many types, after Close).
 func (r *Reporter) Dropped() int64 { return r.dropped.Load() }
 
-// Err is the error of the last write, nil when it succeeded (or none was made yet).
+// Err is the error of the last write, nil when it succeeded (or none was made yet). Once the
+// task was replaced (ErrTaskReplaced), it is that error for good.
 func (r *Reporter) Err() error {
 	if p := r.lastErr.Load(); p != nil {
 		return *p
@@ -275,6 +307,7 @@ func (r *Reporter) markDirty() {
 
 // Flush writes the current state now (ignoring the interval) and returns the write's error.
 // It returns ctx's error if ctx ends first; the write then still happens in the background.
+// Once the task was replaced, it returns that error (matching ErrTaskReplaced) at once.
 func (r *Reporter) Flush(ctx context.Context) error {
 	reply := make(chan error, 1)
 	select {
@@ -294,7 +327,8 @@ func (r *Reporter) Flush(ctx context.Context) error {
 
 // Close stops the reporter after a final write of the current state, retried with backoff
 // until ctx ends. It returns nil when the final state is on the server (or there was nothing
-// to write), and otherwise an error saying it is not. Calls after Close are ignored.
+// to write), and otherwise an error saying it is not; when the task was deleted and re-created,
+// at once, an error matching ErrTaskReplaced. Calls after Close are ignored.
 func (r *Reporter) Close(ctx context.Context) error {
 	if r.closed.Swap(true) {
 		<-r.done

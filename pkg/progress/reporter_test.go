@@ -3,13 +3,17 @@ package progress
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
 
 // unreachable is a config for an address where nothing listens: writes fail fast, which is all
@@ -119,9 +123,101 @@ func TestBody(t *testing.T) {
 	}
 }
 
+// Every apply body names the task object it is meant for: its UID (from Options.UID, or
+// pinned by the first read) and the resourceVersion read just before, which the API server
+// checks (it ignores metadata.uid in a patch of the status subresource).
+func TestBodyMetadata(t *testing.T) {
+	for name, tc := range map[string]struct {
+		uid             types.UID
+		resourceVersion string
+		want            map[string]string
+	}{
+		"uid and resourceVersion": {uid: "3f1c-old", resourceVersion: "42",
+			want: map[string]string{"name": "t", "namespace": "ns", "uid": "3f1c-old", "resourceVersion": "42"}},
+		"uid only": {uid: "3f1c-old",
+			want: map[string]string{"name": "t", "namespace": "ns", "uid": "3f1c-old"}},
+		"no uid pinned yet": {resourceVersion: "7",
+			want: map[string]string{"name": "t", "namespace": "ns", "resourceVersion": "7"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newTestReporter(t, time.Hour)
+			r.writer.uid = tc.uid
+			r.Set("upload", 1, 2)
+			b, err := r.writer.body(*r.entries.Load(), time.Now(), tc.resourceVersion)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var obj struct{ Metadata map[string]string }
+			if err := json.Unmarshal(b, &obj); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, obj.Metadata); diff != "" {
+				t.Errorf("metadata (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Options.UID is the writer's UID from the start; NewFromEnvironment takes $WORKFLOWTASK_UID.
+func TestUIDFromOptionsAndEnvironment(t *testing.T) {
+	r, err := New(Options{Config: unreachable(), Namespace: "ns", Task: "t", UID: "u-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(expired())
+	if r.writer.uid != "u-1" {
+		t.Errorf("writer UID = %q, want u-1", r.writer.uid)
+	}
+	t.Setenv(workflowv1alpha1.EnvTaskUID, "u-env")
+	t.Setenv(workflowv1alpha1.EnvTaskName, "t")
+	t.Setenv(workflowv1alpha1.EnvTaskNamespace, "ns")
+	for opt, want := range map[types.UID]types.UID{"": "u-env", "u-opt": "u-opt"} {
+		r, err := NewFromEnvironment(Options{Config: unreachable(), UID: opt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.writer.uid != want {
+			t.Errorf("NewFromEnvironment(UID %q): writer UID = %q, want %q", opt, r.writer.uid, want)
+		}
+		_ = r.Close(expired())
+	}
+}
+
+// Once the task was replaced, nothing more is sent: updates still return at once, Flush and
+// Close return the error (matching ErrTaskReplaced) without touching the network.
+func TestReplacedIsPermanent(t *testing.T) {
+	r := newTestReporter(t, time.Millisecond)
+	replaced := fmt.Errorf("progress: task ns/t: %w (test)", ErrTaskReplaced)
+	r.replaced.Store(&replaced)
+	r.lastErr.Store(&replaced)
+	for i := range 100_000 {
+		r.Set("upload", int64(i), 100_000)
+		r.Add("upload_count", 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for range 3 {
+		if err := r.Flush(ctx); !errors.Is(err, ErrTaskReplaced) {
+			t.Fatalf("Flush = %v, want ErrTaskReplaced", err)
+		}
+	}
+	if err := r.Close(ctx); !errors.Is(err, ErrTaskReplaced) || ctx.Err() != nil {
+		t.Errorf("Close = %v (ctx %v), want ErrTaskReplaced at once", err, ctx.Err())
+	}
+	if err := r.Close(ctx); !errors.Is(err, ErrTaskReplaced) {
+		t.Errorf("second Close = %v, want ErrTaskReplaced", err)
+	}
+}
+
+func expired() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 0)
+	cancel()
+	return ctx
+}
+
 func decode(t *testing.T, r *Reporter, now time.Time) []map[string]any {
 	t.Helper()
-	b, err := r.writer.body(*r.entries.Load(), now)
+	b, err := r.writer.body(*r.entries.Load(), now, "")
 	if err != nil {
 		t.Fatal(err)
 	}

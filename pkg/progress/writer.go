@@ -3,12 +3,14 @@ package progress
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -18,10 +20,19 @@ import (
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
 
-// writer sends a reporter's state as a server-side apply of the task's status subresource.
+// maxConflicts bounds how often one write reads the task again after a conflict (another
+// writer, or the controller, changed the task between the read and the apply) before it counts
+// as a failed write, retried with backoff.
+const maxConflicts = 5
+
+// writer sends a reporter's state as a server-side apply of the task's status subresource,
+// conditioned on the task still being the object with the writer's UID.
 type writer struct {
 	rc   *rest.RESTClient
 	opts Options
+	// uid is the task's UID: Options.UID, or the one the first read found. Only the loop (then
+	// Close) uses it, as sent below.
+	uid types.UID
 	// sent remembers, per entry, the version last sent and the update time given to it, so an
 	// entry that did not change keeps its update time. Only the loop (then Close) uses it.
 	sent map[*Entry]sentEntry
@@ -39,7 +50,7 @@ func newWriter(opts Options) (*writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writer{rc: rc, opts: opts, sent: map[*Entry]sentEntry{}}, nil
+	return &writer{rc: rc, opts: opts, uid: opts.UID, sent: map[*Entry]sentEntry{}}, nil
 }
 
 // NewRESTClient is a client for WorkflowTasks (and their status) in the workflow.taskops.dev
@@ -75,8 +86,11 @@ type applyEntry struct {
 	UpdateTime metav1.MicroTime `json:"updateTime"`
 }
 
-// body is the apply configuration: exactly this writer's entries, nothing else of the task.
-func (w *writer) body(entries map[string]*Entry, now time.Time) ([]byte, error) {
+// body is the apply configuration: exactly this writer's entries, nothing else of the task,
+// with the task's UID and, when not empty, the resourceVersion the apply is conditioned on.
+// (The API server checks the resourceVersion; it ignores metadata.uid in a patch of the status
+// subresource, which is sent all the same: it names the object the write is meant for.)
+func (w *writer) body(entries map[string]*Entry, now time.Time, resourceVersion string) ([]byte, error) {
 	list := make([]applyEntry, 0, len(entries))
 	seen := make(map[*Entry]sentEntry, len(entries))
 	for _, e := range entries {
@@ -94,12 +108,82 @@ func (w *writer) body(entries map[string]*Entry, now time.Time) ([]byte, error) 
 	}
 	w.sent = seen // forget deleted entries
 	slices.SortFunc(list, func(a, b applyEntry) int { return strings.Compare(a.Type, b.Type) })
+	meta := map[string]string{"name": w.opts.Task, "namespace": w.opts.Namespace}
+	if w.uid != "" {
+		meta["uid"] = string(w.uid)
+	}
+	if resourceVersion != "" {
+		meta["resourceVersion"] = resourceVersion
+	}
 	return json.Marshal(map[string]any{
 		"apiVersion": workflowv1alpha1.GroupVersion.String(),
 		"kind":       "WorkflowTask",
-		"metadata":   map[string]string{"name": w.opts.Task, "namespace": w.opts.Namespace},
+		"metadata":   meta,
 		"status":     map[string]any{"progress": list},
 	})
+}
+
+// taskMeta is what a write needs of the task it reads.
+type taskMeta struct {
+	Metadata struct {
+		UID             types.UID `json:"uid"`
+		ResourceVersion string    `json:"resourceVersion"`
+	} `json:"metadata"`
+}
+
+// read reads the task's status and returns its resourceVersion, after checking that the task
+// is still the one this writer writes for (pinning its UID on the first read when none was
+// given). A task with another UID is an error matching ErrTaskReplaced; refused is the API
+// server's refusal that led to this read, if any, and is wrapped too.
+func (w *writer) read(ctx context.Context, refused error) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.opts.RequestTimeout)
+	defer cancel()
+	res := w.rc.Get().Namespace(w.opts.Namespace).Resource("workflowtasks").Name(w.opts.Task).SubResource("status").
+		MaxRetries(0).Do(ctx)
+	if err := res.Error(); err != nil { // (Raw's error would not carry the API server's message)
+		return "", fmt.Errorf("progress: reading task %s/%s: %w", w.opts.Namespace, w.opts.Task, err)
+	}
+	raw, _ := res.Raw()
+	var got taskMeta
+	if err := json.Unmarshal(raw, &got); err != nil || got.Metadata.UID == "" {
+		return "", fmt.Errorf("progress: reading task %s/%s: no metadata.uid in the answer (%v)", w.opts.Namespace, w.opts.Task, err)
+	}
+	switch {
+	case w.uid == "":
+		w.uid = got.Metadata.UID
+	case got.Metadata.UID != w.uid:
+		err := fmt.Errorf("progress: task %s/%s: %w (it has UID %s now; this reporter writes for UID %s): nothing more is written",
+			w.opts.Namespace, w.opts.Task, ErrTaskReplaced, got.Metadata.UID, w.uid)
+		if refused != nil {
+			err = fmt.Errorf("%w: %w", err, refused)
+		}
+		return "", err
+	}
+	return got.Metadata.ResourceVersion, nil
+}
+
+// write sends the entries once: it reads the task (its UID must be the writer's), then applies
+// on the condition that the task's resourceVersion is still the one read, so the check and the
+// write are atomic. A conflict (the task changed in between: another writer, the controller,
+// or the task replaced) reads again, at most maxConflicts times.
+func (w *writer) write(ctx context.Context, entries map[string]*Entry, now time.Time) error {
+	var refused error
+	for range maxConflicts {
+		rv, err := w.read(ctx, refused)
+		if err != nil {
+			return err
+		}
+		body, err := w.body(entries, now, rv)
+		if err != nil {
+			return err
+		}
+		err = w.apply(ctx, body)
+		if err == nil || !apierrors.IsConflict(err) {
+			return err
+		}
+		refused = err
+	}
+	return refused
 }
 
 // apply sends one server-side apply. force takes over entries another writer held last (the
@@ -117,16 +201,22 @@ func (w *writer) apply(ctx context.Context, body []byte) error {
 	return nil
 }
 
-// send writes the current state once.
+// send writes the current state once. Once the task was replaced it writes nothing and
+// returns that error (leaving dirty set, so updates no longer wake the loop).
 func (r *Reporter) send(ctx context.Context) error {
-	r.dirty.Store(false) // changes from here on mark it again and are sent next time
-	body, err := r.writer.body(*r.entries.Load(), time.Now())
-	if err == nil {
-		err = r.writer.apply(ctx, body)
+	if p := r.replaced.Load(); p != nil {
+		return *p
 	}
+	r.dirty.Store(false) // changes from here on mark it again and are sent next time
+	err := r.writer.write(ctx, *r.entries.Load(), time.Now())
 	if err != nil {
 		r.unsent.Store(true)
 		r.lastErr.Store(&err)
+		if errors.Is(err, ErrTaskReplaced) {
+			r.replaced.Store(&err)
+			r.opts.Logger.Error(err, "Task was deleted and re-created: this reporter writes nothing more")
+			return err
+		}
 		if r.failures.Add(1) == 1 {
 			r.opts.Logger.Error(err, "Progress write failed; retrying with backoff, keeping the latest values")
 		}
@@ -184,6 +274,10 @@ func (r *Reporter) loop() {
 		if reply != nil {
 			reply <- err
 		}
+		if r.replaced.Load() != nil { // permanent: no retry, only flushes are answered
+			pending = false
+			continue
+		}
 		if err != nil {
 			failures++
 			pending = true
@@ -199,12 +293,18 @@ func (r *Reporter) loop() {
 // ctx ends.
 func (r *Reporter) finalWrite(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
+		if p := r.replaced.Load(); p != nil {
+			return fmt.Errorf("progress: final state NOT written: %w", *p)
+		}
 		if !r.dirty.Load() && !r.unsent.Load() {
 			return nil
 		}
 		err := r.send(ctx)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, ErrTaskReplaced) {
+			continue // returned above
 		}
 		t := time.NewTimer(backoff(r.opts.Interval, r.opts.MaxBackoff, attempt))
 		select {
