@@ -75,3 +75,24 @@ func (e *Entry) changed() {
 
 // Type is the entry's progress type.
 func (e *Entry) Type() string { return e.typ }
+
+// Value is one entry's recorded state.
+type Value struct {
+	Current, Total int64
+	Identifier     string
+}
+
+// Values returns what the reporter holds now, by type: what its next write sends. It reads
+// without locking, so it never holds up the callers that record.
+func (r *Reporter) Values() map[string]Value {
+	entries := *r.entries.Load()
+	out := make(map[string]Value, len(entries))
+	for typ, e := range entries {
+		v := Value{Current: e.current.Load(), Total: e.total.Load()}
+		if id := e.identifier.Load(); id != nil {
+			v.Identifier = *id
+		}
+		out[typ] = v
+	}
+	return out
+}
