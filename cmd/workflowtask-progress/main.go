@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -173,7 +174,11 @@ func followFile(cfg *rest.Config, o options, path string, stderr io.Writer) int 
 	if fm == "" {
 		fm = progress.DefaultFieldManager("file")
 	}
-	r, err := progress.New(progress.Options{Config: cfg, Namespace: o.namespace, Task: o.task, UID: o.uid, FieldManager: fm, Interval: o.interval})
+	// Write failures (one line per spell of failures) and a replaced task show on stderr as
+	// they happen, not only at exit.
+	logger := funcr.New(func(prefix, args string) { fmt.Fprintln(stderr, "workflowtask-progress:", prefix, args) }, funcr.Options{})
+	r, err := progress.New(progress.Options{Config: cfg, Namespace: o.namespace, Task: o.task, UID: o.uid, FieldManager: fm,
+		Interval: o.interval, Logger: logger})
 	if err != nil {
 		fmt.Fprintln(stderr, "workflowtask-progress:", err)
 		return exitNotSaved
