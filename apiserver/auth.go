@@ -7,8 +7,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
-	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 
@@ -18,51 +18,51 @@ import (
 // MaxTokenBytes bounds a bearer token; a longer one is refused without a TokenReview.
 const MaxTokenBytes = 16 << 10
 
-var (
-	errNotAuthenticated = errors.New("not authenticated")
-	errBusy             = errors.New("too many concurrent reviews")
-)
+var errNotAuthenticated = errors.New("not authenticated")
 
-// reviewLimiter bounds the TokenReviews and SubjectAccessReviews in flight, so a flood of
-// distinct tokens or task names cannot flood the API server.
-type reviewLimiter chan struct{}
-
-func (l reviewLimiter) do(ctx context.Context, f func() error) error {
-	select {
-	case l <- struct{}{}:
-	case <-ctx.Done():
-		return errBusy
-	}
-	defer func() { <-l }()
-	return f()
-}
+// webSocketBearerPrefix starts a bearer token sent as a WebSocket subprotocol, which
+// k8s.io/apiserver's authenticator would accept. This endpoint serves no WebSockets and takes
+// tokens from the Authorization header only, where they are checked before any review.
+const webSocketBearerPrefix = "base64url.bearer.authorization.k8s.io."
 
 // authenticate identifies the caller with k8s.io/apiserver's delegating authenticator: a
 // front-proxy client certificate with X-Remote-* headers (the aggregation layer), a client
-// certificate, or a bearer token checked by TokenReview (service-account and OIDC tokens the
-// cluster trusts). A bearer token that is not JWT-shaped or is oversized is refused before any
-// TokenReview.
+// certificate, or a bearer token in the Authorization header checked by TokenReview
+// (service-account and OIDC tokens the cluster trusts). Before any TokenReview, a token is
+// refused when it arrives anywhere else (a WebSocket subprotocol), is not JWT-shaped or is
+// oversized; a client over its failed-login budget may send no new review (errLoginBudget).
 func (h *handler) authenticate(r *http.Request) (user.Info, error) {
-	if auth := r.Header.Get("Authorization"); auth != "" {
-		scheme, token, _ := strings.Cut(auth, " ")
-		if !strings.EqualFold(scheme, "Bearer") || !looksLikeJWT(strings.TrimSpace(token)) {
+	for _, p := range r.Header.Values("Sec-WebSocket-Protocol") {
+		if strings.Contains(p, webSocketBearerPrefix) {
 			return nil, errNotAuthenticated
 		}
 	}
-	var (
-		resp *authenticator.Response
-		ok   bool
-	)
-	err := h.reviews.do(r.Context(), func() error {
-		var err error
-		resp, ok, err = h.authn.AuthenticateRequest(r)
-		return err
-	})
+	r.Header.Del("Sec-WebSocket-Protocol")
+	token := ""
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		scheme, t, _ := strings.Cut(auth, " ")
+		if token = strings.TrimSpace(t); !strings.EqualFold(scheme, "Bearer") || !looksLikeJWT(token) {
+			return nil, errNotAuthenticated
+		}
+	}
+	bearer, client, now := token != "", clientKey(r), time.Now()
+	if bearer && h.logins.overBudget(client) && !h.known.has(token, now) {
+		return nil, errLoginBudget
+	}
+	resp, ok, err := h.authn.AuthenticateRequest(r)
 	switch {
-	case errors.Is(err, errBusy):
+	case errors.Is(err, errBusy) || errors.Is(err, errLoginBudget):
 		return nil, err
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil: // the request's own deadline
+		return nil, errBusy
 	case err != nil || !ok || resp == nil || resp.User == nil || resp.User.GetName() == "":
+		if bearer {
+			h.logins.failed(client)
+		}
 		return nil, errNotAuthenticated
+	}
+	if bearer {
+		h.known.add(token, now)
 	}
 	return resp.User, nil
 }
@@ -106,12 +106,7 @@ func (h *handler) canSee(ctx context.Context, u user.Info, task *workflowv1alpha
 		APIGroup: workflowv1alpha1.GroupVersion.Group, APIVersion: workflowv1alpha1.GroupVersion.Version,
 		Resource: "workflowtasks", Subresource: "progress", Namespace: task.Namespace, Name: task.Name,
 	}
-	var decision authorizer.Decision
-	err := h.reviews.do(ctx, func() error {
-		var err error
-		decision, _, err = h.authz.Authorize(ctx, attrs)
-		return err
-	})
+	decision, _, err := h.authz.Authorize(ctx, attrs)
 	if decision == authorizer.DecisionAllow {
 		return true, nil
 	}

@@ -18,8 +18,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
+
+// maxLoginClients bounds the client addresses whose failed logins are counted (least recently
+// seen ones are forgotten first).
+const maxLoginClients = 10000
 
 // The ConfigMap in which kube-apiserver publishes its client CA and front-proxy settings.
 const (
@@ -53,6 +58,9 @@ type CompletedConfig struct {
 	authz       authorizer.Authorizer
 	tls         *tls.Config
 	controllers []controllerRunner
+	logins      *loginLimiter
+	// rejected remembers refused tokens (by hash): its size is a metric.
+	rejected *rejectionCache
 }
 
 // Complete builds the delegating authenticator (front proxy, client certificates, bearer
@@ -61,17 +69,27 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	if err := c.Options.Validate(); err != nil {
 		return CompletedConfig{}, err
 	}
+	cs, err := kubernetes.NewForConfig(c.ReviewConfig)
+	if err != nil {
+		return CompletedConfig{}, fmt.Errorf("client: %w", err)
+	}
+	// The review clients: no client-side rate limit (one client's junk would queue everyone's
+	// first reviews behind it); the gate bounds reviews in flight instead, and only requests
+	// that really send one take a slot. Refused tokens are answered from their cache before
+	// the gate.
 	rc := rest.CopyConfig(c.ReviewConfig)
-	rc.QPS, rc.Burst = 200, 400 // what k8s.io/apiserver's delegating options use
-	cs, err := kubernetes.NewForConfig(rc)
+	rc.QPS = -1
+	rc = newReviewGate(c.Options.MaxConcurrentReviews, c.Options.ReviewWait).wrap(rc)
+	accessReviews, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return CompletedConfig{}, fmt.Errorf("review client: %w", err)
 	}
-	tokenReviews, err := kubernetes.NewForConfig(cacheRejectedTokenReviews(rc, c.Options.AuthCacheTTL))
+	cc := CompletedConfig{Config: c, rejected: newRejectionCache(c.Options.AuthCacheTTL, clock.RealClock{}),
+		logins: newLoginLimiter(c.Options.FailedLoginsPerSecond, c.Options.FailedLoginBurst, maxLoginClients)}
+	tokenReviews, err := kubernetes.NewForConfig(cacheRejectedTokenReviews(rc, cc.rejected))
 	if err != nil {
 		return CompletedConfig{}, fmt.Errorf("token review client: %w", err)
 	}
-	cc := CompletedConfig{Config: c}
 
 	// kube-apiserver's front-proxy CA and header names, and its client CA, kept current from
 	// the authentication ConfigMap. Without these controllers running, front-proxy requests
@@ -115,7 +133,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		return CompletedConfig{}, fmt.Errorf("delegating authenticator: %w", err)
 	}
 	cc.authz, err = authorizerfactory.DelegatingAuthorizerConfig{
-		SubjectAccessReviewClient: cs.AuthorizationV1(),
+		SubjectAccessReviewClient: accessReviews.AuthorizationV1(),
 		AllowCacheTTL:             c.Options.AuthCacheTTL,
 		DenyCacheTTL:              c.Options.AuthCacheTTL,
 		WebhookRetryBackoff:       &backoff,

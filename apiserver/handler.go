@@ -32,13 +32,14 @@ type taskReader interface {
 // aggregation layer, discovery and /apis/progress.taskops.dev/v1alpha1/{progress/{id} |
 // namespaces/{ns}/tasks/{name}}.
 type handler struct {
-	prefix  string
-	authn   authenticator.Request
-	authz   authorizer.Authorizer
-	tasks   taskReader
-	reviews reviewLimiter
-	debug   bool
-	log     logr.Logger
+	prefix string
+	authn  authenticator.Request
+	authz  authorizer.Authorizer
+	tasks  taskReader
+	logins *loginLimiter
+	known  *knownTokens
+	debug  bool
+	log    logr.Logger
 }
 
 // lookup finds the tasks a request names, or reports why it names none.
@@ -79,7 +80,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, find lookup) (int, user.Info) {
 	u, err := h.authenticate(r)
 	switch {
-	case errors.Is(err, errBusy):
+	case errors.Is(err, errBusy) || errors.Is(err, errLoginBudget):
 		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
 		return CodeTooMany, nil
 	case err != nil:

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
@@ -56,9 +57,10 @@ func testHandler() *handler {
 		authz: authorizer.AuthorizerFunc(func(context.Context, authorizer.Attributes) (authorizer.Decision, string, error) {
 			return authorizer.DecisionNoOpinion, "", nil
 		}),
-		tasks:   memTasks{taskID: task},
-		reviews: make(reviewLimiter, 4),
-		log:     logr.Discard(),
+		tasks:  memTasks{taskID: task},
+		logins: newLoginLimiter(1, 20, 100),
+		known:  newKnownTokens(10 * time.Second),
+		log:    logr.Discard(),
 	}
 }
 

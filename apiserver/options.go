@@ -32,6 +32,17 @@ type Options struct {
 	AuthCacheTTL time.Duration
 	// MaxConcurrentReviews bounds TokenReviews and SubjectAccessReviews in flight.
 	MaxConcurrentReviews int
+	// ReviewWait is how long a request may wait for a review slot before it is answered 429.
+	ReviewWait time.Duration
+	// FailedLoginsPerSecond and FailedLoginBurst are each client address's budget of failed
+	// logins (bearer tokens the API server refused); over it, a client may send no new token
+	// until the budget refills (429), while tokens already reviewed keep working.
+	FailedLoginsPerSecond float64
+	FailedLoginBurst      int
+	// MaxConnections bounds the connections served at once (more wait to be accepted).
+	MaxConnections int
+	// RequestTimeout bounds the handling of one request.
+	RequestTimeout time.Duration
 	// EnableHTTP2 allows HTTP/2 (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).
 	EnableHTTP2 bool
 }
@@ -42,9 +53,14 @@ func NewOptions() *Options {
 		BindAddress: ":9443",
 		DNSNames: []string{"workflowtask-progress.workflowtask-system.svc",
 			"workflowtask-progress.workflowtask-system.svc.cluster.local"},
-		PathPrefix:           "/api/v4",
-		AuthCacheTTL:         10 * time.Second,
-		MaxConcurrentReviews: 16,
+		PathPrefix:            "/api/v4",
+		AuthCacheTTL:          10 * time.Second,
+		MaxConcurrentReviews:  16,
+		ReviewWait:            time.Second,
+		FailedLoginsPerSecond: 1,
+		FailedLoginBurst:      20,
+		MaxConnections:        2048,
+		RequestTimeout:        15 * time.Second,
 	}
 }
 
@@ -59,6 +75,11 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Debug, "progress-debug", o.Debug, "Show the raw error text in internal-error answers.")
 	fs.DurationVar(&o.AuthCacheTTL, "progress-auth-cache-ttl", o.AuthCacheTTL, "How long TokenReview and SubjectAccessReview results are cached.")
 	fs.IntVar(&o.MaxConcurrentReviews, "progress-max-concurrent-reviews", o.MaxConcurrentReviews, "TokenReviews and SubjectAccessReviews in flight at most.")
+	fs.DurationVar(&o.ReviewWait, "progress-review-wait", o.ReviewWait, "How long a request may wait for a review slot before it is answered 429.")
+	fs.Float64Var(&o.FailedLoginsPerSecond, "progress-failed-logins-per-second", o.FailedLoginsPerSecond, "Each client address's budget of refused bearer tokens, per second.")
+	fs.IntVar(&o.FailedLoginBurst, "progress-failed-login-burst", o.FailedLoginBurst, "Each client address's budget of refused bearer tokens, at once.")
+	fs.IntVar(&o.MaxConnections, "progress-max-connections", o.MaxConnections, "Connections served at once at most.")
+	fs.DurationVar(&o.RequestTimeout, "progress-request-timeout", o.RequestTimeout, "How long one request may take.")
 	fs.BoolVar(&o.EnableHTTP2, "progress-enable-http2", o.EnableHTTP2, "Allow HTTP/2 on the progress endpoint.")
 }
 
@@ -84,6 +105,15 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxConcurrentReviews < 1 {
 		errs = append(errs, errors.New("--progress-max-concurrent-reviews must be at least 1"))
+	}
+	if o.ReviewWait <= 0 || o.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("--progress-review-wait and --progress-request-timeout must be positive"))
+	}
+	if o.FailedLoginsPerSecond <= 0 || o.FailedLoginBurst < 1 {
+		errs = append(errs, errors.New("--progress-failed-logins-per-second must be positive and --progress-failed-login-burst at least 1"))
+	}
+	if o.MaxConnections < 1 {
+		errs = append(errs, errors.New("--progress-max-connections must be at least 1"))
 	}
 	if o.AuthCacheTTL < 0 {
 		errs = append(errs, errors.New("--progress-auth-cache-ttl must not be negative"))

@@ -9,7 +9,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // Server is the HTTPS progress endpoint; it runs inside the manager on every replica (it needs
@@ -24,17 +27,36 @@ var (
 	_ manager.LeaderElectionRunnable = (*Server)(nil)
 )
 
-// New returns the server of a completed config.
+// RejectedTokenCacheBytesMetric is the counted size of the endpoint's cache of refused tokens
+// (bounded: a flood of junk tokens cannot grow it past a few MiB).
+const RejectedTokenCacheBytesMetric = "workflowtask_progress_rejected_token_cache_bytes"
+
+// New returns the server of a completed config, and exposes the size of its rejected-token
+// cache as a metric on the manager's registry (the first server of a process, when several).
 func (c CompletedConfig) New() *Server {
+	_ = ctrlmetrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: RejectedTokenCacheBytesMetric,
+		Help: "Counted bytes of the progress endpoint's cache of refused bearer tokens (hashes and reasons).",
+	}, func() float64 { return float64(c.rejected.Bytes()) }))
 	return &Server{cfg: c, handler: &handler{
-		prefix:  c.Options.PathPrefix,
-		authn:   c.authn,
-		authz:   c.authz,
-		tasks:   cacheTasks{reader: c.Reader},
-		reviews: make(reviewLimiter, c.Options.MaxConcurrentReviews),
-		debug:   c.Options.Debug,
-		log:     c.Log,
+		prefix: c.Options.PathPrefix,
+		authn:  c.authn,
+		authz:  c.authz,
+		tasks:  cacheTasks{reader: c.Reader},
+		logins: c.logins,
+		known:  newKnownTokens(c.Options.AuthCacheTTL),
+		debug:  c.Options.Debug,
+		log:    c.Log,
 	}}
+}
+
+// withTimeout gives every request a deadline: reviews and waits for a review slot end with it.
+func withTimeout(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // Handler is the server's HTTP handler (for benchmarks and tests that serve it themselves).
@@ -61,8 +83,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("progress endpoint: %w", err)
 		}
 	}
+	ln = netutil.LimitListener(ln, s.cfg.Options.MaxConnections)
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           withTimeout(s.handler, s.cfg.Options.RequestTimeout),
 		TLSConfig:         s.cfg.tls,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -2,53 +2,134 @@ package apiserver
 
 import (
 	"bytes"
+	"container/list"
 	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
-	"k8s.io/apimachinery/pkg/util/cache"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 )
 
-// rejectedTokenCacheSize bounds how many rejected TokenReviews are remembered (by hash).
-const rejectedTokenCacheSize = 4096
+// Bounds of the rejected-token cache. An entry is a token's hash and the API server's reason,
+// cut to maxRejectionReason bytes: never the token, never the whole TokenReview (which echoes
+// the token), so a flood of large junk tokens cannot grow the manager's memory.
+const (
+	rejectedTokenCacheSize = 4096
+	maxRejectionReason     = 256
+	// rejectionOverhead is what an entry costs besides its reason: the key, the list element,
+	// the map slot, the expiry (an estimate on the high side).
+	rejectionOverhead = 160
+	// MaxRejectedTokenCacheBytes bounds the cache's counted size (about 1.6 MiB).
+	MaxRejectedTokenCacheBytes = rejectedTokenCacheSize * (rejectionOverhead + maxRejectionReason)
+)
 
 // cacheRejectedTokenReviews makes cfg remember the API server's "not authenticated" answers to
 // TokenReviews for ttl. k8s.io/apiserver's token cache keeps successes and clean failures, but a
 // TokenReview that answers "invalid token" carries an error, and errors are not cached: without
 // this, the same bad token would cost a TokenReview on every request. Only an answer the API
-// server gave (201, authenticated false) is remembered; transport failures never are.
-func cacheRejectedTokenReviews(cfg *rest.Config, ttl time.Duration) *rest.Config {
-	if ttl <= 0 {
-		return cfg
-	}
+// server gave (201, authenticated false) is remembered; transport failures and other answers
+// never are.
+func cacheRejectedTokenReviews(cfg *rest.Config, rejected *rejectionCache) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
-	rejected := cache.NewLRUExpireCache(rejectedTokenCacheSize)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return &rejectionCache{next: rt, rejected: rejected, ttl: ttl}
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) { return rejected.roundTrip(rt, req) })
 	})
 	return cfg
 }
 
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// rejectionCache is an LRU of rejected tokens by hash, bounded in entries and in counted bytes,
+// each entry expiring after ttl.
 type rejectionCache struct {
-	next     http.RoundTripper
-	rejected *cache.LRUExpireCache
-	ttl      time.Duration
+	ttl   time.Duration
+	clock clock.PassiveClock
+
+	mu      sync.Mutex
+	entries map[[sha256.Size]byte]*list.Element
+	order   *list.List // front: most recently used
+	bytes   int
 }
 
-type cachedAnswer struct {
-	status int
-	header http.Header
-	body   []byte
+type rejection struct {
+	key     [sha256.Size]byte
+	reason  string
+	expires time.Time
 }
 
-func (c *rejectionCache) RoundTrip(req *http.Request) (*http.Response, error) {
+func (e *rejection) size() int { return rejectionOverhead + len(e.reason) }
+
+func newRejectionCache(ttl time.Duration, clk clock.PassiveClock) *rejectionCache {
+	return &rejectionCache{ttl: ttl, clock: clk, entries: map[[sha256.Size]byte]*list.Element{}, order: list.New()}
+}
+
+// Bytes is the cache's counted size: at most MaxRejectedTokenCacheBytes.
+func (c *rejectionCache) Bytes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
+}
+
+// Len is the number of entries: at most rejectedTokenCacheSize.
+func (c *rejectionCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
+}
+
+func (c *rejectionCache) get(key [sha256.Size]byte) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.entries[key]
+	if !ok {
+		return "", false
+	}
+	e := el.Value.(*rejection)
+	if !c.clock.Now().Before(e.expires) {
+		c.remove(el)
+		return "", false
+	}
+	c.order.MoveToFront(el)
+	return e.reason, true
+}
+
+func (c *rejectionCache) add(key [sha256.Size]byte, reason string) {
+	if len(reason) > maxRejectionReason {
+		reason = reason[:maxRejectionReason]
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.entries[key]; ok {
+		c.remove(el)
+	}
+	e := &rejection{key: key, reason: reason, expires: c.clock.Now().Add(c.ttl)}
+	c.entries[key] = c.order.PushFront(e)
+	c.bytes += e.size()
+	for c.order.Len() > rejectedTokenCacheSize || c.bytes > MaxRejectedTokenCacheBytes {
+		c.remove(c.order.Back())
+	}
+}
+
+func (c *rejectionCache) remove(el *list.Element) {
+	e := c.order.Remove(el).(*rejection)
+	delete(c.entries, e.key)
+	c.bytes -= e.size()
+}
+
+// roundTrip answers a TokenReview for a token rejected within ttl from the cache, and remembers
+// new rejections.
+func (c *rejectionCache) roundTrip(next http.RoundTripper, req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodPost || !strings.HasSuffix(req.URL.Path, "/tokenreviews") || req.Body == nil {
-		return c.next.RoundTrip(req)
+		return next.RoundTrip(req)
 	}
 	body, err := io.ReadAll(req.Body)
 	_ = req.Body.Close()
@@ -56,15 +137,13 @@ func (c *rejectionCache) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	key := sha256.Sum256(body)
-	if v, ok := c.rejected.Get(key); ok {
-		a := v.(cachedAnswer)
-		return &http.Response{StatusCode: a.status, Status: http.StatusText(a.status), Header: a.header.Clone(),
-			Body: io.NopCloser(bytes.NewReader(a.body)), ContentLength: int64(len(a.body)), Request: req}, nil
+	if reason, ok := c.get(key); ok {
+		return rejectedAnswer(req, reason)
 	}
 	req = req.Clone(req.Context())
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	resp, err := c.next.RoundTrip(req)
+	resp, err := next.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusCreated {
 		return resp, err
 	}
@@ -75,8 +154,23 @@ func (c *rejectionCache) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var review authenticationv1.TokenReview
 	if json.Unmarshal(answer, &review) == nil && !review.Status.Authenticated {
-		c.rejected.Add(key, cachedAnswer{status: resp.StatusCode, header: resp.Header.Clone(), body: answer}, c.ttl)
+		c.add(key, review.Status.Error)
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(answer))
 	return resp, nil
+}
+
+// rejectedAnswer is the API server's answer for a rejected token, rebuilt from the cache: a
+// TokenReview with authenticated false and the reason, nothing of the token.
+func rejectedAnswer(req *http.Request, reason string) (*http.Response, error) {
+	body, err := json.Marshal(authenticationv1.TokenReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: authenticationv1.SchemeGroupVersion.String(), Kind: "TokenReview"},
+		Status:   authenticationv1.TokenReviewStatus{Authenticated: false, Error: reason},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &http.Response{StatusCode: http.StatusCreated, Status: "201 Created", Request: req,
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body))}, nil
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,10 +20,40 @@ import (
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
 
-// The endpoint's certificate is self-signed (as is the APIService's insecureSkipTLSVerify).
-var httpClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-	TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test endpoint
-}}
+var (
+	clientsMu  sync.Mutex
+	clients    = map[string]*http.Client{}
+	nextClient = 1
+)
+
+// clientFor is the HTTP client of a test (its top-level name): each test calls from an address
+// of its own (127.0.1.N), as the endpoint counts failed logins per client address and one
+// test's refused tokens must not spend another's budget.
+func clientFor(t testing.TB) *http.Client {
+	clientsMu.Lock()
+	defer clientsMu.Unlock()
+	name, _, _ := strings.Cut(t.Name(), "/")
+	if c, ok := clients[name]; ok {
+		return c
+	}
+	c := clientFrom(net.IPv4(127, 0, 1, byte(nextClient)))
+	nextClient++
+	clients[name] = c
+	return c
+}
+
+var byAddress sync.Map // ip string → *http.Client
+
+// clientFrom is the HTTP client whose connections come from ip (any 127/8 address is local),
+// one per address so that its connections are reused. The endpoint's certificate is
+// self-signed (as is the APIService's insecureSkipTLSVerify).
+func clientFrom(ip net.IP) *http.Client {
+	c, _ := byAddress.LoadOrStore(ip.String(), &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test endpoint
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).DialContext,
+	}})
+	return c.(*http.Client)
+}
 
 // get calls the endpoint directly and returns the HTTP status and body, checking the body
 // against the seed's schemas.
@@ -36,7 +69,7 @@ func get(t testing.TB, method, path, token string, header ...string) (int, []byt
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := clientFor(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

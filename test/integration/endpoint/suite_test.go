@@ -41,6 +41,8 @@ var (
 	mgr          ctrl.Manager
 	endpointURL  string       // https://127.0.0.1:<port>
 	tokenReviews atomic.Int64 // TokenReviews the endpoint sent
+	holdReviews  atomic.Pointer[chan struct{}]
+	heldReviews  atomic.Int64
 	oidc         *oidcIssuer  // an OIDC issuer the cluster trusts
 )
 
@@ -121,13 +123,19 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// countTokenReviews counts the TokenReviews sent with cfg.
+// countTokenReviews counts the TokenReviews sent with cfg, and holds them while a test has set
+// holdReviews (a slow API server), counting those held.
 func countTokenReviews(cfg *rest.Config) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/tokenreviews") {
 				tokenReviews.Add(1)
+				if hold := holdReviews.Load(); hold != nil {
+					heldReviews.Add(1)
+					<-*hold
+					heldReviews.Add(-1)
+				}
 			}
 			return rt.RoundTrip(r)
 		})

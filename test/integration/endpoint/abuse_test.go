@@ -1,0 +1,241 @@
+package endpoint_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
+	"github.com/taskops/workflowtask-operator/internal/testutil"
+)
+
+// junkJWT is a JWT-shaped token that no one issued, unique for i, padded to about size bytes.
+func junkJWT(i, size int) string {
+	head := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256"}`))
+	sig := fmt.Sprintf("junk%d", i)
+	if pad := size - len(head) - len(sig) - 6; pad > 0 {
+		sig += strings.Repeat("x", pad)
+	}
+	return head + ".e30." + sig
+}
+
+// call sends one GET from client with header pairs and returns the envelope's code.
+func call(t testing.TB, client *http.Client, path string, header ...string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, endpointURL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", resp.StatusCode, body)
+	}
+	validateBody(t, body)
+	var code int
+	if _, err := fmt.Sscanf(string(body), `{"code":%d`, &code); err != nil {
+		if strings.HasPrefix(string(body), `{"data":`) {
+			return apiserver.CodeSuccess
+		}
+		t.Fatalf("no code in %s", body)
+	}
+	return code
+}
+
+// A bearer token sent as a WebSocket subprotocol (which k8s.io/apiserver's authenticator would
+// take) is refused without a TokenReview, even a valid one.
+func TestWebSocketProtocolTokenIsRefused(t *testing.T) {
+	owner := newSAUser(t, "users", "wendy")
+	task := createTaskWithProgress(t, testutil.MakeTask("ws", "team-d").Owner(owner.name), entry("upload", 1, 2, ""))
+	path := "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	protocol := "base64url.bearer.authorization.k8s.io." + base64.RawURLEncoding.EncodeToString([]byte(owner.token)) + ", x"
+	client := clientFor(t)
+	before := tokenReviews.Load()
+	for name, header := range map[string][]string{
+		"alone":                   {"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Protocol", protocol},
+		"junk, 37 KB":             {"Sec-WebSocket-Protocol", "base64url.bearer.authorization.k8s.io." + strings.Repeat("A", 37<<10)},
+		"beside a valid Bearer":   {"Authorization", "Bearer " + owner.token, "Sec-WebSocket-Protocol", protocol},
+		"second of two headers":   {"Sec-WebSocket-Protocol", "chat", "Sec-WebSocket-Protocol", protocol},
+		"prefix in another place": {"Sec-WebSocket-Protocol", "x, " + protocol},
+	} {
+		if code := call(t, client, path, header...); code != apiserver.CodeLoginRequired {
+			t.Errorf("%s: code %d, want 401", name, code)
+		}
+	}
+	if n := tokenReviews.Load() - before; n != 0 {
+		t.Errorf("%d TokenReviews for tokens in the WebSocket subprotocol; want 0", n)
+	}
+	if code := call(t, client, path, "Authorization", "Bearer "+owner.token); code != apiserver.CodeSuccess {
+		t.Errorf("the same token as Bearer: code %d", code)
+	}
+}
+
+// A client over its budget of failed logins is answered 429 without a review; a token the
+// cache knows still works for it, and another client's new token is reviewed and served.
+func TestFailedLoginBudget(t *testing.T) {
+	ctx := context.Background()
+	owner := newSAUser(t, "users", "lara")
+	task := createTaskWithProgress(t, testutil.MakeTask("budget", "team-d").Owner(owner.name), entry("upload", 3, 4, ""))
+	path := "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	attacker := clientFrom(net.IPv4(127, 0, 2, 1))
+	if code := call(t, attacker, path, "Authorization", "Bearer "+owner.token); code != apiserver.CodeSuccess {
+		t.Fatalf("a valid token before the flood: code %d", code)
+	}
+
+	before := tokenReviews.Load()
+	codes := map[int]int{}
+	const junk = 60
+	for i := range junk {
+		codes[call(t, attacker, "/workflow/progress/AAAAAAAAAA", "Authorization", "Bearer "+junkJWT(i, 200))]++
+	}
+	reviews := tokenReviews.Load() - before
+	burst := apiserver.NewOptions().FailedLoginBurst
+	// The budget, plus what refilled (1/s) while the loop ran.
+	if codes[apiserver.CodeTooMany] < junk-burst-10 || int(reviews) > burst+10 || codes[apiserver.CodeLoginRequired] != int(reviews) {
+		t.Errorf("%d junk tokens: codes %v, %d TokenReviews; want about %d refused by review and the rest 429 without one", junk, codes, reviews, burst)
+	}
+	before = tokenReviews.Load()
+	if code := call(t, attacker, path, "Authorization", "Bearer "+owner.token); code != apiserver.CodeSuccess {
+		t.Errorf("a cached valid token from the client over budget: code %d", code)
+	}
+	fresh, err := testenv.Token(ctx, adminCfg, "users", "lara")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := call(t, attacker, path, "Authorization", "Bearer "+fresh); code != apiserver.CodeTooMany {
+		t.Errorf("a new token from the client over budget: code %d, want 429", code)
+	}
+	if n := tokenReviews.Load() - before; n != 0 {
+		t.Errorf("%d TokenReviews for a client over budget", n)
+	}
+	if code := call(t, clientFrom(net.IPv4(127, 0, 2, 2)), path, "Authorization", "Bearer "+fresh); code != apiserver.CodeSuccess {
+		t.Errorf("the same new token from another client: code %d", code)
+	}
+}
+
+// Only real reviews take a slot: with every slot held by a slow TokenReview, a token already
+// reviewed is served at once, while a new token waits at most the review wait and gets 429.
+func TestCachedTokenNeverWaitsForASlot(t *testing.T) {
+	ctx := context.Background()
+	owner := newSAUser(t, "users", "noor")
+	task := createTaskWithProgress(t, testutil.MakeTask("slots", "team-d").Owner(owner.name), entry("upload", 1, 4, ""))
+	path := "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	client := clientFor(t)
+	if code := call(t, client, path, "Authorization", "Bearer "+owner.token); code != apiserver.CodeSuccess {
+		t.Fatalf("code %d", code)
+	}
+
+	hold := make(chan struct{})
+	holdReviews.Store(&hold)
+	var wg sync.WaitGroup
+	release := func() {
+		if holdReviews.CompareAndSwap(&hold, nil) {
+			close(hold)
+		}
+		wg.Wait()
+	}
+	defer release()
+	slots := apiserver.NewOptions().MaxConcurrentReviews
+	for i := range slots {
+		wg.Add(1)
+		go func() { // each from its own address, within its budget
+			defer wg.Done()
+			call(t, clientFrom(net.IPv4(127, 0, 3, byte(i+1))), "/workflow/progress/AAAAAAAAAA", "Authorization", "Bearer "+junkJWT(1000+i, 200))
+		}()
+	}
+	gomega.NewWithT(t).Eventually(heldReviews.Load).Should(gomega.Equal(int64(slots)), "every slot held")
+
+	for range 20 {
+		if code := call(t, client, path, "Authorization", "Bearer "+owner.token); code != apiserver.CodeSuccess {
+			t.Errorf("a cached token while every slot is held: code %d", code)
+		}
+	}
+	fresh, err := testenv.Token(ctx, adminCfg, "users", "noor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := call(t, client, path, "Authorization", "Bearer "+fresh); code != apiserver.CodeTooMany {
+		t.Errorf("a new token while every slot is held: code %d, want 429", code)
+	}
+	if n := heldReviews.Load(); n != int64(slots) {
+		t.Errorf("%d reviews held, want %d: the cached requests must not have waited for them", n, slots)
+	}
+	release()
+	if code := call(t, client, path, "Authorization", "Bearer "+fresh); code != apiserver.CodeSuccess {
+		t.Errorf("the new token once the slots are free: code %d", code)
+	}
+}
+
+// 5,000 unique junk tokens of 15 KB, from many clients (each within its budget), all reviewed:
+// the cache of refused tokens stays within its counted bound (hashes and reasons, never the
+// tokens).
+func TestJunkTokenFloodIsBounded(t *testing.T) {
+	const n, size, perClient = 5000, 15 << 10, 10
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				ip := net.IPv4(127, 4, byte(i/perClient/250), byte(i/perClient%250+1))
+				call(t, clientFrom(ip), "/workflow/progress/AAAAAAAAAA", "Authorization", "Bearer "+junkJWT(i, size))
+			}
+		}()
+	}
+	before := tokenReviews.Load()
+	start := time.Now()
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	reviews := tokenReviews.Load() - before
+	size4k := cacheBytes(t)
+	t.Logf("%d junk tokens of %d KB in %s: %d TokenReviews; rejected-token cache %d bytes (bound %d)",
+		n, size>>10, time.Since(start).Round(time.Millisecond), reviews, size4k, apiserver.MaxRejectedTokenCacheBytes)
+	if reviews < n/2 {
+		t.Fatalf("only %d of %d junk tokens were reviewed: the flood did not reach the cache", reviews, n)
+	}
+	if size4k <= 0 || size4k > apiserver.MaxRejectedTokenCacheBytes {
+		t.Errorf("rejected-token cache holds %d bytes; want 0 < bytes <= %d", size4k, apiserver.MaxRejectedTokenCacheBytes)
+	}
+}
+
+// cacheBytes reads the endpoint's metric of its rejected-token cache.
+func cacheBytes(t *testing.T) int {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == apiserver.RejectedTokenCacheBytesMetric {
+			return int(metricValue(f.GetMetric()[0]))
+		}
+	}
+	t.Fatalf("no metric %s", apiserver.RejectedTokenCacheBytesMetric)
+	return 0
+}
+
+func metricValue(m *dto.Metric) float64 { return m.GetGauge().GetValue() }
