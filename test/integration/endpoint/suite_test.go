@@ -43,7 +43,7 @@ var (
 	tokenReviews atomic.Int64 // TokenReviews the endpoint sent
 	holdReviews  atomic.Pointer[chan struct{}]
 	heldReviews  atomic.Int64
-	oidc         *oidcIssuer  // an OIDC issuer the cluster trusts
+	oidc         *oidcIssuer // an OIDC issuer the cluster trusts
 )
 
 func TestMain(m *testing.M) {
