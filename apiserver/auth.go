@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 
@@ -49,13 +50,17 @@ func (h *handler) authenticate(r *http.Request) (user.Info, error) {
 	if bearer && h.logins.overBudget(client) && !h.known.has(token, now) {
 		return nil, errLoginBudget
 	}
+	if len(h.audiences) > 0 { // as kube-apiserver's authentication filter does
+		r = r.WithContext(authenticator.WithAudiences(r.Context(), h.audiences))
+	}
 	resp, ok, err := h.authn.AuthenticateRequest(r)
 	switch {
 	case errors.Is(err, errBusy) || errors.Is(err, errLoginBudget):
 		return nil, err
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil: // the request's own deadline
 		return nil, errBusy
-	case err != nil || !ok || resp == nil || resp.User == nil || resp.User.GetName() == "":
+	case err != nil || !ok || resp == nil || resp.User == nil || resp.User.GetName() == "" ||
+		len(h.audiences) > 0 && len(resp.Audiences) > 0 && len(h.audiences.Intersect(resp.Audiences)) == 0:
 		if bearer {
 			h.logins.failed(client)
 		}

@@ -118,8 +118,10 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		WebhookRetryBackoff:                &backoff,
 		CacheTTL:                           c.Options.AuthCacheTTL,
 		ClientCertificateCAContentProvider: clientCA,
-		// No APIAudiences: service-account tokens for the API server's own audience and OIDC
-		// tokens the cluster trusts both pass (an audience list would fail OIDC tokens).
+		// Without audiences, service-account tokens for the API server's own audience and OIDC
+		// tokens the cluster trusts both pass; with them, only tokens for those audiences do
+		// (kube-apiserver treats OIDC tokens as for its own audiences).
+		APIAudiences: authenticator.Audiences(c.Options.TokenAudiences),
 		RequestHeaderConfig: &authenticatorfactory.RequestHeaderConfig{
 			CAContentProvider:   requestHeaderCA,
 			UsernameHeaders:     slice(requestHeader.UsernameHeaders),

@@ -38,8 +38,10 @@ type handler struct {
 	tasks  taskReader
 	logins *loginLimiter
 	known  *knownTokens
-	debug  bool
-	log    logr.Logger
+	// audiences a bearer token must be for; empty: the API server's own.
+	audiences authenticator.Audiences
+	debug     bool
+	log       logr.Logger
 }
 
 // lookup finds the tasks a request names, or reports why it names none.

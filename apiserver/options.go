@@ -28,6 +28,11 @@ type Options struct {
 	PathPrefix string
 	// Debug adds the raw error text to internal-error answers.
 	Debug bool
+	// TokenAudiences, when set, are the only audiences a bearer token may be for (TokenReview
+	// audiences): give clients tokens for a dedicated audience (kubectl create token NAME
+	// --audience=progress.taskops.dev), useless against kube-apiserver. Empty: the API server's
+	// own audiences.
+	TokenAudiences []string
 	// AuthCacheTTL is how long TokenReview and SubjectAccessReview results are cached.
 	AuthCacheTTL time.Duration
 	// MaxConcurrentReviews bounds TokenReviews and SubjectAccessReviews in flight.
@@ -73,6 +78,15 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		func(s string) error { o.DNSNames = strings.Split(s, ","); return nil })
 	fs.StringVar(&o.PathPrefix, "progress-path-prefix", o.PathPrefix, "Also serve /workflow/progress/{id} under this prefix.")
 	fs.BoolVar(&o.Debug, "progress-debug", o.Debug, "Show the raw error text in internal-error answers.")
+	fs.Func("progress-token-audiences", "Audience a bearer token must be for (repeatable or comma-separated), e.g. progress.taskops.dev; default: the API server's own.",
+		func(s string) error {
+			for _, a := range strings.Split(s, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					o.TokenAudiences = append(o.TokenAudiences, a)
+				}
+			}
+			return nil
+		})
 	fs.DurationVar(&o.AuthCacheTTL, "progress-auth-cache-ttl", o.AuthCacheTTL, "How long TokenReview and SubjectAccessReview results are cached.")
 	fs.IntVar(&o.MaxConcurrentReviews, "progress-max-concurrent-reviews", o.MaxConcurrentReviews, "TokenReviews and SubjectAccessReviews in flight at most.")
 	fs.DurationVar(&o.ReviewWait, "progress-review-wait", o.ReviewWait, "How long a request may wait for a review slot before it is answered 429.")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -39,14 +40,15 @@ func (c CompletedConfig) New() *Server {
 		Help: "Counted bytes of the progress endpoint's cache of refused bearer tokens (hashes and reasons).",
 	}, func() float64 { return float64(c.rejected.Bytes()) }))
 	return &Server{cfg: c, handler: &handler{
-		prefix: c.Options.PathPrefix,
-		authn:  c.authn,
-		authz:  c.authz,
-		tasks:  cacheTasks{reader: c.Reader},
-		logins: c.logins,
-		known:  newKnownTokens(c.Options.AuthCacheTTL),
-		debug:  c.Options.Debug,
-		log:    c.Log,
+		prefix:    c.Options.PathPrefix,
+		authn:     c.authn,
+		authz:     c.authz,
+		tasks:     cacheTasks{reader: c.Reader},
+		logins:    c.logins,
+		known:     newKnownTokens(c.Options.AuthCacheTTL),
+		audiences: authenticator.Audiences(c.Options.TokenAudiences),
+		debug:     c.Options.Debug,
+		log:       c.Log,
 	}}
 }
 

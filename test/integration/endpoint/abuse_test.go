@@ -42,6 +42,13 @@ func call(t testing.TB, client *http.Client, path string, header ...string) int 
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Add(header[i], header[i+1])
 	}
+	return callRequest(t, client, req)
+}
+
+// callRequest sends req from client and returns the envelope's code, checking the body
+// against the seed's schemas.
+func callRequest(t testing.TB, client *http.Client, req *http.Request) int {
+	t.Helper()
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,89 @@
+package endpoint_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"github.com/onsi/gomega"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
+	"github.com/taskops/workflowtask-operator/internal/testutil"
+)
+
+// progressAudience is the dedicated audience the README recommends.
+const progressAudience = "progress.taskops.dev"
+
+// With --progress-token-audiences set to a dedicated audience, a token for that audience is
+// accepted and a token for the API server (the kind a client could replay against
+// kube-apiserver) is refused; OIDC tokens, which kube-apiserver takes as for its own audiences,
+// are refused too. Without the flag (the suite's main endpoint) both SA tokens pass.
+func TestTokenAudiences(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := apiserver.NewOptions()
+	opts.BindAddress, opts.TokenAudiences = ln.Addr().String(), []string{progressAudience}
+	cfg := &apiserver.Config{Options: opts, ReviewConfig: mgr.GetConfig(), Reader: mgr.GetCache(), Listener: ln, Log: logr.Discard()}
+	completed, err := cfg.Complete()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- completed.New().Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	audienceURL := "https://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+
+	owner := newSAUser(t, "users", "aud")
+	task := createTaskWithProgress(t, testutil.MakeTask("audience", "team-d").Owner(owner.name), entry("upload", 2, 4, ""))
+	path := "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	dedicated, err := testenv.Token(ctx, adminCfg, "users", "aud", progressAudience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codeAt := func(base, token string) int {
+		t.Helper()
+		return callRequest(t, clientFor(t), bearerRequest(base+path, token))
+	}
+	g := gomega.NewWithT(t)
+	g.Eventually(func() int { return codeAt(audienceURL, dedicated) }, "10s").Should(gomega.Equal(apiserver.CodeSuccess), "a token for the dedicated audience")
+	oidcOwned := createTaskWithProgress(t, testutil.MakeTask("audience-oidc", "team-d").Owner("oidc:dana"), entry("upload", 1, 4, ""))
+	oidcPath := "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(oidcOwned.UID)
+	g.Eventually(func() int {
+		return callRequest(t, clientFor(t), bearerRequest(endpointURL+oidcPath, oidc.token("dana", oidc.key)))
+	}).
+		Should(gomega.Equal(apiserver.CodeSuccess), "the OIDC token works where no audience is configured (the issuer's keys are loaded)")
+	if code := callRequest(t, clientFor(t), bearerRequest(audienceURL+oidcPath, oidc.token("dana", oidc.key))); code != apiserver.CodeLoginRequired {
+		t.Errorf("an OIDC token where only %s is accepted: code %d, want 401", progressAudience, code)
+	}
+	cases := map[string]struct {
+		base, token string
+		want        int
+	}{
+		"API server token, audience configured":      {audienceURL, owner.token, apiserver.CodeLoginRequired},
+		"dedicated token, no audience configured":    {endpointURL, dedicated, apiserver.CodeLoginRequired},
+		"API server token, no audience configured":   {endpointURL, owner.token, apiserver.CodeSuccess},
+		"dedicated token again, audience configured": {audienceURL, dedicated, apiserver.CodeSuccess},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := codeAt(tc.base, tc.token); got != tc.want {
+				t.Errorf("code %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func bearerRequest(url, token string) *http.Request {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	return req
+}
