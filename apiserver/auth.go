@@ -47,26 +47,35 @@ func (h *handler) authenticate(r *http.Request) (user.Info, error) {
 		}
 	}
 	bearer, client, now := token != "", clientKey(r), time.Now()
-	if bearer && h.logins.overBudget(client) && !h.known.has(token, now) {
-		return nil, errLoginBudget
+	spent := false // a failed login, taken from the client's budget before a new token is reviewed
+	if bearer && !h.known.has(token, now) {
+		if !h.logins.reserve(client, now) {
+			return nil, errLoginBudget
+		}
+		spent = true
+	}
+	refund := func() {
+		if spent {
+			h.logins.refund(client, time.Now())
+		}
 	}
 	if len(h.audiences) > 0 { // as kube-apiserver's authentication filter does
 		r = r.WithContext(authenticator.WithAudiences(r.Context(), h.audiences))
 	}
 	resp, ok, err := h.authn.AuthenticateRequest(r)
 	switch {
-	case errors.Is(err, errBusy) || errors.Is(err, errLoginBudget):
+	case errors.Is(err, errBusy):
+		refund() // not reviewed: nothing failed
 		return nil, err
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil: // the request's own deadline
+		refund()
 		return nil, errBusy
 	case err != nil || !ok || resp == nil || resp.User == nil || resp.User.GetName() == "" ||
 		len(h.audiences) > 0 && len(resp.Audiences) > 0 && len(h.audiences.Intersect(resp.Audiences)) == 0:
-		if bearer {
-			h.logins.failed(client)
-		}
-		return nil, errNotAuthenticated
+		return nil, errNotAuthenticated // the failed login stays spent
 	}
 	if bearer {
+		refund() // not a failed login after all
 		h.known.add(token, now)
 	}
 	return resp.User, nil

@@ -82,7 +82,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, find lookup) (int, user.Info) {
 	u, err := h.authenticate(r)
 	switch {
-	case errors.Is(err, errBusy) || errors.Is(err, errLoginBudget):
+	case errors.Is(err, errLoginBudget):
+		// A client spending refused tokens is slowed down, not only refused: each of its
+		// connections gets an answer at most once per loginTarpit, so a flood costs this
+		// process next to nothing (the wait holds no review slot).
+		tarpit(r.Context(), loginTarpit)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
+		return CodeTooMany, nil
+	case errors.Is(err, errBusy):
 		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
 		return CodeTooMany, nil
 	case err != nil:
@@ -112,6 +120,19 @@ func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid stri
 	}
 	writeBody(w, emptyBody)
 	return CodeSuccess, u
+}
+
+// loginTarpit is how long a client over its failed-login budget waits for its 429.
+const loginTarpit = time.Second
+
+// tarpit waits d, or until ctx ends.
+func tarpit(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 func (h *handler) internal(w http.ResponseWriter, cid string, err error, u user.Info) (int, user.Info) {

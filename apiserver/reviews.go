@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/lru"
 )
@@ -87,36 +86,62 @@ func (k *knownTokens) has(token string, now time.Time) bool {
 
 // loginLimiter gives every client address a budget of failed logins: a token bucket of burst
 // failures, refilled at perSecond. A client over it may send no new token (one that
-// authenticated within the cache TTL still works: knownTokens) until its bucket refills, so one client's junk tokens cost
-// the API server at most perSecond reviews and never use up the slots others need. Clients are
-// held in an LRU of bounded size; IPv6 clients count by their /64.
+// authenticated within the cache TTL still works: knownTokens) until its bucket refills, so one
+// client's junk tokens cost the API server at most perSecond reviews and never use up the slots
+// others need. Clients are held in an LRU of bounded size; IPv6 clients count by their /64.
 type loginLimiter struct {
-	perSecond rate.Limit
-	burst     int
+	perSecond float64
+	burst     float64
 	mu        sync.Mutex
-	clients   *lru.Cache
+	clients   *lru.Cache // client → *bucket
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
 }
 
 func newLoginLimiter(perSecond float64, burst, maxClients int) *loginLimiter {
-	return &loginLimiter{perSecond: rate.Limit(perSecond), burst: burst, clients: lru.New(maxClients)}
+	return &loginLimiter{perSecond: perSecond, burst: float64(burst), clients: lru.New(maxClients)}
 }
 
-func (l *loginLimiter) limiter(client string) *rate.Limiter {
+// bucketOf returns client's bucket refilled up to now. Called with mu held.
+func (l *loginLimiter) bucketOf(client string, now time.Time) *bucket {
+	v, ok := l.clients.Get(client)
+	if !ok {
+		b := &bucket{tokens: l.burst, at: now}
+		l.clients.Add(client, b)
+		return b
+	}
+	b := v.(*bucket)
+	if now.After(b.at) {
+		b.tokens = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.perSecond)
+		b.at = now
+	}
+	return b
+}
+
+// reserve takes one failed login from client's budget before a new token is reviewed (so that
+// concurrent requests cannot all pass a check made before any of them failed), or reports that
+// the client is over budget. A review that succeeds gives it back (refund).
+func (l *loginLimiter) reserve(client string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if v, ok := l.clients.Get(client); ok {
-		return v.(*rate.Limiter)
+	b := l.bucketOf(client, now)
+	if b.tokens < 1 {
+		return false
 	}
-	lim := rate.NewLimiter(l.perSecond, l.burst)
-	l.clients.Add(client, lim)
-	return lim
+	b.tokens--
+	return true
 }
 
-// overBudget reports whether client has no failed login left to spend.
-func (l *loginLimiter) overBudget(client string) bool { return l.limiter(client).Tokens() < 1 }
-
-// failed spends one of client's failed logins.
-func (l *loginLimiter) failed(client string) { l.limiter(client).Allow() }
+// refund gives back a reserved failed login: the token authenticated, or was not reviewed.
+func (l *loginLimiter) refund(client string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucketOf(client, now)
+	b.tokens = min(l.burst, b.tokens+1)
+}
 
 // clientKey is the address a request came from: its IP, or an IPv6 address's /64.
 func clientKey(r *http.Request) string {

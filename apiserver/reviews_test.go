@@ -57,20 +57,28 @@ func TestRejectedAnswerHoldsNoToken(t *testing.T) {
 // Each client address has its budget; IPv6 clients count by /64; the LRU of clients is bounded.
 func TestLoginLimiter(t *testing.T) {
 	l := newLoginLimiter(0.001, 3, 2)
+	now := time.Now()
 	for range 3 {
-		if l.overBudget("a") {
+		if !l.reserve("a", now) {
 			t.Fatal("over budget before spending it")
 		}
-		l.failed("a")
 	}
-	if !l.overBudget("a") {
+	if l.reserve("a", now) {
 		t.Error("three failures of a budget of three: not over budget")
 	}
-	if l.overBudget("b") {
+	if !l.reserve("a", now.Add(1001*time.Second)) {
+		t.Error("the budget did not refill")
+	}
+	if !l.reserve("b", now) {
 		t.Error("one client's failures spent another's budget")
 	}
-	l.failed("b")
-	l.failed("c") // a is the least recently seen of three: forgotten
+	l.refund("b", now) // a login that succeeded gives its reservation back
+	for range 3 {
+		if !l.reserve("b", now) {
+			t.Error("a refunded reservation was not given back")
+		}
+	}
+	l.reserve("c", now) // a is the least recently seen of three: forgotten
 	if l.clients.Len() != 2 {
 		t.Errorf("%d clients held, bound 2", l.clients.Len())
 	}

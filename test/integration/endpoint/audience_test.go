@@ -24,23 +24,8 @@ const progressAudience = "progress.taskops.dev"
 // kube-apiserver) is refused; OIDC tokens, which kube-apiserver takes as for its own audiences,
 // are refused too. Without the flag (the suite's main endpoint) both SA tokens pass.
 func TestTokenAudiences(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := apiserver.NewOptions()
-	opts.BindAddress, opts.TokenAudiences = ln.Addr().String(), []string{progressAudience}
-	cfg := &apiserver.Config{Options: opts, ReviewConfig: mgr.GetConfig(), Reader: mgr.GetCache(), Listener: ln, Log: logr.Discard()}
-	completed, err := cfg.Complete()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- completed.New().Start(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	audienceURL := "https://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ctx := context.Background()
+	audienceURL := startEndpoint(t, func(o *apiserver.Options) { o.TokenAudiences = []string{progressAudience} })
 
 	owner := newSAUser(t, "users", "aud")
 	task := createTaskWithProgress(t, testutil.MakeTask("audience", "team-d").Owner(owner.name), entry("upload", 2, 4, ""))
@@ -86,4 +71,28 @@ func bearerRequest(url, token string) *http.Request {
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	return req
+}
+
+// startEndpoint runs another endpoint with the suite's manager cache and options changed by
+// configure, until the test ends, and returns its URL.
+func startEndpoint(t *testing.T, configure func(*apiserver.Options)) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := apiserver.NewOptions()
+	opts.BindAddress = ln.Addr().String()
+	configure(opts)
+	cfg := &apiserver.Config{Options: opts, ReviewConfig: countTokenReviews(mgr.GetConfig()), Reader: mgr.GetCache(), Listener: ln, Log: logr.Discard()}
+	completed, err := cfg.Complete()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- completed.New().Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return "https://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }

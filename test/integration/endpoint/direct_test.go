@@ -11,12 +11,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,19 +240,26 @@ func parseKey(t *testing.T, keyPEM []byte) any {
 // Unique garbage tokens cannot flood the API server: reviews in flight stay bounded.
 func TestGarbageTokensAreBounded(t *testing.T) {
 	before := tokenReviews.Load()
+	var wg sync.WaitGroup // at once: the ones over the client's budget of failed logins wait for their 429
 	for i := range 50 {
-		tok := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + ".e30." + strings.Repeat("x", i+1)
-		get(t, "GET", "/workflow/progress/AAAAAAAAAA", tok)
+		wg.Go(func() {
+			tok := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + ".e30." + strings.Repeat("x", i+1)
+			get(t, "GET", "/workflow/progress/AAAAAAAAAA", tok)
+		})
 	}
+	wg.Wait()
 	// Each unique JWT-shaped token costs at most one review (no retries of a clean "no").
 	if n := tokenReviews.Load() - before; n > 50 {
 		t.Errorf("%d TokenReviews for 50 unique tokens", n)
 	}
-	// The same token again is answered from the cache.
-	tok := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + ".e30.x"
+	// The same token again is answered from the cache (from a client of its own: this one is
+	// over its budget of failed logins now, and its new tokens are not reviewed at all).
+	tok := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + ".e30.again"
+	fresh := clientFrom(net.IPv4(127, 0, 8, 1))
+	call(t, fresh, "/workflow/progress/AAAAAAAAAA", "Authorization", "Bearer "+tok)
 	before = tokenReviews.Load()
 	for range 20 {
-		get(t, "GET", "/workflow/progress/AAAAAAAAAA", tok)
+		call(t, fresh, "/workflow/progress/AAAAAAAAAA", "Authorization", "Bearer "+tok)
 	}
 	if n := tokenReviews.Load() - before; n != 0 {
 		t.Errorf("%d TokenReviews for a token reviewed a moment ago; want 0 (cached)", n)
