@@ -47,6 +47,9 @@ type handler struct {
 // lookup finds the tasks a request names, or reports why it names none.
 type lookup func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error)
 
+// byName is the namespace and name a by-name request names, checked before any lookup.
+type byName struct{ namespace, name string }
+
 var errBadID = errors.New("malformed task id")
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -59,7 +62,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveDiscovery(w, r)
 		return
 	}
-	find, ok := h.route(r.URL.Path)
+	find, named, ok := h.route(r.URL.Path)
 	if !ok {
 		writeError(w, CodeNotFound, MsgNotFound, cid, nil, h.debug)
 		log.V(1).Info("Progress request", "code", CodeNotFound)
@@ -71,15 +74,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.V(1).Info("Progress request", "code", CodeMethod)
 		return
 	}
-	code, u := h.serveProgress(w, r, cid, find)
+	code, u := h.serveProgress(w, r, cid, find, named)
 	if u != nil {
 		log = log.WithValues("user", u.GetName())
 	}
 	log.V(1).Info("Progress request", "code", code, "duration", time.Since(start))
 }
 
-// serveProgress authenticates, finds the task, authorizes, and answers.
-func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, find lookup) (int, user.Info) {
+// serveProgress authenticates, finds the task, authorizes, and answers. On the by-name path the
+// caller is authorized before the lookup, so that an existing task not theirs and no task at all
+// cost the same work: whether a name exists does not show, not even in the time taken.
+func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, find lookup, named *byName) (int, user.Info) {
 	u, err := h.authenticate(r)
 	switch {
 	case errors.Is(err, errLoginBudget):
@@ -97,6 +102,20 @@ func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid stri
 		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
 		return CodeLoginRequired, nil
 	}
+	canSee := h.canSee
+	if named != nil && validName(named) {
+		admin, err := h.isAdmin(r.Context(), u, named.namespace, named.name)
+		switch {
+		case errors.Is(err, errBusy):
+			writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
+			return CodeTooMany, u
+		case err != nil && !admin:
+			return h.internal(w, cid, err, u)
+		}
+		canSee = func(_ context.Context, u user.Info, t *workflowv1alpha1.WorkflowTask) (bool, error) {
+			return admin || t.Spec.Owner == u.GetName(), nil
+		}
+	}
 	tasks, err := find(r.Context())
 	switch {
 	case errors.Is(err, errBadID):
@@ -106,7 +125,7 @@ func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid stri
 		return h.internal(w, cid, err, u)
 	}
 	for _, t := range tasks {
-		ok, err := h.canSee(r.Context(), u, t)
+		ok, err := canSee(r.Context(), u, t)
 		switch {
 		case errors.Is(err, errBusy):
 			writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
@@ -141,29 +160,29 @@ func (h *handler) internal(w http.ResponseWriter, cid string, err error, u user.
 	return CodeInternal, u
 }
 
-// route maps a path to the lookup it asks for.
-func (h *handler) route(path string) (lookup, bool) {
+// route maps a path to the lookup it asks for (and, on the by-name path, the name it names).
+func (h *handler) route(path string) (lookup, *byName, bool) {
 	for _, p := range []string{"/workflow/progress/", h.prefix + "/workflow/progress/", aggregatedPath + "/progress/"} {
 		if id, ok := strings.CutPrefix(path, p); ok {
 			if strings.Contains(id, "/") {
-				return nil, false
+				return nil, nil, false
 			}
 			return func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error) {
 				if !workflowv1alpha1.IsValidTaskID(id) {
 					return nil, errBadID
 				}
 				return h.tasks.ByID(ctx, id)
-			}, true
+			}, nil, true
 		}
 	}
 	if rest, ok := strings.CutPrefix(path, aggregatedPath+"/namespaces/"); ok {
 		parts := strings.Split(rest, "/")
 		if len(parts) != 3 || parts[1] != "tasks" {
-			return nil, false
+			return nil, nil, false
 		}
 		ns, name := parts[0], parts[2]
 		return func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error) {
-			if len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Subdomain(name)) > 0 {
+			if !validName(&byName{ns, name}) {
 				return nil, errBadID
 			}
 			t, err := h.tasks.ByName(ctx, ns, name)
@@ -171,9 +190,14 @@ func (h *handler) route(path string) (lookup, bool) {
 				return nil, err
 			}
 			return []*workflowv1alpha1.WorkflowTask{t}, nil
-		}, true
+		}, &byName{ns, name}, true
 	}
-	return nil, false
+	return nil, nil, false
+}
+
+// validName: a namespace and a task name as Kubernetes allows them.
+func validName(n *byName) bool {
+	return len(validation.IsDNS1123Label(n.namespace)) == 0 && len(validation.IsDNS1123Subdomain(n.name)) == 0
 }
 
 // correlationID is the request's X-Cr-Correlation-Id when it is a UUID, else a new UUIDv4

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-cmp/cmp"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
@@ -233,5 +234,64 @@ func TestInternalErrorAndDebug(t *testing.T) {
 		if hasRaw := strings.Contains(b.Error, "connection refused"); hasRaw != debug {
 			t.Errorf("debug=%t: error field %q", debug, b.Error)
 		}
+	}
+}
+
+// Whether a task exists must not show, not even in the work done: on the by-name path a
+// stranger's request for an existing task and for no task at all make the same authorization
+// checks and get the same bytes; the owner sees the progress; an admin sees it by its allow.
+func TestByNameHidesExistence(t *testing.T) {
+	h := testHandler()
+	var checks []string
+	h.authz = authorizer.AuthorizerFunc(func(_ context.Context, a authorizer.Attributes) (authorizer.Decision, string, error) {
+		checks = append(checks, a.GetUser().GetName()+" "+a.GetNamespace()+"/"+a.GetName())
+		if a.GetUser().GetName() == "admin" {
+			return authorizer.DecisionAllow, "", nil
+		}
+		return authorizer.DecisionNoOpinion, "", nil
+	})
+	// A JWT-shaped token whose payload is the user's name.
+	token := func(name string) string {
+		return base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + "." + base64.RawURLEncoding.EncodeToString([]byte(name)) + ".x"
+	}
+	h.authn = authenticator.RequestFunc(func(r *http.Request) (*authenticator.Response, bool, error) {
+		parts := strings.Split(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), ".")
+		name, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		return &authenticator.Response{User: &user.DefaultInfo{Name: string(name)}}, true, nil
+	})
+	const byName = "/apis/progress.taskops.dev/v1alpha1/namespaces/ns/tasks/"
+	cases := []struct {
+		name, user, path string
+		wantChecks       []string
+		wantCode         int
+		wantEmpty        bool
+	}{
+		{"stranger, existing task", "mallory", byName + "t", []string{"mallory ns/t"}, CodeSuccess, true},
+		{"stranger, no such task", "mallory", byName + "nope", []string{"mallory ns/nope"}, CodeSuccess, true},
+		{"owner", "alice", byName + "t", []string{"alice ns/t"}, CodeSuccess, false},
+		{"admin", "admin", byName + "t", []string{"admin ns/t"}, CodeSuccess, false},
+	}
+	bodies := map[string]string{}
+	for _, tc := range cases {
+		checks = nil
+		rec := serve(h, http.MethodGet, tc.path, token(tc.user))
+		if got := codeOf(t, rec); got != tc.wantCode {
+			t.Errorf("%s: code %d", tc.name, got)
+		}
+		if diff := cmp.Diff(tc.wantChecks, checks); diff != "" {
+			t.Errorf("%s: authorization checks (-want +got):\n%s", tc.name, diff)
+		}
+		if empty := rec.Body.String() == string(emptyBody); empty != tc.wantEmpty {
+			t.Errorf("%s: body %s", tc.name, rec.Body.String())
+		}
+		bodies[tc.name] = rec.Body.String()
+		if tc.name == "owner" || tc.name == "admin" {
+			if !strings.Contains(rec.Body.String(), `"upload"`) {
+				t.Errorf("%s: no progress in %s", tc.name, rec.Body.String())
+			}
+		}
+	}
+	if bodies["stranger, existing task"] != bodies["stranger, no such task"] {
+		t.Errorf("a stranger tells an existing task from none: %q vs %q", bodies["stranger, existing task"], bodies["stranger, no such task"])
 	}
 }
