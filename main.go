@@ -32,14 +32,15 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr   string
-		probeAddr     string
-		leaderElect   bool
-		secureMetrics bool
-		enableHTTP2   bool
-		leaderElectNS string
-		workers       int
-		progressImage string
+		metricsAddr    string
+		probeAddr      string
+		leaderElect    bool
+		secureMetrics  bool
+		enableHTTP2    bool
+		leaderElectNS  string
+		workers        int
+		progressImage  string
+		runControllers bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
@@ -53,6 +54,8 @@ func main() {
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Allow HTTP/2 on the metrics server (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).")
 	flag.IntVar(&workers, "workers", 4, "How many tasks are reconciled at the same time.")
+	flag.BoolVar(&runControllers, "controllers", true,
+		"Run the WorkflowTask controller. False runs the progress endpoint alone (config/split: its own Deployment and ServiceAccount, which may only read tasks and review tokens and access).")
 	flag.StringVar(&progressImage, "progress-image", "workflowtask-operator:dev",
 		"Image of the progress-file sidecar for tasks that do not name one (it holds /workflowtask-progress).")
 	progressOpts := apiserver.NewOptions()
@@ -87,12 +90,18 @@ func main() {
 		setupLog.Error(err, "Unable to create manager")
 		os.Exit(1)
 	}
-	reconciler := controllers.NewWorkflowTaskReconciler(mgr, progressImage)
-	if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: workers}); err != nil {
-		setupLog.Error(err, "Unable to set up the WorkflowTask controller")
+	if runControllers {
+		reconciler := controllers.NewWorkflowTaskReconciler(mgr, progressImage)
+		if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: workers}); err != nil {
+			setupLog.Error(err, "Unable to set up the WorkflowTask controller")
+			os.Exit(1)
+		}
+		metrics.Registry.MustRegister(controllers.NewPhaseCollector(mgr.GetCache()))
+	}
+	if !runControllers && !progressOpts.Enabled() {
+		setupLog.Error(nil, "Nothing to run: --controllers=false and --progress-bind-address=0")
 		os.Exit(1)
 	}
-	metrics.Registry.MustRegister(controllers.NewPhaseCollector(mgr.GetCache()))
 	ctx := ctrl.SetupSignalHandler()
 	if err := apiserver.SetupWithManager(ctx, mgr, progressOpts); err != nil {
 		setupLog.Error(err, "Unable to set up the progress endpoint")
