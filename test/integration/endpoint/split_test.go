@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -158,5 +159,27 @@ func installSplitEndpointRBAC(t *testing.T) {
 	}
 	if created != 5 { // ServiceAccount, ClusterRole, two ClusterRoleBindings, a RoleBinding
 		t.Fatalf("config/split holds %d objects of the endpoint's identity, want 5", created)
+	}
+}
+
+// The NetworkPolicy example of config/networkpolicy is a valid object for the API server.
+func TestNetworkPolicyExample(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(env.ControlPlane.KubectlPath, "kustomize", filepath.Join(root, "config", "networkpolicy")).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/networkpolicy: %v", err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096).Decode(&u.Object); err != nil {
+		t.Fatal(err)
+	}
+	if u.GetKind() != "NetworkPolicy" || u.GetNamespace() != "workflowtask-system" {
+		t.Fatalf("rendered %s %s/%s", u.GetKind(), u.GetNamespace(), u.GetName())
+	}
+	if err := k8sClient.Create(context.Background(), u, client.DryRunAll); err != nil {
+		t.Errorf("the API server refuses the example: %v", err)
 	}
 }
