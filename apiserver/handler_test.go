@@ -295,3 +295,14 @@ func TestByNameHidesExistence(t *testing.T) {
 		t.Errorf("a stranger tells an existing task from none: %q vs %q", bodies["stranger, existing task"], bodies["stranger, no such task"])
 	}
 }
+
+// Every request has a deadline.
+func TestRequestsHaveADeadline(t *testing.T) {
+	var deadline time.Time
+	var ok bool
+	h := withTimeout(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { deadline, ok = r.Context().Deadline() }), time.Minute)
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+	if !ok || time.Until(deadline) > time.Minute {
+		t.Errorf("deadline %v (set: %t)", deadline, ok)
+	}
+}

@@ -261,3 +261,31 @@ func cacheBytes(t *testing.T) int {
 }
 
 func metricValue(m *dto.Metric) float64 { return m.GetGauge().GetValue() }
+
+// The endpoint serves at most --progress-max-connections connections at once: with both of
+// two held open, a third is not served until one of them closes.
+func TestConnectionsAreBounded(t *testing.T) {
+	base := startEndpoint(t, func(o *apiserver.Options) { o.MaxConnections = 2 })
+	hold := func(ip byte) *http.Transport {
+		c := clientFrom(net.IPv4(127, 0, 9, ip))
+		if code := callRequest(t, c, bearerRequest(base+"/workflow/progress/AAAAAAAAAA", "")); code != apiserver.CodeLoginRequired {
+			t.Fatalf("code %d", code)
+		}
+		return c.Transport.(*http.Transport) // its connection stays open (keep-alive)
+	}
+	first, second := hold(1), hold(2)
+	defer second.CloseIdleConnections()
+	answered := make(chan int, 1)
+	go func() {
+		answered <- callRequest(t, clientFrom(net.IPv4(127, 0, 9, 3)), bearerRequest(base+"/workflow/progress/AAAAAAAAAA", ""))
+	}()
+	select {
+	case code := <-answered:
+		t.Fatalf("a third connection was served (code %d) while two were held", code)
+	case <-time.After(time.Second):
+	}
+	first.CloseIdleConnections()
+	if code := <-answered; code != apiserver.CodeLoginRequired {
+		t.Errorf("the third connection, once one closed: code %d", code)
+	}
+}
