@@ -1,13 +1,8 @@
 package endpoint_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"net"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,8 +12,6 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -131,24 +124,12 @@ func TestSplitEndpointIdentity(t *testing.T) {
 // config/split` renders them.
 func installSplitEndpointRBAC(t *testing.T) {
 	t.Helper()
-	root, err := testenv.RepoRoot()
+	objs, err := testenv.Kustomize(env.ControlPlane.KubectlPath, "split")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(env.ControlPlane.KubectlPath, "kustomize", filepath.Join(root, "config", "split")).Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize config/split: %v", err)
-	}
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
 	created := 0
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			t.Fatal(err)
-		}
+	for _, u := range objs {
 		if !strings.HasPrefix(u.GetName(), "workflowtask-progress-endpoint") || u.GetKind() == "Deployment" {
 			continue
 		}
@@ -164,22 +145,14 @@ func installSplitEndpointRBAC(t *testing.T) {
 
 // The NetworkPolicy example of config/networkpolicy is a valid object for the API server.
 func TestNetworkPolicyExample(t *testing.T) {
-	root, err := testenv.RepoRoot()
+	objs, err := testenv.Kustomize(env.ControlPlane.KubectlPath, "networkpolicy")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(env.ControlPlane.KubectlPath, "kustomize", filepath.Join(root, "config", "networkpolicy")).Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize config/networkpolicy: %v", err)
+	if len(objs) != 1 || objs[0].GetKind() != "NetworkPolicy" || objs[0].GetNamespace() != "workflowtask-system" {
+		t.Fatalf("rendered %d objects: %v", len(objs), objs)
 	}
-	u := &unstructured.Unstructured{}
-	if err := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096).Decode(&u.Object); err != nil {
-		t.Fatal(err)
-	}
-	if u.GetKind() != "NetworkPolicy" || u.GetNamespace() != "workflowtask-system" {
-		t.Fatalf("rendered %s %s/%s", u.GetKind(), u.GetNamespace(), u.GetName())
-	}
-	if err := k8sClient.Create(context.Background(), u, client.DryRunAll); err != nil {
+	if err := k8sClient.Create(context.Background(), objs[0], client.DryRunAll); err != nil {
 		t.Errorf("the API server refuses the example: %v", err)
 	}
 }

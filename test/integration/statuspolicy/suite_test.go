@@ -5,23 +5,17 @@
 package statuspolicy_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -93,28 +87,14 @@ func waitForPolicy(ctx context.Context) error {
 // installAdmission applies config/admission as kustomize renders it: the manifests a user
 // installs, not a copy of them.
 func installAdmission(ctx context.Context) error {
-	root, err := testenv.RepoRoot()
+	objs, err := testenv.Kustomize(env.ControlPlane.KubectlPath, "admission")
 	if err != nil {
 		return err
 	}
-	out, err := exec.Command(env.ControlPlane.KubectlPath, "kustomize", filepath.Join(root, "config", "admission")).Output()
-	if err != nil {
-		return fmt.Errorf("kubectl kustomize config/admission: %w", err)
-	}
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return fmt.Errorf("parsing config/admission: %w", err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
+	for _, u := range objs {
 		if err := k8sClient.Create(ctx, u); err != nil {
 			return fmt.Errorf("creating %s %s: %w", u.GetKind(), u.GetName(), err)
 		}
 	}
+	return nil
 }
