@@ -46,16 +46,17 @@ func (h *handler) authenticate(r *http.Request) (user.Info, error) {
 			return nil, errNotAuthenticated
 		}
 	}
-	bearer, client, now := token != "", clientKey(r), time.Now()
-	spent := false // a failed login, taken from the client's budget before a new token is reviewed
-	if bearer && !h.known.has(token, now) {
+	bearer, now := token != "", time.Now()
+	known := bearer && h.known.has(token, now)
+	client := "" // set when a failed login was taken from the client's budget for a new token
+	if bearer && !known {
+		client = clientKey(r)
 		if !h.logins.reserve(client, now) {
 			return nil, errLoginBudget
 		}
-		spent = true
 	}
 	refund := func() {
-		if spent {
+		if client != "" {
 			h.logins.refund(client, time.Now())
 		}
 	}
@@ -74,7 +75,7 @@ func (h *handler) authenticate(r *http.Request) (user.Info, error) {
 		len(h.audiences) > 0 && len(resp.Audiences) > 0 && len(h.audiences.Intersect(resp.Audiences)) == 0:
 		return nil, errNotAuthenticated // the failed login stays spent
 	}
-	if bearer {
+	if bearer && !known {
 		refund() // not a failed login after all
 		h.known.add(token, now)
 	}
