@@ -10,7 +10,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
-	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
 
@@ -24,14 +23,7 @@ func TestRunnerRBACBoundaries(t *testing.T) {
 	waitPhase(t, mine, workflowv1alpha1.TaskPhaseQueued)
 	waitPhase(t, other, workflowv1alpha1.TaskPhaseQueued)
 
-	token, err := testenv.Token(ctx, adminCfg, ns, "mine-runner")
-	if err != nil {
-		t.Fatal(err)
-	}
-	runner, err := client.New(testenv.BearerConfig(adminCfg, token), client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runner := runnerClient(t, mine)
 
 	// Allowed: patch (server-side apply) and get of its own task's status. RBAC is cached by
 	// nothing here, but the RoleBinding may be a moment behind the Role: allow a short wait.
