@@ -21,6 +21,7 @@ import (
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/controllers"
+	"github.com/taskops/workflowtask-operator/internal/servingcert"
 )
 
 var scheme = runtime.NewScheme()
@@ -60,6 +61,8 @@ func main() {
 		"Image of the progress-file sidecar for tasks that do not name one (it holds /workflowtask-progress).")
 	progressOpts := apiserver.NewOptions()
 	progressOpts.AddFlags(flag.CommandLine)
+	certOpts := servingcert.NewOptions()
+	certOpts.AddFlags(flag.CommandLine)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -103,7 +106,24 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	if err := apiserver.SetupWithManager(ctx, mgr, progressOpts); err != nil {
+	var useCert []func(*apiserver.Config)
+	if certOpts.Enabled() {
+		certOpts.DNSNames = progressOpts.DNSNames
+		serve := progressOpts.Enabled() && progressOpts.TLSCertFile == ""
+		source, err := servingcert.Setup(mgr, certOpts, serve)
+		if err != nil {
+			setupLog.Error(err, "Unable to set up the serving certificate")
+			os.Exit(1)
+		}
+		if source != nil {
+			useCert = append(useCert, func(c *apiserver.Config) { c.GetCertificate = source.GetCertificate })
+			if err := mgr.AddReadyzCheck("serving-cert", source.Ready); err != nil {
+				setupLog.Error(err, "Unable to set up the serving certificate's ready check")
+				os.Exit(1)
+			}
+		}
+	}
+	if err := apiserver.SetupWithManager(ctx, mgr, progressOpts, useCert...); err != nil {
 		setupLog.Error(err, "Unable to set up the progress endpoint")
 		os.Exit(1)
 	}

@@ -42,7 +42,10 @@ type Config struct {
 	Reader client.Reader
 	// Listener, when set, is used instead of listening on Options.BindAddress.
 	Listener net.Listener
-	Log      logr.Logger
+	// GetCertificate, when set and no certificate files are named, gives the serving
+	// certificate (internal/servingcert's Source: the operator-managed Secret).
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	Log            logr.Logger
 }
 
 // controllerRunner is a dynamic-certificate controller: RunOnce loads, Run keeps current.
@@ -151,7 +154,8 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	return cc, nil
 }
 
-// tlsConfig: TLS 1.2+, the serving certificate from files (reloaded) or self-signed, client
+// tlsConfig: TLS 1.2+, the serving certificate from files (reloaded), from GetCertificate, or
+// self-signed, client
 // certificates requested (not required: the authenticators verify them), HTTP/1.1 unless
 // HTTP/2 is enabled.
 func (c *Config) tlsConfig(cc *CompletedConfig) (*tls.Config, error) {
@@ -170,6 +174,10 @@ func (c *Config) tlsConfig(cc *CompletedConfig) (*tls.Config, error) {
 			cert, err := tls.X509KeyPair(certPEM, keyPEM)
 			return &cert, err
 		}
+		return cfg, nil
+	}
+	if c.GetCertificate != nil {
+		cfg.GetCertificate = c.GetCertificate
 		return cfg, nil
 	}
 	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey(c.Options.DNSNames[0], []net.IP{net.ParseIP("127.0.0.1")}, c.Options.DNSNames)

@@ -1,8 +1,11 @@
 package testenv
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -123,8 +126,69 @@ func ManagerConfig(ctx context.Context, admin *rest.Config) (*rest.Config, error
 	if _, err := cs.RbacV1().RoleBindings(reader.Namespace).Create(ctx, reader, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating RoleBinding %s/%s: %w", reader.Namespace, reader.Name, err)
 	}
+	if err := createCertRBAC(ctx, cs, filepath.Join(root, "config", "rbac", "progress_cert_role.yaml"), subjects); err != nil {
+		return nil, err
+	}
 	cfg, _, err := ServiceAccountConfig(ctx, admin, ns, name)
 	return cfg, err
+}
+
+// createCertRBAC creates what config/rbac grants the manager for the serving certificate (its
+// Secret, its APIService's caBundle), named and placed as config/operator does.
+func createCertRBAC(ctx context.Context, cs kubernetes.Interface, path string, subjects []rbacv1.Subject) error {
+	if err := ensureNamespace(ctx, cs, OperatorNamespace); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer f.Close()
+	docs := yaml.NewYAMLReader(bufio.NewReader(f))
+	for {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		var kind metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &kind); err != nil {
+			return fmt.Errorf("parsing %s: %w", path, err)
+		}
+		switch kind.Kind {
+		case "Role":
+			o := &rbacv1.Role{}
+			if err = yaml.Unmarshal(doc, o); err == nil {
+				o.Name = "workflowtask-" + o.Name
+				_, err = cs.RbacV1().Roles(OperatorNamespace).Create(ctx, o, metav1.CreateOptions{})
+			}
+		case "RoleBinding":
+			o := &rbacv1.RoleBinding{}
+			if err = yaml.Unmarshal(doc, o); err == nil {
+				o.Name, o.RoleRef.Name, o.Subjects = "workflowtask-"+o.Name, "workflowtask-"+o.RoleRef.Name, subjects
+				_, err = cs.RbacV1().RoleBindings(OperatorNamespace).Create(ctx, o, metav1.CreateOptions{})
+			}
+		case "ClusterRole":
+			o := &rbacv1.ClusterRole{}
+			if err = yaml.Unmarshal(doc, o); err == nil {
+				o.Name = "workflowtask-" + o.Name
+				_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+			}
+		case "ClusterRoleBinding":
+			o := &rbacv1.ClusterRoleBinding{}
+			if err = yaml.Unmarshal(doc, o); err == nil {
+				o.Name, o.RoleRef.Name, o.Subjects = "workflowtask-"+o.Name, "workflowtask-"+o.RoleRef.Name, subjects
+				_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+			}
+		default:
+			err = fmt.Errorf("unexpected kind %q", kind.Kind)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating %s from %s: %w", kind.Kind, path, err)
+		}
+	}
 }
 
 // readManifest reads one object from a YAML file of config/.

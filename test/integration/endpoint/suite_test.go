@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/internal/servingcert"
 	"github.com/taskops/workflowtask-operator/internal/testenv"
 )
 
@@ -108,10 +109,18 @@ func run(m *testing.M) int {
 	defer cancel()
 	opts := apiserver.NewOptions()
 	opts.BindAddress = ln.Addr().String()
+	if err := createCertSecret(ctx); err != nil {
+		return fail(err)
+	}
 	mgr, err = testenv.StartManager(ctx, adminCfg, func(m ctrl.Manager) error {
+		source, err := servingcert.Setup(m, certOptions(opts.DNSNames), true)
+		if err != nil {
+			return err
+		}
 		return apiserver.SetupWithManager(ctx, m, opts, func(c *apiserver.Config) {
 			c.Listener = ln
 			c.ReviewConfig = countTokenReviews(c.ReviewConfig)
+			c.GetCertificate = source.GetCertificate
 		})
 	})
 	if err != nil {
@@ -147,9 +156,10 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// installAggregation applies config/apiserver's APIService and roles and config/admission, and
-// routes the APIService to the endpoint through an ExternalName Service to localhost (the
-// aggregator then dials localhost:<APIService port>).
+// installAggregation applies config/apiserver's APIService (no insecureSkipTLSVerify: the
+// operator injects its CA bundle) and roles and config/admission, and routes the APIService to
+// the endpoint through an ExternalName Service to localhost (the aggregator then dials
+// localhost:<APIService port>, verifying the certificate for the Service's DNS name).
 func installAggregation(ctx context.Context, port int) error {
 	root, err := testenv.RepoRoot()
 	if err != nil {
