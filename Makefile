@@ -29,9 +29,10 @@ generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's RBAC from the markers.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD and the manager's RBAC from the markers, and Argo CD's argocd-cm patch.
 	$(CONTROLLER_GEN) crd:generateEmbeddedObjectMeta=true rbac:roleName=manager-role paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/argocd-cm-patch.sh
 
 .PHONY: fmt
 fmt: ## go fmt.

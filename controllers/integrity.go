@@ -15,10 +15,10 @@ import (
 // cannot have written: it differs from what the operator established in a way no transition
 // of its own produces. A finished phase never changes; start and completion times are written
 // once from the record; the ID follows from metadata.uid; observedGeneration never runs ahead
-// of metadata.generation; Ready never goes from True to False; the operator writes no condition
-// type it does not know and no Canceled/Failed on a task that is not in that phase. The
-// ValidatingAdmissionPolicy of config/admission refuses such writes; this is what the
-// controller does where the policy is missing.
+// of metadata.generation; Ready never goes from True to False, nor away but on suspension; the
+// operator writes no condition type it does not know and no Canceled/Failed on a task that is
+// not in that phase. The ValidatingAdmissionPolicy of config/admission refuses such writes;
+// this is what the controller does where the policy is missing.
 func forgedFields(old, updated *workflowv1alpha1.WorkflowTaskStatus) []string {
 	var fields []string
 	if old.Phase.IsFinished() && old.Phase != updated.Phase {
@@ -36,14 +36,17 @@ func forgedFields(old, updated *workflowv1alpha1.WorkflowTaskStatus) []string {
 	if old.ObservedGeneration > updated.ObservedGeneration {
 		fields = append(fields, "status.observedGeneration")
 	}
-	if forgedConditions(old.Conditions, updated.Conditions) {
+	if forgedConditions(old.Conditions, updated.Conditions, updated.Phase) {
 		fields = append(fields, "status.conditions")
 	}
 	return fields
 }
 
-func forgedConditions(old, updated []metav1.Condition) bool {
+func forgedConditions(old, updated []metav1.Condition, phase workflowv1alpha1.TaskPhase) bool {
 	for _, c := range old {
+		if c.Type == workflowv1alpha1.ConditionReady && phase == workflowv1alpha1.TaskPhaseSuspending {
+			continue // the operator drops Ready while a task is suspended
+		}
 		if meta.FindStatusCondition(updated, c.Type) == nil {
 			return true // dropped: not a condition the operator writes for this task
 		}

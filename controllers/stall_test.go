@@ -92,6 +92,10 @@ func TestStallThroughComputeStatus(t *testing.T) {
 	if task.Status.Phase != workflowv1alpha1.TaskPhaseProcessing {
 		t.Errorf("a stalled task keeps running: phase %s", task.Status.Phase)
 	}
+	if c := meta.FindStatusCondition(task.Status.Conditions, workflowv1alpha1.ConditionReconciling); c.Status != metav1.ConditionFalse ||
+		c.Reason != workflowv1alpha1.ReasonProgressDeadlineExceeded {
+		t.Errorf("Stalled and Reconciling both True (kstatus: InProgress, not Failed): %+v", c)
+	}
 	if d := requeueAfter(task, &task.Status, rec, nil, t0.Add(121*time.Second)); d != 0 {
 		t.Errorf("a stalled task is woken by progress, not polled: requeueAfter = %s", d)
 	}
@@ -100,6 +104,9 @@ func TestStallThroughComputeStatus(t *testing.T) {
 	task.Status, _ = compute(task, rec, running, t0.Add(126*time.Second))
 	if c := meta.FindStatusCondition(task.Status.Conditions, workflowv1alpha1.ConditionStalled); c.Status != metav1.ConditionFalse {
 		t.Errorf("progress moved but still stalled: %+v", c)
+	}
+	if !meta.IsStatusConditionTrue(task.Status.Conditions, workflowv1alpha1.ConditionReconciling) {
+		t.Error("progress moved but not Reconciling again")
 	}
 }
 

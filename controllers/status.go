@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -184,20 +185,32 @@ func setConditions(status *workflowv1alpha1.WorkflowTaskStatus, task *workflowv1
 		})
 	}
 	p := state.phase
-	set(workflowv1alpha1.ConditionReady, p == workflowv1alpha1.TaskPhaseCompleted, state.reason, state.message)
-	inFlight := p == workflowv1alpha1.TaskPhaseQueued || p == workflowv1alpha1.TaskPhaseProcessing
-	set(workflowv1alpha1.ConditionReconciling, inFlight, state.reason, state.message)
+	// Ready: True only once completed. A suspended task has none (kstatus reads that as Current:
+	// it is where its spec asks it to be); it returns, False, when the task resumes.
+	if p == workflowv1alpha1.TaskPhaseSuspending {
+		meta.RemoveStatusCondition(&status.Conditions, workflowv1alpha1.ConditionReady)
+	} else {
+		set(workflowv1alpha1.ConditionReady, p == workflowv1alpha1.TaskPhaseCompleted, state.reason, state.message)
+	}
 
-	switch stall := checkStall(task, status, in.seen, now); {
-	case p == workflowv1alpha1.TaskPhaseError:
+	// Reconciling and Stalled are never both True: a task that stopped reporting progress is
+	// Stalled (kstatus Failed) until progress moves again; a failed or canceled task is Stalled
+	// for good, so that GitOps tools and kubectl wait settle on it.
+	stall := checkStall(task, status, in.seen, now)
+	switch {
+	case p == workflowv1alpha1.TaskPhaseError, p == workflowv1alpha1.TaskPhaseCanceled:
+		set(workflowv1alpha1.ConditionReconciling, false, state.reason, state.message)
 		set(workflowv1alpha1.ConditionStalled, true, state.reason, state.message)
 	case p == workflowv1alpha1.TaskPhaseProcessing && stall.stalled:
-		set(workflowv1alpha1.ConditionStalled, true, workflowv1alpha1.ReasonProgressDeadlineExceeded,
-			fmt.Sprintf(msgStalled, stall.deadline, stall.since.UTC().Format(time.RFC3339)))
+		msg := fmt.Sprintf(msgStalled, stall.deadline, stall.since.UTC().Format(time.RFC3339))
+		set(workflowv1alpha1.ConditionReconciling, false, workflowv1alpha1.ReasonProgressDeadlineExceeded, msg)
+		set(workflowv1alpha1.ConditionStalled, true, workflowv1alpha1.ReasonProgressDeadlineExceeded, msg)
 	case p == workflowv1alpha1.TaskPhaseProcessing:
+		set(workflowv1alpha1.ConditionReconciling, true, state.reason, state.message)
 		set(workflowv1alpha1.ConditionStalled, false, workflowv1alpha1.ReasonProgressing,
 			fmt.Sprintf(msgProgressing, int(stall.deadline.Seconds())))
-	default:
+	default: // Queued: in flight; Completed, Suspending: settled
+		set(workflowv1alpha1.ConditionReconciling, p == workflowv1alpha1.TaskPhaseQueued, state.reason, state.message)
 		set(workflowv1alpha1.ConditionStalled, false, state.reason, state.message)
 	}
 
@@ -214,6 +227,7 @@ func setConditions(status *workflowv1alpha1.WorkflowTaskStatus, task *workflowv1
 		set(workflowv1alpha1.ConditionFailed, true, state.reason, state.message)
 	}
 
+	defer sortConditions(status.Conditions)
 	if in.err == nil || p.IsFinished() {
 		return
 	}
@@ -226,6 +240,16 @@ func setConditions(status *workflowv1alpha1.WorkflowTaskStatus, task *workflowv1
 	msg := truncateUTF8(fmt.Sprintf(msgReconcileError, in.err), maxRecordMessage)
 	set(workflowv1alpha1.ConditionReconciling, true, workflowv1alpha1.ReasonReconcileError, msg)
 	set(workflowv1alpha1.ConditionStalled, false, workflowv1alpha1.ReasonReconcileError, msg)
+}
+
+// conditionOrder is the order conditions are listed in, whatever order they were set in.
+var conditionOrder = map[string]int{
+	workflowv1alpha1.ConditionReady: 0, workflowv1alpha1.ConditionReconciling: 1, workflowv1alpha1.ConditionStalled: 2,
+	workflowv1alpha1.ConditionSuspended: 3, workflowv1alpha1.ConditionCanceled: 4, workflowv1alpha1.ConditionFailed: 5,
+}
+
+func sortConditions(conds []metav1.Condition) {
+	slices.SortStableFunc(conds, func(a, b metav1.Condition) int { return conditionOrder[a.Type] - conditionOrder[b.Type] })
 }
 
 // updateStatusIfChanged writes the new status in one merge patch, only when it differs. The

@@ -116,17 +116,17 @@ func TestComputeStatusPhases(t *testing.T) {
 		"task suspended": {
 			task: base.Clone().Suspend(true).Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
 			wantPhase: workflowv1alpha1.TaskPhaseSuspending,
-			wantConds: []condSummary{{"Ready", "False", "Suspended"}, {"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
+			wantConds: []condSummary{{"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
 		},
 		"job suspended by someone else": {
 			task: processing, rec: started, obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
 			wantPhase: workflowv1alpha1.TaskPhaseSuspending, wantStart: true,
-			wantConds: []condSummary{{"Ready", "False", "Suspended"}, {"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
+			wantConds: []condSummary{{"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
 		},
 		"canceled": {
 			task: processing.Clone().Cancel(true), rec: started, obs: jobObservation{},
 			wantPhase: workflowv1alpha1.TaskPhaseCanceled, wantStart: true, wantFinish: true,
-			wantConds: []condSummary{{"Ready", "False", "Canceled"}, {"Reconciling", "False", "Canceled"}, {"Stalled", "False", "Canceled"}, {"Canceled", "True", "Canceled"}},
+			wantConds: []condSummary{{"Ready", "False", "Canceled"}, {"Reconciling", "False", "Canceled"}, {"Stalled", "True", "Canceled"}, {"Canceled", "True", "Canceled"}},
 		},
 		"job deleted while running": {
 			task: processing, rec: started, obs: jobObservation{missing: true},

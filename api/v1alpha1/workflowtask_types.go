@@ -191,9 +191,10 @@ type WorkflowTaskStatus struct {
 	// +kubebuilder:validation:MaxLength=64
 	ProgressSummary string `json:"progressSummary,omitempty"`
 
-	// observedGeneration is the metadata.generation the controller last acted on.
+	// observedGeneration is the metadata.generation the controller last acted on; -1 until it
+	// first has.
 	// +optional
-	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Minimum=-1
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions are the task's conditions: Ready, Reconciling and Stalled (kstatus), and
@@ -244,8 +245,11 @@ type WorkflowTask struct {
 	// +required
 	Spec WorkflowTaskSpec `json:"spec"`
 
-	// status is the task as observed, including its progress.
+	// status is the task as observed, including its progress. Until the controller has looked
+	// at the task it reads {observedGeneration: -1}, so that kstatus (Flux, kubectl) and Argo CD
+	// see a task nobody has reconciled yet as in progress, not as current.
 	// +optional
+	// +kubebuilder:default:={"observedGeneration":-1}
 	Status WorkflowTaskStatus `json:"status,omitempty"`
 }
 

@@ -1,0 +1,141 @@
+// Package healthcheck judges an object the way GitOps tools do, with their own libraries, so
+// that tests can hold the operator's status contract against them: kstatus (Flux and kubectl's
+// status library, github.com/fluxcd/cli-utils), an Argo CD Lua health script run in Argo CD's
+// sandbox (github.com/yuin/gopher-lua), and a Flux Kustomization's healthCheckExprs (CEL,
+// github.com/google/cel-go) evaluated in Flux's order.
+package healthcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
+	"github.com/google/cel-go/cel"
+	lua "github.com/yuin/gopher-lua"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// KStatus is kstatus' verdict (InProgress, Failed, Current, Terminating, …) and its message.
+func KStatus(obj map[string]any) (string, string, error) {
+	res, err := status.Compute(&unstructured.Unstructured{Object: obj})
+	if err != nil {
+		return "", "", fmt.Errorf("kstatus: %w", err)
+	}
+	return res.Status.String(), res.Message, nil
+}
+
+// argoTimeout is Argo CD's limit on a health script.
+const argoTimeout = time.Second
+
+// ArgoHealth runs an Argo CD health script on obj as Argo CD does: a Lua state with only the
+// base, table and string libraries, obj as the global "obj", a one-second limit; the script
+// returns a table with status and message.
+func ArgoHealth(script string, obj map[string]any) (string, string, error) {
+	l := lua.NewState(lua.Options{SkipOpenLibs: true})
+	defer l.Close()
+	for _, lib := range []struct {
+		name string
+		open lua.LGFunction
+	}{{lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable}, {lua.StringLibName, lua.OpenString}} {
+		l.Push(l.NewFunction(lib.open))
+		l.Push(lua.LString(lib.name))
+		l.Call(1, 0)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), argoTimeout)
+	defer cancel()
+	l.SetContext(ctx)
+	l.SetGlobal("obj", toLua(l, obj))
+	if err := l.DoString(script); err != nil {
+		return "", "", fmt.Errorf("health script: %w", err)
+	}
+	hs, ok := l.Get(-1).(*lua.LTable)
+	if !ok {
+		return "", "", errors.New("health script: returned no table")
+	}
+	return lua.LVAsString(hs.RawGetString("status")), lua.LVAsString(hs.RawGetString("message")), nil
+}
+
+// toLua converts a decoded JSON value to Lua (objects and arrays to tables, arrays 1-based).
+func toLua(l *lua.LState, v any) lua.LValue {
+	switch v := v.(type) {
+	case map[string]any:
+		t := l.NewTable()
+		for k, e := range v {
+			t.RawSetString(k, toLua(l, e))
+		}
+		return t
+	case []any:
+		t := l.NewTable()
+		for _, e := range v {
+			t.Append(toLua(l, e))
+		}
+		return t
+	case string:
+		return lua.LString(v)
+	case bool:
+		return lua.LBool(v)
+	case int64:
+		return lua.LNumber(v)
+	case int:
+		return lua.LNumber(v)
+	case float64:
+		return lua.LNumber(v)
+	default:
+		return lua.LNil
+	}
+}
+
+// FluxExprs are a Kustomization's healthCheckExprs entry for one kind.
+type FluxExprs struct {
+	InProgress string `json:"inProgress,omitempty"`
+	Failed     string `json:"failed,omitempty"`
+	Current    string `json:"current"`
+}
+
+// FluxStatus is Flux's verdict for obj under exprs (RFC-0009): InProgress while
+// status.observedGeneration differs from metadata.generation; otherwise the first of
+// inProgress, failed, current that is true; InProgress when none is. An expression that fails to
+// evaluate is an error (Flux fails the health check).
+func FluxStatus(exprs FluxExprs, obj map[string]any) (string, error) {
+	gen, _, _ := unstructured.NestedInt64(obj, "metadata", "generation")
+	if observed, found, _ := unstructured.NestedInt64(obj, "status", "observedGeneration"); found && observed != gen {
+		return status.InProgressStatus.String(), nil
+	}
+	// The object's top-level fields are the variables, as in Flux.
+	var vars []cel.EnvOption
+	for _, k := range []string{"apiVersion", "kind", "metadata", "spec", "status"} {
+		vars = append(vars, cel.Variable(k, cel.DynType))
+	}
+	env, err := cel.NewEnv(append(vars, cel.OptionalTypes())...)
+	if err != nil {
+		return "", fmt.Errorf("CEL environment: %w", err)
+	}
+	for _, e := range []struct {
+		expr   string
+		result status.Status
+	}{{exprs.InProgress, status.InProgressStatus}, {exprs.Failed, status.FailedStatus}, {exprs.Current, status.CurrentStatus}} {
+		if e.expr == "" {
+			continue
+		}
+		ast, iss := env.Compile(e.expr)
+		if iss.Err() != nil {
+			return "", fmt.Errorf("compiling %q: %w", e.expr, iss.Err())
+		}
+		prg, err := env.Program(ast)
+		if err != nil {
+			return "", fmt.Errorf("%q: %w", e.expr, err)
+		}
+		out, _, err := prg.Eval(obj)
+		if err != nil {
+			return "", fmt.Errorf("evaluating %q: %w", e.expr, err)
+		}
+		if b, ok := out.Value().(bool); !ok {
+			return "", fmt.Errorf("%q is not a boolean", e.expr)
+		} else if b {
+			return e.result.String(), nil
+		}
+	}
+	return status.InProgressStatus.String(), nil
+}
