@@ -47,7 +47,7 @@ verify: generate manifests ## Regenerate everything, check gofmt/vet/kustomize, 
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	go vet ./...
 	go mod tidy
-	for d in config/default config/operator config/crd config/rbac config/apiserver config/admission config/local config/endpoint config/split config/networkpolicy config/certmanager; do kubectl kustomize $$d >/dev/null; done
+	for d in config/default config/operator config/crd config/rbac config/apiserver config/admission config/local config/endpoint config/split config/networkpolicy config/certmanager config/prometheus; do kubectl kustomize $$d >/dev/null; done
 	git diff --exit-code -- api config go.mod go.sum
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { git status --porcelain -- api config; echo "untracked generated files"; exit 1; }
 

@@ -69,10 +69,20 @@ func NewWorkflowTaskReconciler(mgr ctrl.Manager, progressImage string) *Workflow
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile brings one task one step closer to what it asks for. The status it writes comes
-// from the controller's own record and what it observes now, never from the status it reads
-// back; it is written on the error path too.
+// Reconcile brings one task one step closer to what it asks for, counting failures by reason
+// (workflowtask_reconcile_errors_total).
 func (r *WorkflowTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	if err != nil {
+		ReconcileErrors.WithLabelValues(errorReason(err)).Inc()
+	}
+	return res, err
+}
+
+// reconcile: get → expire → ensure owned objects → compute status → record, one status write,
+// events. The status it writes comes from the controller's own record and what it observes
+// now, never from the status it reads back; it is written on the error path too.
+func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	task := &workflowv1alpha1.WorkflowTask{}
 	if err := r.Get(ctx, req.NamespacedName, task); err != nil {
 		r.progressClock.forget(req.NamespacedName)
@@ -102,6 +112,7 @@ func (r *WorkflowTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.writeRecordIfChanged(ctx, task, rec, newRec); err != nil {
 		return ctrl.Result{}, errors.Join(reconcileErr, err)
 	}
+	observeFinished(task, rec, newRec)
 	if err := r.updateStatusIfChanged(ctx, task, status); err != nil {
 		return ctrl.Result{}, errors.Join(reconcileErr, err)
 	}

@@ -281,6 +281,13 @@ func (r *Reporter) Delete(typ string) {
 	r.markDirty()
 }
 
+// Stats are the reporter's write attempts so far, by result, and the bytes sent (for metrics:
+// pkg/progress/progressmetrics exposes them to Prometheus).
+func (r *Reporter) Stats() Stats {
+	s := &r.writer.stats
+	return Stats{OK: s.ok.Load(), Conflict: s.conflict.Load(), Throttled: s.throttled.Load(), Error: s.failed.Load(), Bytes: s.bytes.Load()}
+}
+
 // Dropped is how many updates were refused (invalid type, too many types, after Close).
 func (r *Reporter) Dropped() int64 { return r.dropped.Load() }
 

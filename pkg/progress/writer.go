@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -36,6 +37,33 @@ type writer struct {
 	// sent remembers, per entry, the version last sent and the update time given to it, so an
 	// entry that did not change keeps its update time. Only the loop (then Close) uses it.
 	sent map[*Entry]sentEntry
+	// stats count write attempts by result, and the bytes sent.
+	stats struct{ ok, conflict, throttled, failed, bytes atomic.Int64 }
+}
+
+// Stats are a reporter's write attempts since it started, by result, and the bytes it sent.
+// An attempt is one read of the task and, unless that fails, one apply.
+type Stats struct {
+	// OK attempts landed; Conflict ones met a change of the task in between (read again and
+	// retried at once); Throttled ones were refused with 429 (API Priority and Fairness);
+	// Error ones failed otherwise.
+	OK, Conflict, Throttled, Error int64
+	// Bytes is the size of the apply bodies sent.
+	Bytes int64
+}
+
+// count records the result of one attempt.
+func (w *writer) count(err error) {
+	switch {
+	case err == nil:
+		w.stats.ok.Add(1)
+	case apierrors.IsConflict(err):
+		w.stats.conflict.Add(1)
+	case apierrors.IsTooManyRequests(err):
+		w.stats.throttled.Add(1)
+	default:
+		w.stats.failed.Add(1)
+	}
 }
 
 type sentEntry struct {
@@ -171,13 +199,16 @@ func (w *writer) write(ctx context.Context, entries map[string]*Entry, now time.
 	for range maxConflicts {
 		rv, err := w.read(ctx, refused)
 		if err != nil {
+			w.count(err)
 			return err
 		}
 		body, err := w.body(entries, now, rv)
 		if err != nil {
 			return err
 		}
+		w.stats.bytes.Add(int64(len(body)))
 		err = w.apply(ctx, body)
+		w.count(err)
 		if err == nil || !apierrors.IsConflict(err) {
 			return err
 		}

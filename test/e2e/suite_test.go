@@ -26,6 +26,7 @@ import (
 const (
 	progressPort = 19443
 	probePort    = 18081
+	metricsPort  = 18443
 )
 
 var (
@@ -106,7 +107,8 @@ func startManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	manager, err = cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, ProgressPort: progressPort, ProbePort: probePort, Log: log})
+	manager, err = cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, ProgressPort: progressPort, ProbePort: probePort, Log: log,
+		ExtraArgs: []string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort)}})
 	return err
 }
 

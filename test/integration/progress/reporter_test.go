@@ -126,6 +126,11 @@ func TestWritesAreCoalesced(t *testing.T) {
 		t.Errorf("%d writes for %d updates over %s; want 2..%d", got, 2*total, elapsed.Round(time.Millisecond), bound)
 	}
 	t.Logf("%d updates over %s: %d writes (bound %d)", 2*total, elapsed.Round(time.Millisecond), ct.writes.Load(), bound)
+	// Every apply counted at the transport is an attempt in Stats (a refused one too: the first
+	// may meet the runner's RoleBinding not yet in the authorizer's cache); the last landed.
+	if s := r.Stats(); s.OK < 2 || s.OK > ct.writes.Load() || s.OK+s.Conflict+s.Throttled+s.Error < ct.writes.Load() || s.Bytes < s.OK*40 {
+		t.Errorf("Stats %+v; want at least 2 ok of %d writes counted at the transport, and their bytes", s, ct.writes.Load())
+	}
 	entries := progressOf(gomega.NewWithT(t), task)
 	if entries["upload"].Current != total || entries["upload_count"].Current != total/1000 {
 		t.Errorf("final values not written: %+v", entries)
@@ -151,6 +156,11 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 			}).Should(gomega.Succeed())
 			if got := ct.writes.Load(); got < 4 {
 				t.Errorf("%d attempts; want the 3 failures and a success", got)
+			}
+			s := r.Stats()
+			failed := map[int]int64{503: s.Error, 429: s.Throttled}[code]
+			if failed < 3 || s.OK < 1 {
+				t.Errorf("Stats %+v; want at least 3 attempts counted as HTTP %d and a success", s, code)
 			}
 			if err := closeWithin(t, r, 10*time.Second); err != nil {
 				t.Errorf("Close after recovery: %v", err)
