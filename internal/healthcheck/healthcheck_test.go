@@ -154,3 +154,23 @@ func firstDiff(a, b string) string {
 	}
 	return "lengths differ"
 }
+
+// The README shows the same expressions as config/flux.
+func TestREADMEShowsTheFluxExprs(t *testing.T) {
+	var k struct {
+		Spec struct {
+			HealthCheckExprs []FluxExprs `json:"healthCheckExprs"`
+		} `json:"spec"`
+	}
+	readYAML(t, "../../config/flux/workflowtasks-kustomization.yaml", &k)
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := k.Spec.HealthCheckExprs[0]
+	for _, expr := range []string{e.InProgress, e.Failed, e.Current} {
+		if !strings.Contains(string(readme), `"`+expr+`"`) {
+			t.Errorf("README lacks %s", expr)
+		}
+	}
+}
