@@ -103,7 +103,7 @@ func TestBadIDsAndPaths(t *testing.T) {
 		"empty id":            {"GET", "/workflow/progress/", CodeParamErr},
 		"one char":            {"GET", "/workflow/progress/a", CodeParamErr},
 		"1 MB":                {"GET", "/workflow/progress/" + strings.Repeat("a", 1<<20), CodeParamErr},
-		"dot dot":             {"GET", "/workflow/progress/..", CodeParamErr},
+		"dot-dot":             {"GET", "/workflow/progress/..", CodeParamErr},
 		"NUL":                 {"GET", "/workflow/progress/\x00", CodeParamErr},
 		"NUL in an id":        {"GET", "/workflow/progress/mA7mF4x9Z\x00", CodeParamErr},
 		"unicode":             {"GET", "/workflow/progress/mA7mF4x9Zé", CodeParamErr},

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -43,11 +45,11 @@ func (c cacheTasks) ByID(ctx context.Context, id string) ([]*workflowv1alpha1.Wo
 func (c cacheTasks) ByName(ctx context.Context, namespace, name string) (*workflowv1alpha1.WorkflowTask, error) {
 	task := &workflowv1alpha1.WorkflowTask{}
 	err := c.reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, task)
-	if client.IgnoreNotFound(err) != nil {
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil // no such task: nil, as the other lookups answer
+	case err != nil:
 		return nil, fmt.Errorf("getting task %s/%s: %w", namespace, name, err)
-	}
-	if err != nil {
-		return nil, nil
 	}
 	return task, nil
 }

@@ -49,6 +49,7 @@ func TestRejectedAnswerHoldsNoToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated || resp.ContentLength > 200 {
 		t.Errorf("answer: %d, %d bytes", resp.StatusCode, resp.ContentLength)
 	}

@@ -265,7 +265,3 @@ type WorkflowTaskList struct {
 	// items are the tasks.
 	Items []WorkflowTask `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&WorkflowTask{}, &WorkflowTaskList{})
-}

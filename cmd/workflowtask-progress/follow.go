@@ -146,7 +146,7 @@ func (fl *follower) open() bool {
 	}
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
-		f.Close()
+		_ = f.Close() // read only
 		if err == nil && !fl.warnedKind {
 			fl.warnedKind = true
 			fmt.Fprintf(fl.stderr, "workflowtask-progress: %s is not a regular file (%v): waiting for one\n", fl.path, st.Mode().Type())
@@ -173,7 +173,7 @@ func (fl *follower) leave(lastLine bool) {
 		fl.endLine()
 	}
 	fl.summarize()
-	fl.f.Close()
+	_ = fl.f.Close() // read only
 	fl.f, fl.offset, fl.lineNo, fl.line, fl.tooLong = nil, 0, 0, fl.line[:0], false
 	fl.reported, fl.suppressed, fl.lastSkipped = 0, 0, 0
 }

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -231,7 +232,7 @@ func copyFile(ctx context.Context, src, dst string, p adder, bytesPerSec int) er
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }() // read only
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
@@ -239,7 +240,7 @@ func copyFile(ctx context.Context, src, dst string, p adder, bytesPerSec int) er
 	if err != nil {
 		return err
 	}
-	defer out.Close()
+	defer func() { _ = out.Close() }() // a demo's output: a lost close error only loses the demo file
 	return pacedCopy(ctx, out, in, p, bytesPerSec)
 }
 
@@ -260,7 +261,7 @@ func pacedCopy(ctx context.Context, w io.Writer, r io.Reader, p adder, bytesPerS
 				}
 			}
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
@@ -278,7 +279,7 @@ func archive(ctx context.Context, files []string, to string, r *progress.Reporte
 	if err != nil {
 		return err
 	}
-	defer out.Close()
+	defer func() { _ = out.Close() }() // a demo's output: a lost close error only loses the demo file
 	gz := gzip.NewWriter(out)
 	tw := tar.NewWriter(gz)
 	var size adder
@@ -306,7 +307,7 @@ func archive(ctx context.Context, files []string, to string, r *progress.Reporte
 			return err
 		}
 		err = pacedCopy(ctx, tw, in, size, bytesPerSec)
-		in.Close()
+		_ = in.Close()
 		if err != nil {
 			return err
 		}
@@ -326,7 +327,7 @@ func extract(ctx context.Context, arc, dst string, r *progress.Reporter, files i
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }() // read only
 	gz, err := gzip.NewReader(in)
 	if err != nil {
 		return err
@@ -336,7 +337,7 @@ func extract(ctx context.Context, arc, dst string, r *progress.Reporter, files i
 	var i int64
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
@@ -355,7 +356,7 @@ func extract(ctx context.Context, arc, dst string, r *progress.Reporter, files i
 			}
 		}
 		err = pacedCopy(ctx, out, tr, size, 768<<10)
-		out.Close()
+		_ = out.Close()
 		if err != nil {
 			return err
 		}

@@ -72,7 +72,7 @@ func run(managerBin string, keep bool) error {
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	say("Starting the operator (controller + progress endpoint on https://127.0.0.1:9443; log: %s)", logPath)
 	mgr, err := cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, Log: logFile})
 	if err != nil {

@@ -137,8 +137,9 @@ func WriteKubeconfig(path string, cfg *rest.Config) error {
 
 // Manager is the operator running as its own process.
 type Manager struct {
-	cmd  *exec.Cmd
-	done chan error
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has exited (exitErr says how)
+	exitErr error
 	// ProgressURL is the endpoint's base URL (https://127.0.0.1:9443).
 	ProgressURL string
 }
@@ -183,15 +184,15 @@ func (c *Cluster) StartManager(ctx context.Context, o ManagerOptions) (*Manager,
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", o.Binary, err)
 	}
-	m := &Manager{cmd: cmd, done: make(chan error, 1), ProgressURL: fmt.Sprintf("https://127.0.0.1:%d", o.ProgressPort)}
-	go func() { m.done <- cmd.Wait() }()
+	m := &Manager{cmd: cmd, done: make(chan struct{}), ProgressURL: fmt.Sprintf("https://127.0.0.1:%d", o.ProgressPort)}
+	go func() { m.exitErr = cmd.Wait(); close(m.done) }()
 
 	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", o.ProbePort)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
-		case err := <-m.done:
-			return nil, fmt.Errorf("manager exited during start-up: %v", err)
+		case <-m.done:
+			return nil, fmt.Errorf("manager exited during start-up: %w", m.exitErr)
 		default:
 		}
 		resp, err := http.Get(readyz) //nolint:gosec // a fixed local URL

@@ -143,7 +143,7 @@ func createCertRBAC(ctx context.Context, cs kubernetes.Interface, path string, s
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", path, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	docs := yaml.NewYAMLReader(bufio.NewReader(f))
 	for {
 		doc, err := docs.Read()

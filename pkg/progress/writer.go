@@ -173,8 +173,11 @@ func (w *writer) read(ctx context.Context, refused error) (string, error) {
 	}
 	raw, _ := res.Raw()
 	var got taskMeta
-	if err := json.Unmarshal(raw, &got); err != nil || got.Metadata.UID == "" {
-		return "", fmt.Errorf("progress: reading task %s/%s: no metadata.uid in the answer (%v)", w.opts.Namespace, w.opts.Task, err)
+	if err := json.Unmarshal(raw, &got); err != nil {
+		return "", fmt.Errorf("progress: reading task %s/%s: %w", w.opts.Namespace, w.opts.Task, err)
+	}
+	if got.Metadata.UID == "" {
+		return "", fmt.Errorf("progress: reading task %s/%s: no metadata.uid in the answer", w.opts.Namespace, w.opts.Task)
 	}
 	switch {
 	case w.uid == "":
@@ -284,8 +287,7 @@ func (r *Reporter) loop() {
 			case <-r.stop:
 				return
 			case reply = <-r.flushes:
-			case <-r.kick:
-				pending = true
+			case <-r.kick: // something changed: send it
 			}
 		}
 		if reply == nil {

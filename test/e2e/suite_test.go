@@ -60,7 +60,7 @@ func run(m *testing.M) int {
 		cmd := exec.Command("go", "build", "-o", bin, pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fail(fmt.Errorf("go build %s: %v\n%s", pkg, err, out))
+			return fail(fmt.Errorf("go build %s: %w\n%s", pkg, err, out))
 		}
 	}
 	ctx := context.Background()

@@ -50,7 +50,7 @@ func TestSamplesAreAccepted(t *testing.T) {
 				t.Fatalf("parse: %v", err)
 			}
 			u.SetNamespace("samples")
-			if err := k8sClient.Patch(ctx, u, client.Apply, client.FieldOwner("samples-test"), client.ForceOwnership); err != nil {
+			if err := k8sClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("samples-test"), client.ForceOwnership); err != nil {
 				t.Fatalf("refused by the API server: %v", err)
 			}
 			got := &workflowv1alpha1.WorkflowTask{}

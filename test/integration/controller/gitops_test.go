@@ -39,7 +39,7 @@ func apply(t *testing.T, ns string) *unstructured.Unstructured {
 		t.Fatal(err)
 	}
 	u.SetNamespace(ns)
-	if err := k8sClient.Patch(context.Background(), u, client.Apply, client.FieldOwner("argocd"), client.ForceOwnership); err != nil {
+	if err := k8sClient.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("argocd"), client.ForceOwnership); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	return u
@@ -85,7 +85,7 @@ func TestReapplyChangingImmutableFieldIsRefused(t *testing.T) {
 	}
 	u.SetManagedFields(nil)
 	u.SetResourceVersion("")
-	err := k8sClient.Patch(context.Background(), u, client.Apply, client.FieldOwner("argocd"), client.ForceOwnership)
+	err := k8sClient.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("argocd"), client.ForceOwnership)
 	if !apierrors.IsInvalid(err) {
 		t.Fatalf("got %v, want Invalid", err)
 	}

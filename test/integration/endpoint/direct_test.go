@@ -181,9 +181,9 @@ func TestLoginRequired(t *testing.T) {
 
 // expiredToken re-signs a real token's claims with the API server's service-account key and an
 // expiry in the past: a genuine signature, and expired.
-func expiredToken(t *testing.T, real string) string {
+func expiredToken(t *testing.T, token string) string {
 	t.Helper()
-	parts := strings.Split(real, ".")
+	parts := strings.Split(token, ".")
 	header, _ := base64.RawURLEncoding.DecodeString(parts[0])
 	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	var claims map[string]any
@@ -276,7 +276,7 @@ func TestBadRequests(t *testing.T) {
 		"empty id":       {"GET", "/workflow/progress/", apiserver.CodeParamErr},
 		"one char":       {"GET", "/workflow/progress/a", apiserver.CodeParamErr},
 		"1 MB id":        {"GET", "/workflow/progress/" + strings.Repeat("a", 1<<20), -1},
-		"dot dot":        {"GET", "/workflow/progress/..", apiserver.CodeParamErr},
+		"dot-dot":        {"GET", "/workflow/progress/..", apiserver.CodeParamErr},
 		"NUL":            {"GET", "/workflow/progress/%00", apiserver.CodeParamErr},
 		"unicode":        {"GET", "/workflow/progress/%E2%9C%93abcdefgh", apiserver.CodeParamErr},
 		"wrong alphabet": {"GET", "/workflow/progress/abc_def-gh", apiserver.CodeParamErr},

@@ -2,6 +2,7 @@ package progress_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -44,7 +45,7 @@ func cli(t testing.TB) string {
 		cliPath = filepath.Join(dir, "workflowtask-progress")
 		out, err := exec.Command("go", "build", "-o", cliPath, filepath.Join(root, "cmd", "workflowtask-progress")).CombinedOutput()
 		if err != nil {
-			cliErr = fmt.Errorf("go build: %v\n%s", err, out)
+			cliErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if cliErr != nil {
@@ -79,7 +80,8 @@ func runCLI(t *testing.T, env []string, args ...string) (int, string) {
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatal(err)

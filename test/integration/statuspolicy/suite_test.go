@@ -79,7 +79,7 @@ func waitForPolicy(ctx context.Context) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the status policy is not enforced after 30s: last write: %v", err)
+			return fmt.Errorf("the status policy is not enforced after 30s: last write: %w", err)
 		}
 	}
 }
