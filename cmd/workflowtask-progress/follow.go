@@ -61,7 +61,7 @@ func follow(ctx context.Context, path string, r *progress.Reporter, stderr io.Wr
 // follower is the state of follow.
 type follower struct {
 	path         string
-	apply        func(progress.Update) error // the reporter's Apply
+	record       func(progress.Update) error // the reporter's Record
 	stderr       io.Writer
 	maxLine      int           // progress.MaxLineLength (smaller in tests)
 	readPerSync  int64         // maxReadPerSync (smaller in tests)
@@ -86,7 +86,7 @@ type follower struct {
 
 func newFollower(path string, r *progress.Reporter, stderr io.Writer) *follower {
 	return &follower{
-		path: path, apply: r.Apply, stderr: stderr,
+		path: path, record: r.Record, stderr: stderr,
 		maxLine: progress.MaxLineLength, readPerSync: maxReadPerSync, summaryEvery: summaryEvery,
 		buf: make([]byte, readBufferSize),
 	}
@@ -250,7 +250,7 @@ func (fl *follower) endLine() {
 	fl.line = fl.line[:0]
 	u, ok, err := progress.ParseLine(line)
 	if err == nil && ok {
-		err = fl.apply(u)
+		err = fl.record(u)
 	}
 	if err != nil {
 		fl.skipped(fl.lineNo, err.Error(), []byte(line))

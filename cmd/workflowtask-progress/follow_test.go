@@ -559,7 +559,7 @@ func FuzzFollow(f *testing.F) {
 			var got []progress.Update
 			stderr, fl := followAll(t, path, nil, func(fl *follower) {
 				fl.maxLine, fl.buf = lim.maxLine, make([]byte, lim.buf)
-				fl.apply = func(u progress.Update) error { got = append(got, u); return nil }
+				fl.record = func(u progress.Update) error { got = append(got, u); return nil }
 			})
 			if !slices.Equal(got, want) {
 				t.Errorf("limits %+v: applied %+v, want %+v", lim, got, want)

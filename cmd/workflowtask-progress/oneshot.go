@@ -76,11 +76,7 @@ func findEntry(task *workflowv1alpha1.WorkflowTask, typ string) (workflowv1alpha
 // the write are atomic. (metadata.uid is sent too, naming the object meant; the API server
 // ignores it in a patch of the status subresource, the resourceVersion is what it checks.)
 func applyEntry(ctx context.Context, rc *rest.RESTClient, o options, fm string, e workflowv1alpha1.ProgressEntry, resourceVersion string) error {
-	meta := map[string]string{"name": o.task, "namespace": o.namespace, "uid": string(o.uid), "resourceVersion": resourceVersion}
-	body, err := json.Marshal(map[string]any{
-		"apiVersion": workflowv1alpha1.GroupVersion.String(), "kind": "WorkflowTask",
-		"metadata": meta, "status": map[string]any{"progress": []workflowv1alpha1.ProgressEntry{e}},
-	})
+	body, err := progress.ApplyBody(o.namespace, o.task, o.uid, resourceVersion, []workflowv1alpha1.ProgressEntry{e})
 	if err != nil {
 		return err
 	}

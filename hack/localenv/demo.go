@@ -13,15 +13,14 @@ import (
 	"sync"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
+	"github.com/taskops/workflowtask-operator/internal/kubeauth"
 	"github.com/taskops/workflowtask-operator/pkg/progress"
 )
 
@@ -44,16 +43,11 @@ func (d *demoWorker) run(ctx context.Context, task *workflowv1alpha1.WorkflowTas
 		return err
 	}
 	// A token of the runner ServiceAccount bound to the pod, like the one the kubelet would mount.
-	tr, err := d.cs.CoreV1().ServiceAccounts(task.Namespace).CreateToken(ctx, task.Name+"-runner", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{
-			ExpirationSeconds: ptr.To[int64](3600),
-			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
-		},
-	}, metav1.CreateOptions{})
+	token, err := kubeauth.Token(ctx, d.cs, task.Namespace, task.Name+"-runner", kubeauth.TokenOptions{BoundTo: kubeauth.BoundToPod(pod)})
 	if err != nil {
 		return fmt.Errorf("runner token for %s: %w", task.Name, err)
 	}
-	r, err := progress.New(progress.Options{Config: d.cluster.TokenConfig(tr.Status.Token), Namespace: task.Namespace,
+	r, err := progress.New(progress.Options{Config: d.cluster.TokenConfig(token), Namespace: task.Namespace,
 		Task: task.Name, UID: task.UID, FieldManager: "workflowtask-progress/" + pod.Name})
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ import (
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
-	"github.com/taskops/workflowtask-operator/internal/testenv"
+	"github.com/taskops/workflowtask-operator/internal/project"
 )
 
 func main() {
@@ -42,7 +42,7 @@ func say(format string, args ...any) {
 func run(managerBin string, keep bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root, err := testenv.RepoRoot()
+	root, err := project.Root()
 	if err != nil {
 		return err
 	}
@@ -100,7 +100,7 @@ func run(managerBin string, keep bool) error {
 	if _, err := cluster.Kubectl(ctx, "apply", "-f", "config/samples/"); err != nil {
 		return err
 	}
-	c, err := client.New(cluster.Admin, client.Options{Scheme: testenv.Scheme})
+	c, err := client.New(cluster.Admin, client.Options{Scheme: project.Scheme})
 	if err != nil {
 		return err
 	}

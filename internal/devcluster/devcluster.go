@@ -16,17 +16,12 @@ import (
 	"syscall"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/utils/ptr"
 
-	"github.com/taskops/workflowtask-operator/internal/testenv"
+	"github.com/taskops/workflowtask-operator/internal/kubeauth"
 )
 
 // Cluster is a running local cluster.
@@ -107,22 +102,15 @@ func (c *Cluster) Token(ctx context.Context, ns, name string, d time.Duration) (
 	if err != nil {
 		return "", err
 	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("creating ServiceAccount %s/%s: %w", ns, name, err)
+	if err := kubeauth.EnsureServiceAccount(ctx, cs, ns, name); err != nil {
+		return "", err
 	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(d.Seconds()))},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token for %s/%s: %w", ns, name, err)
-	}
-	return tr.Status.Token, nil
+	return kubeauth.Token(ctx, cs, ns, name, kubeauth.TokenOptions{Expiration: d})
 }
 
 // TokenConfig is the admin config's server and CA with a bearer token.
 func (c *Cluster) TokenConfig(token string) *rest.Config {
-	return testenv.BearerConfig(c.Admin, token)
+	return kubeauth.BearerConfig(c.Admin, token)
 }
 
 // WriteKubeconfig writes a kubeconfig for cfg's server, CA and bearer token.

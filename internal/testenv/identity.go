@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,29 +16,26 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
+
+	"github.com/taskops/workflowtask-operator/internal/kubeauth"
 )
 
 // ServiceAccountConfig returns a rest.Config that authenticates as the ServiceAccount ns/name
 // with a real token from the TokenRequest API (the same kind of token a pod gets), creating
-// the ServiceAccount when it does not exist.
+// the namespace and the ServiceAccount when they do not exist.
 func ServiceAccountConfig(ctx context.Context, admin *rest.Config, ns, name string, audiences ...string) (*rest.Config, string, error) {
 	cs, err := kubernetes.NewForConfig(admin)
 	if err != nil {
 		return nil, "", fmt.Errorf("client: %w", err)
 	}
-	if err := ensureNamespace(ctx, cs, ns); err != nil {
+	if err := kubeauth.EnsureServiceAccount(ctx, cs, ns, name); err != nil {
 		return nil, "", err
 	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, "", fmt.Errorf("creating ServiceAccount %s/%s: %w", ns, name, err)
-	}
-	token, err := Token(ctx, admin, ns, name, audiences...)
+	token, err := kubeauth.Token(ctx, cs, ns, name, kubeauth.TokenOptions{Audiences: audiences})
 	if err != nil {
 		return nil, "", err
 	}
-	return BearerConfig(admin, token), token, nil
+	return kubeauth.BearerConfig(admin, token), token, nil
 }
 
 // Token requests a token for an existing ServiceAccount (TokenRequest API, 1 hour).
@@ -48,20 +44,12 @@ func Token(ctx context.Context, admin *rest.Config, ns, name string, audiences .
 	if err != nil {
 		return "", fmt.Errorf("client: %w", err)
 	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: audiences, ExpirationSeconds: ptr.To[int64](3600)},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("requesting a token for %s/%s: %w", ns, name, err)
-	}
-	return tr.Status.Token, nil
+	return kubeauth.Token(ctx, cs, ns, name, kubeauth.TokenOptions{Audiences: audiences})
 }
 
 // BearerConfig is admin's server and CA with a bearer token instead of admin's credentials.
 func BearerConfig(admin *rest.Config, token string) *rest.Config {
-	cfg := rest.AnonymousClientConfig(admin)
-	cfg.BearerToken = token
-	return cfg
+	return kubeauth.BearerConfig(admin, token)
 }
 
 func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) error {
@@ -210,14 +198,5 @@ func BoundToken(ctx context.Context, admin *rest.Config, ns, name string, secret
 	if err != nil {
 		return "", fmt.Errorf("client: %w", err)
 	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{
-			ExpirationSeconds: ptr.To[int64](3600),
-			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Secret", APIVersion: "v1", Name: secret.Name, UID: secret.UID},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("requesting a bound token for %s/%s: %w", ns, name, err)
-	}
-	return tr.Status.Token, nil
+	return kubeauth.Token(ctx, cs, ns, name, kubeauth.TokenOptions{BoundTo: kubeauth.BoundToSecret(secret)})
 }

@@ -4,56 +4,25 @@
 package testenv
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 
-	apiruntime "k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/internal/project"
 )
 
 // KubernetesVersion is the version of the control plane hack/build-controlplane.sh builds.
 const KubernetesVersion = "1.37.2"
 
 // Scheme knows the built-in types and the WorkflowTask API.
-var Scheme = apiruntime.NewScheme()
+var Scheme = project.Scheme
 
-func init() {
-	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
-	utilruntime.Must(workflowv1alpha1.AddToScheme(Scheme))
-}
-
-// RepoRoot returns the root of this repository: the nearest parent of the working directory
-// holding the operator's go.mod.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("finding the repository root: %w", err)
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
-			len(b) > 0 && containsModuleLine(string(b)) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of github.com/taskops/workflowtask-operator above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func containsModuleLine(gomod string) bool {
-	const want = "module github.com/taskops/workflowtask-operator\n"
-	return len(gomod) >= len(want) && gomod[:len(want)] == want
-}
+// RepoRoot returns the root of this repository.
+func RepoRoot() (string, error) { return project.Root() }
 
 // AssetsDir returns where etcd and kube-apiserver are: $KUBEBUILDER_ASSETS, else the directory
 // hack/build-controlplane.sh builds into. It fails, naming the fix, when they are not there:

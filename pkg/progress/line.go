@@ -130,8 +130,8 @@ func parseCount(s string) (int64, error) {
 	return n, nil
 }
 
-// Apply records a parsed update.
-func (r *Reporter) Apply(u Update) error {
+// Record records a parsed update in memory (like Set, Delete, SetIdentifier; the loop writes it).
+func (r *Reporter) Record(u Update) error {
 	if u.Delete {
 		r.Delete(u.Type)
 		return nil

@@ -105,13 +105,30 @@ func NewRESTClient(cfg *rest.Config) (*rest.RESTClient, error) {
 	return rc, nil
 }
 
-// applyEntry is one progress entry as applied.
-type applyEntry struct {
-	Type       string           `json:"type"`
-	Current    int64            `json:"current"`
-	Total      int64            `json:"total"`
-	Identifier string           `json:"identifier,omitempty"`
-	UpdateTime metav1.MicroTime `json:"updateTime"`
+// ApplyBody is the server-side apply configuration of a task's status.progress: exactly the
+// given entries (one writer's), nothing else of the task — an empty list releases the writer's
+// entries. uid names the object meant (the API server ignores metadata.uid in a patch of the
+// status subresource); resourceVersion, when not empty, is the condition the apply is made on.
+// The reporter, the CLI and the tests all write progress with it.
+func ApplyBody(namespace, task string, uid types.UID, resourceVersion string, entries []workflowv1alpha1.ProgressEntry) ([]byte, error) {
+	if entries == nil {
+		entries = []workflowv1alpha1.ProgressEntry{}
+	}
+	type meta struct {
+		Name            string    `json:"name"`
+		Namespace       string    `json:"namespace"`
+		UID             types.UID `json:"uid,omitempty"`
+		ResourceVersion string    `json:"resourceVersion,omitempty"`
+	}
+	type status struct {
+		Progress []workflowv1alpha1.ProgressEntry `json:"progress"`
+	}
+	return json.Marshal(struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   meta   `json:"metadata"`
+		Status     status `json:"status"`
+	}{workflowv1alpha1.GroupVersion.String(), "WorkflowTask", meta{task, namespace, uid, resourceVersion}, status{entries}})
 }
 
 // body is the apply configuration: exactly this writer's entries, nothing else of the task,
@@ -119,7 +136,7 @@ type applyEntry struct {
 // (The API server checks the resourceVersion; it ignores metadata.uid in a patch of the status
 // subresource, which is sent all the same: it names the object the write is meant for.)
 func (w *writer) body(entries map[string]*Entry, now time.Time, resourceVersion string) ([]byte, error) {
-	list := make([]applyEntry, 0, len(entries))
+	list := make([]workflowv1alpha1.ProgressEntry, 0, len(entries))
 	seen := make(map[*Entry]sentEntry, len(entries))
 	for _, e := range entries {
 		v := e.version.Load()
@@ -128,27 +145,15 @@ func (w *writer) body(entries map[string]*Entry, now time.Time, resourceVersion 
 			s = sentEntry{version: v, updateTime: metav1.NewMicroTime(now)}
 		}
 		seen[e] = s
-		ae := applyEntry{Type: e.typ, Current: e.current.Load(), Total: e.total.Load(), UpdateTime: s.updateTime}
+		pe := workflowv1alpha1.ProgressEntry{Type: e.typ, Current: e.current.Load(), Total: e.total.Load(), UpdateTime: &s.updateTime}
 		if id := e.identifier.Load(); id != nil {
-			ae.Identifier = *id
+			pe.Identifier = *id
 		}
-		list = append(list, ae)
+		list = append(list, pe)
 	}
 	w.sent = seen // forget deleted entries
-	slices.SortFunc(list, func(a, b applyEntry) int { return strings.Compare(a.Type, b.Type) })
-	meta := map[string]string{"name": w.opts.Task, "namespace": w.opts.Namespace}
-	if w.uid != "" {
-		meta["uid"] = string(w.uid)
-	}
-	if resourceVersion != "" {
-		meta["resourceVersion"] = resourceVersion
-	}
-	return json.Marshal(map[string]any{
-		"apiVersion": workflowv1alpha1.GroupVersion.String(),
-		"kind":       "WorkflowTask",
-		"metadata":   meta,
-		"status":     map[string]any{"progress": list},
-	})
+	slices.SortFunc(list, func(a, b workflowv1alpha1.ProgressEntry) int { return strings.Compare(a.Type, b.Type) })
+	return ApplyBody(w.opts.Namespace, w.opts.Task, w.uid, resourceVersion, list)
 }
 
 // taskMeta is what a write needs of the task it reads.

@@ -11,14 +11,13 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
+	"github.com/taskops/workflowtask-operator/internal/kubeauth"
 )
 
 const empty = `{"data":{},"code":0,"msg":""}`
@@ -52,15 +51,12 @@ func runningPod(t *testing.T, ns, task string) corev1.Pod {
 func report(t *testing.T, pod corev1.Pod, task string, args ...string) {
 	t.Helper()
 	cs := kubernetes.NewForConfigOrDie(cluster.Admin)
-	tr, err := cs.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(context.Background(), task+"-runner", &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600),
-			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
-	}, metav1.CreateOptions{})
+	token, err := kubeauth.Token(context.Background(), cs, pod.Namespace, task+"-runner", kubeauth.TokenOptions{BoundTo: kubeauth.BoundToPod(&pod)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	kubeconfig := filepath.Join(t.TempDir(), "runner.kubeconfig")
-	if err := devcluster.WriteKubeconfig(kubeconfig, cluster.TokenConfig(tr.Status.Token)); err != nil {
+	if err := devcluster.WriteKubeconfig(kubeconfig, cluster.TokenConfig(token)); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(cliBin, args...)

@@ -12,11 +12,13 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
+	wfprogress "github.com/taskops/workflowtask-operator/pkg/progress"
 )
 
 var nsCounter atomic.Int32
@@ -134,26 +136,11 @@ func failJob(t *testing.T, job *batchv1.Job, reason, message string) {
 // writeProgress writes progress entries as a job pod's reporter does: server-side apply on the
 // status subresource with a field manager of its own.
 func writeProgress(ctx context.Context, c client.Client, task *workflowv1alpha1.WorkflowTask, manager string, entries ...workflowv1alpha1.ProgressEntry) error {
-	list := make([]any, 0, len(entries))
-	for _, e := range entries {
-		m := map[string]any{"type": e.Type, "current": e.Current, "total": e.Total}
-		if e.UpdateTime != nil {
-			m["updateTime"] = e.UpdateTime.UTC().Format("2006-01-02T15:04:05.000000Z07:00")
-		}
-		if e.Identifier != "" {
-			m["identifier"] = e.Identifier
-		}
-		list = append(list, m)
+	body, err := wfprogress.ApplyBody(task.Namespace, task.Name, "", "", entries)
+	if err != nil {
+		return err
 	}
-	patch := &workflowv1alpha1.WorkflowTask{}
-	patch.SetName(task.Name)
-	patch.SetNamespace(task.Namespace)
-	obj := map[string]any{
-		"apiVersion": workflowv1alpha1.GroupVersion.String(), "kind": "WorkflowTask",
-		"metadata": map[string]any{"name": task.Name, "namespace": task.Namespace},
-		"status":   map[string]any{"progress": list},
-	}
-	return c.Status().Patch(ctx, patch, applyPatch{obj}, client.FieldOwner(manager), client.ForceOwnership)
+	return c.Status().Patch(ctx, task.DeepCopy(), client.RawPatch(types.ApplyPatchType, body), client.FieldOwner(manager), client.ForceOwnership)
 }
 
 func progress(typ string, current, total int64) workflowv1alpha1.ProgressEntry {
