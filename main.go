@@ -33,15 +33,12 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr    string
-		probeAddr      string
-		leaderElect    bool
-		secureMetrics  bool
-		enableHTTP2    bool
-		leaderElectNS  string
-		workers        int
-		progressImage  string
-		runControllers bool
+		metricsAddr   string
+		probeAddr     string
+		leaderElect   bool
+		secureMetrics bool
+		enableHTTP2   bool
+		leaderElectNS string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
@@ -54,11 +51,8 @@ func main() {
 		"Serve metrics over HTTPS, authenticated and authorized by the API server.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Allow HTTP/2 on the metrics server (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).")
-	flag.IntVar(&workers, "workers", 4, "How many tasks are reconciled at the same time.")
-	flag.BoolVar(&runControllers, "controllers", true,
-		"Run the WorkflowTask controller. False runs the progress endpoint alone (config/split: its own Deployment and ServiceAccount, which may only read tasks and review tokens and access).")
-	flag.StringVar(&progressImage, "progress-image", "workflowtask-operator:dev",
-		"Image of the progress-file sidecar for tasks that do not name one (it holds /workflowtask-progress).")
+	ctrlOpts := controllers.NewOptions()
+	ctrlOpts.AddFlags(flag.CommandLine)
 	progressOpts := apiserver.NewOptions()
 	progressOpts.AddFlags(flag.CommandLine)
 	certOpts := servingcert.NewOptions()
@@ -68,6 +62,10 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
+	if err := ctrlOpts.Validate(); err != nil {
+		setupLog.Error(err, "Invalid options")
+		os.Exit(1)
+	}
 
 	var tlsOpts []func(*tls.Config)
 	if !enableHTTP2 {
@@ -93,15 +91,15 @@ func main() {
 		setupLog.Error(err, "Unable to create manager")
 		os.Exit(1)
 	}
-	if runControllers {
-		reconciler := controllers.NewWorkflowTaskReconciler(mgr, progressImage)
-		if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: workers}); err != nil {
+	if ctrlOpts.Enabled {
+		reconciler := controllers.NewWorkflowTaskReconciler(mgr, ctrlOpts.ProgressImage)
+		if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: ctrlOpts.Workers}); err != nil {
 			setupLog.Error(err, "Unable to set up the WorkflowTask controller")
 			os.Exit(1)
 		}
 		metrics.Registry.MustRegister(controllers.NewPhaseCollector(mgr.GetCache()))
 	}
-	if !runControllers && !progressOpts.Enabled() {
+	if !ctrlOpts.Enabled && !progressOpts.Enabled() {
 		setupLog.Error(nil, "Nothing to run: --controllers=false and --progress-bind-address=0")
 		os.Exit(1)
 	}

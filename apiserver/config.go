@@ -147,18 +147,18 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		return CompletedConfig{}, fmt.Errorf("delegating authorizer: %w", err)
 	}
 
-	cc.tls, err = c.tlsConfig(&cc)
-	if err != nil {
+	var reloaders []controllerRunner
+	if cc.tls, reloaders, err = c.tlsConfig(); err != nil {
 		return CompletedConfig{}, err
 	}
+	cc.controllers = append(cc.controllers, reloaders...)
 	return cc, nil
 }
 
-// tlsConfig: TLS 1.2+, the serving certificate from files (reloaded), from GetCertificate, or
-// self-signed, client
-// certificates requested (not required: the authenticators verify them), HTTP/1.1 unless
-// HTTP/2 is enabled.
-func (c *Config) tlsConfig(cc *CompletedConfig) (*tls.Config, error) {
+// tlsConfig: TLS 1.2+, the serving certificate from files (reloaded: the reloader is returned,
+// to be run with the server), from GetCertificate, or self-signed; client certificates
+// requested (not required: the authenticators verify them); HTTP/1.1 unless HTTP/2 is enabled.
+func (c *Config) tlsConfig() (*tls.Config, []controllerRunner, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert, NextProtos: []string{"http/1.1"}}
 	if c.Options.EnableHTTP2 {
 		cfg.NextProtos = []string{"h2", "http/1.1"}
@@ -166,28 +166,27 @@ func (c *Config) tlsConfig(cc *CompletedConfig) (*tls.Config, error) {
 	if c.Options.TLSCertFile != "" {
 		files, err := dynamiccertificates.NewDynamicServingContentFromFiles("progress-serving", c.Options.TLSCertFile, c.Options.TLSKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("serving certificate: %w", err)
+			return nil, nil, fmt.Errorf("serving certificate: %w", err)
 		}
-		cc.controllers = append(cc.controllers, files)
 		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			certPEM, keyPEM := files.CurrentCertKeyContent()
 			cert, err := tls.X509KeyPair(certPEM, keyPEM)
 			return &cert, err
 		}
-		return cfg, nil
+		return cfg, []controllerRunner{files}, nil
 	}
 	if c.GetCertificate != nil {
 		cfg.GetCertificate = c.GetCertificate
-		return cfg, nil
+		return cfg, nil, nil
 	}
 	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey(c.Options.DNSNames[0], []net.IP{net.ParseIP("127.0.0.1")}, c.Options.DNSNames)
 	if err != nil {
-		return nil, fmt.Errorf("self-signed certificate: %w", err)
+		return nil, nil, fmt.Errorf("self-signed certificate: %w", err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("self-signed certificate: %w", err)
+		return nil, nil, fmt.Errorf("self-signed certificate: %w", err)
 	}
 	cfg.Certificates = []tls.Certificate{cert}
-	return cfg, nil
+	return cfg, nil, nil
 }

@@ -7,7 +7,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
@@ -52,23 +51,4 @@ func (c cacheTasks) ByName(ctx context.Context, namespace, name string) (*workfl
 		return nil, fmt.Errorf("getting task %s/%s: %w", namespace, name, err)
 	}
 	return task, nil
-}
-
-// SetupWithManager indexes tasks by ID and adds the endpoint to the manager, when enabled.
-func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, configure ...func(*Config)) error {
-	if err := SetupIndex(ctx, mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
-	if !opts.Enabled() {
-		return nil
-	}
-	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Reader: mgr.GetCache(), Log: mgr.GetLogger().WithName("progress-endpoint")}
-	for _, c := range configure {
-		c(cfg)
-	}
-	completed, err := cfg.Complete()
-	if err != nil {
-		return fmt.Errorf("progress endpoint: %w", err)
-	}
-	return mgr.Add(completed.New())
 }

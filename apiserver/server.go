@@ -52,6 +52,25 @@ func (c CompletedConfig) New() *Server {
 	}}
 }
 
+// SetupWithManager indexes tasks by ID and adds the endpoint to the manager, when enabled.
+func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, configure ...func(*Config)) error {
+	if err := SetupIndex(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	if !opts.Enabled() {
+		return nil
+	}
+	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Reader: mgr.GetCache(), Log: mgr.GetLogger().WithName("progress-endpoint")}
+	for _, c := range configure {
+		c(cfg)
+	}
+	completed, err := cfg.Complete()
+	if err != nil {
+		return fmt.Errorf("progress endpoint: %w", err)
+	}
+	return mgr.Add(completed.New())
+}
+
 // withTimeout gives every request a deadline: reviews and waits for a review slot end with it.
 func withTimeout(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -3,13 +3,15 @@ package v1alpha1
 // Condition types of a WorkflowTask. Ready, Reconciling and Stalled follow kstatus, so generic
 // tools (kubectl wait, Flux, Argo CD, cli-utils) read a task's health without knowing its kind.
 const (
-	// ConditionReady is True once the task completed successfully.
+	// ConditionReady is True once the task completed successfully, False otherwise; a suspended
+	// task has none (kstatus: Current, it is where its spec asks it to be) until it resumes.
 	ConditionReady = "Ready"
-	// ConditionReconciling is True while the task is still on its way (Queued, Processing,
-	// Suspending) and False once it finished.
+	// ConditionReconciling is True while the task is on its way (Queued, or Processing with
+	// progress moving) and False otherwise: suspended, stalled, or finished.
 	ConditionReconciling = "Reconciling"
-	// ConditionStalled is True when the task cannot move on without help: its Job failed or
-	// vanished, or it is Processing but no progress entry changed within progressDeadlineSeconds.
+	// ConditionStalled is True when the task will not move on by itself: it failed (Job failed,
+	// deleted, or refused), was canceled, or is Processing but no progress entry changed within
+	// progressDeadlineSeconds (until one does). Never True together with Reconciling.
 	ConditionStalled = "Stalled"
 	// ConditionSuspended is True while the task or its Job is suspended.
 	ConditionSuspended = "Suspended"
