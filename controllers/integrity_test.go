@@ -20,7 +20,7 @@ import (
 // controller saw start at t0 and whose Job is still running. The controller computes the status
 // from its record and the Job, so each forgery is undone and named.
 func TestForgedStatusIsCorrected(t *testing.T) {
-	running := jobObservation{job: jobWith(withPods(1, 1))}
+	running := jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()}
 	task := testutil.MakeTask("t", "ns").TTLSecondsAfterFinished(0).Obj()
 	task.UID, task.Generation = "uid-1", 1
 	var rec taskRecord
@@ -89,12 +89,12 @@ func TestOwnTransitionsAreNotForged(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").Obj()
 	task.UID = "uid-1"
 	steps := []jobObservation{
-		{job: jobWith(), created: true},
-		{job: jobWith(withPods(1, 0))},
-		{job: jobWith(withPods(1, 1))},
-		{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
-		{job: jobWith(withPods(1, 1))},
-		{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "", ""))},
+		{job: testutil.MakeJob("t", "").Obj(), created: true},
+		{job: testutil.MakeJob("t", "").Active(1).Ready(0).Obj()},
+		{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()},
+		{job: testutil.MakeJob("t", "").Suspend(true).Obj()},
+		{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()},
+		{job: testutil.MakeJob("t", "").Condition(batchv1.JobSuccessCriteriaMet, "", "").Obj()},
 		{missing: true},
 	}
 	var rec taskRecord
@@ -129,7 +129,7 @@ func TestComputeStatusOnError(t *testing.T) {
 			wantConds: []condSummary{{"Ready", "False", "Queued"}, {"Reconciling", "False", "RunnerConflict"}, {"Stalled", "True", "RunnerConflict"}},
 		},
 		"runner conflict while running": {
-			err: errors.Join(conflict), rec: started, obs: jobObservation{job: jobWith(withPods(1, 1))}, wantPhase: workflowv1alpha1.TaskPhaseProcessing,
+			err: errors.Join(conflict), rec: started, obs: jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()}, wantPhase: workflowv1alpha1.TaskPhaseProcessing,
 			wantConds: []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "False", "RunnerConflict"}, {"Stalled", "True", "RunnerConflict"}},
 		},
 		"api error, job unreadable, started": {

@@ -14,7 +14,7 @@ import (
 
 func TestNewJob(t *testing.T) {
 	w := testutil.MakeTask("upload-1", "ns").BackoffLimit(2).ActiveDeadlineSeconds(300).Suspend(true)
-	w.UID = "uid-1"
+	w.UID("uid-1")
 	w.Spec.Template.Spec.RestartPolicy = ""
 	w.Spec.Template.Spec.ServiceAccountName = "someone-else"
 	w.Spec.Template.Labels = map[string]string{"app": "uploader"}

@@ -44,10 +44,10 @@ workflowtask_tasks{phase="Suspending"} 0
 }
 
 func TestStalledGauge(t *testing.T) {
-	stalled := wtestutil.MakeTask("a", "ns").Phase(workflowv1alpha1.TaskPhaseProcessing).Obj()
-	stalled.Status.Conditions = []metav1.Condition{{Type: workflowv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: "ProgressDeadlineExceeded"}}
-	failed := wtestutil.MakeTask("b", "ns").Phase(workflowv1alpha1.TaskPhaseError).Obj() // Stalled too, but finished
-	failed.Status.Conditions = []metav1.Condition{{Type: workflowv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: "JobFailed"}}
+	stalled := wtestutil.MakeTask("a", "ns").Phase(workflowv1alpha1.TaskPhaseProcessing).
+		Condition(workflowv1alpha1.ConditionStalled, metav1.ConditionTrue, workflowv1alpha1.ReasonProgressDeadlineExceeded).Obj()
+	failed := wtestutil.MakeTask("b", "ns").Phase(workflowv1alpha1.TaskPhaseError). // Stalled too, but finished
+											Condition(workflowv1alpha1.ConditionStalled, metav1.ConditionTrue, workflowv1alpha1.ReasonJobFailed).Obj()
 	moving := wtestutil.MakeTask("c", "ns").Phase(workflowv1alpha1.TaskPhaseProcessing).Obj()
 	reader := fake.NewClientBuilder().WithScheme(testScheme(t)).WithObjects(stalled, failed, moving).Build()
 	want := `

@@ -24,9 +24,9 @@ func TestAdvanceRecord(t *testing.T) {
 		state taskState
 		want  taskRecord
 	}{
-		"job seen":                {obs: jobObservation{job: jobWith()}, state: taskState{phase: workflowv1alpha1.TaskPhaseQueued}, want: taskRecord{JobCreated: true}},
-		"start noted once":        {rec: started, obs: jobObservation{job: jobWith()}, state: taskState{phase: workflowv1alpha1.TaskPhaseProcessing}, want: started},
-		"first start":             {rec: created, obs: jobObservation{job: jobWith()}, state: taskState{phase: workflowv1alpha1.TaskPhaseProcessing}, want: taskRecord{JobCreated: true, StartTime: &now}},
+		"job seen":                {obs: jobObservation{job: testutil.MakeJob("t", "").Obj()}, state: taskState{phase: workflowv1alpha1.TaskPhaseQueued}, want: taskRecord{JobCreated: true}},
+		"start noted once":        {rec: started, obs: jobObservation{job: testutil.MakeJob("t", "").Obj()}, state: taskState{phase: workflowv1alpha1.TaskPhaseProcessing}, want: started},
+		"first start":             {rec: created, obs: jobObservation{job: testutil.MakeJob("t", "").Obj()}, state: taskState{phase: workflowv1alpha1.TaskPhaseProcessing}, want: taskRecord{JobCreated: true, StartTime: &now}},
 		"verdict noted with time": {rec: started, state: taskState{workflowv1alpha1.TaskPhaseError, "JobFailed", "boom"}, want: taskRecord{JobCreated: true, StartTime: at(t0), Phase: workflowv1alpha1.TaskPhaseError, Reason: "JobFailed", Message: "boom", CompletionTime: &now}},
 		"verdict never changes":   {rec: done, state: taskState{workflowv1alpha1.TaskPhaseError, "JobDeleted", "gone"}, want: done},
 		"long message cut":        {state: taskState{workflowv1alpha1.TaskPhaseError, "JobInvalid", strings.Repeat("é", 2000)}, want: taskRecord{Phase: workflowv1alpha1.TaskPhaseError, Reason: "JobInvalid", Message: strings.Repeat("é", 1024), CompletionTime: &now}},

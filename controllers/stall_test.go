@@ -15,10 +15,7 @@ import (
 )
 
 func TestCheckStall(t *testing.T) {
-	started := func(w *testutil.TaskWrapper) *testutil.TaskWrapper {
-		w.Status.StartTime = ptr.To(metav1.NewTime(t0))
-		return w
-	}
+	started := func(w *testutil.TaskWrapper) *testutil.TaskWrapper { return w.StartTime(t0) }
 	cases := map[string]struct {
 		task        *testutil.TaskWrapper
 		now         time.Time
@@ -73,7 +70,7 @@ func TestCheckStallCountsFromResume(t *testing.T) {
 // requeue lands exactly on the deadline.
 func TestStallThroughComputeStatus(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").ProgressDeadlineSeconds(120).Obj()
-	running := jobObservation{job: jobWith(withPods(1, 1))}
+	running := jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()}
 	var rec taskRecord
 	task.Status, rec = compute(task, created, running, t0)
 	if d := requeueAfter(task, &task.Status, rec, nil, t0); d != 120*time.Second {
@@ -113,7 +110,7 @@ func TestStallThroughComputeStatus(t *testing.T) {
 // A finished task is never stalled by its progress deadline.
 func TestNoStallOutsideProcessing(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").ProgressDeadlineSeconds(1).Obj()
-	task.Status, _ = compute(task, started, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0.Add(time.Hour))
+	task.Status, _ = compute(task, started, jobObservation{job: testutil.MakeJob("t", "").Condition(batchv1.JobComplete, "", "").Obj()}, t0.Add(time.Hour))
 	if c := meta.FindStatusCondition(task.Status.Conditions, workflowv1alpha1.ConditionStalled); c.Status != metav1.ConditionFalse {
 		t.Errorf("completed task stalled: %+v", c)
 	}
@@ -127,9 +124,7 @@ func TestNoStallOutsideProcessing(t *testing.T) {
 // not change stalls; one that changes counts again from when it was seen.
 func TestStallWithoutUpdateTime(t *testing.T) {
 	clock := newProgressClock()
-	task := testutil.MakeTask("t", "ns").ProgressDeadlineSeconds(60).Obj()
-	task.UID = "uid-1"
-	task.Status.StartTime = ptr.To(metav1.NewTime(t0))
+	task := testutil.MakeTask("t", "ns").ProgressDeadlineSeconds(60).UID("uid-1").StartTime(t0).Obj()
 	future := ptr.To(metav1.NewMicroTime(t0.AddDate(1, 0, 0)))
 	task.Status.Progress = []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: 1, Total: 9}, {Type: "indexed", Current: 3, UpdateTime: future}}
 

@@ -7,7 +7,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -15,26 +14,7 @@ import (
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
 
-var t0 = time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
-
-// jobWith builds a Job for status tests.
-func jobWith(mutate ...func(*batchv1.Job)) *batchv1.Job {
-	j := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "t"}, Spec: batchv1.JobSpec{Suspend: ptr.To(false)}}
-	for _, m := range mutate {
-		m(j)
-	}
-	return j
-}
-
-func withCondition(t batchv1.JobConditionType, reason, msg string) func(*batchv1.Job) {
-	return func(j *batchv1.Job) {
-		j.Status.Conditions = append(j.Status.Conditions, batchv1.JobCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: msg})
-	}
-}
-
-func withPods(active, ready int32) func(*batchv1.Job) {
-	return func(j *batchv1.Job) { j.Status.Active = active; j.Status.Ready = ptr.To(ready) }
-}
+var t0 = testutil.T0
 
 type condSummary struct {
 	Type, Status, Reason string
@@ -60,8 +40,7 @@ var (
 )
 
 func TestComputeStatusPhases(t *testing.T) {
-	base := testutil.MakeTask("t", "ns")
-	base.UID = "uid-1"
+	base := testutil.MakeTask("t", "ns").UID("uid-1")
 	processing := base.Clone().Phase(workflowv1alpha1.TaskPhaseProcessing)
 
 	cases := map[string]struct {
@@ -74,52 +53,52 @@ func TestComputeStatusPhases(t *testing.T) {
 		wantFinish bool
 	}{
 		"job just created, no pod yet": {
-			task: base, obs: jobObservation{job: jobWith(), created: true},
+			task: base, obs: jobObservation{job: testutil.MakeJob("t", "").Obj(), created: true},
 			wantPhase: workflowv1alpha1.TaskPhaseQueued,
 			wantConds: []condSummary{{"Ready", "False", "Queued"}, {"Reconciling", "True", "Queued"}, {"Stalled", "False", "Queued"}},
 		},
 		"pod pending is still queued": {
-			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: jobWith(withPods(1, 0))},
+			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(0).Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseQueued,
 			wantConds: []condSummary{{"Ready", "False", "Queued"}, {"Reconciling", "True", "Queued"}, {"Stalled", "False", "Queued"}},
 		},
 		"pod running": {
-			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: jobWith(withPods(1, 1))},
+			task: base.Clone().Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseProcessing, wantStart: true,
 			wantConds: []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}},
 		},
 		"between pod retries a started task stays processing": {
-			task: processing, rec: started, obs: jobObservation{job: jobWith(withPods(0, 0))},
+			task: processing, rec: started, obs: jobObservation{job: testutil.MakeJob("t", "").Active(0).Ready(0).Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseProcessing, wantStart: true,
 			wantConds: []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}},
 		},
 		"success criteria met is completed": {
-			task: processing, rec: started, obs: jobObservation{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "CompletionsReached", ""))},
+			task: processing, rec: started, obs: jobObservation{job: testutil.MakeJob("t", "").Condition(batchv1.JobSuccessCriteriaMet, "CompletionsReached", "").Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseCompleted, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "True", "Completed"}, {"Reconciling", "False", "Completed"}, {"Stalled", "False", "Completed"}},
 		},
 		"complete is completed": {
-			task: processing, rec: started, obs: jobObservation{job: jobWith(withCondition(batchv1.JobSuccessCriteriaMet, "", ""), withCondition(batchv1.JobComplete, "", ""))},
+			task: processing, rec: started, obs: jobObservation{job: testutil.MakeJob("t", "").Condition(batchv1.JobSuccessCriteriaMet, "", "").Condition(batchv1.JobComplete, "", "").Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseCompleted, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "True", "Completed"}, {"Reconciling", "False", "Completed"}, {"Stalled", "False", "Completed"}},
 		},
 		"failure target is error": {
-			task: processing, rec: started, obs: jobObservation{job: jobWith(withCondition(batchv1.JobFailureTarget, batchv1.JobReasonBackoffLimitExceeded, "Job has reached the specified backoff limit"))},
+			task: processing, rec: started, obs: jobObservation{job: testutil.MakeJob("t", "").Condition(batchv1.JobFailureTarget, batchv1.JobReasonBackoffLimitExceeded, "Job has reached the specified backoff limit").Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseError, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "False", "JobFailed"}, {"Reconciling", "False", "JobFailed"}, {"Stalled", "True", "JobFailed"}, {"Failed", "True", "JobFailed"}},
 		},
 		"deadline exceeded is error": {
-			task: processing, rec: started, obs: jobObservation{job: jobWith(withCondition(batchv1.JobFailureTarget, batchv1.JobReasonDeadlineExceeded, ""), withCondition(batchv1.JobFailed, batchv1.JobReasonDeadlineExceeded, ""))},
+			task: processing, rec: started, obs: jobObservation{job: testutil.MakeJob("t", "").Condition(batchv1.JobFailureTarget, batchv1.JobReasonDeadlineExceeded, "").Condition(batchv1.JobFailed, batchv1.JobReasonDeadlineExceeded, "").Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseError, wantStart: true, wantFinish: true,
 			wantConds: []condSummary{{"Ready", "False", "DeadlineExceeded"}, {"Reconciling", "False", "DeadlineExceeded"}, {"Stalled", "True", "DeadlineExceeded"}, {"Failed", "True", "DeadlineExceeded"}},
 		},
 		"task suspended": {
-			task: base.Clone().Suspend(true).Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
+			task: base.Clone().Suspend(true).Phase(workflowv1alpha1.TaskPhaseQueued), rec: created, obs: jobObservation{job: testutil.MakeJob("t", "").Suspend(true).Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseSuspending,
 			wantConds: []condSummary{{"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
 		},
 		"job suspended by someone else": {
-			task: processing, rec: started, obs: jobObservation{job: jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })},
+			task: processing, rec: started, obs: jobObservation{job: testutil.MakeJob("t", "").Suspend(true).Obj()},
 			wantPhase: workflowv1alpha1.TaskPhaseSuspending, wantStart: true,
 			wantConds: []condSummary{{"Reconciling", "False", "Suspended"}, {"Stalled", "False", "Suspended"}, {"Suspended", "True", "Suspended"}},
 		},
@@ -182,11 +161,11 @@ func TestComputeStatusPhases(t *testing.T) {
 func TestComputeStatusFinishedIsTerminal(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").Obj()
 	var rec taskRecord
-	task.Status, rec = compute(task, started, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0)
+	task.Status, rec = compute(task, started, jobObservation{job: testutil.MakeJob("t", "").Condition(batchv1.JobComplete, "", "").Obj()}, t0)
 	for name, obs := range map[string]jobObservation{
 		"job gone":    {missing: true},
-		"job failed":  {job: jobWith(withCondition(batchv1.JobFailed, "", ""))},
-		"pods active": {job: jobWith(withPods(1, 1))},
+		"job failed":  {job: testutil.MakeJob("t", "").Condition(batchv1.JobFailed, "", "").Obj()},
+		"pods active": {job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()},
 		"nothing":     {},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -207,7 +186,7 @@ func TestComputeStatusFinishedIsTerminal(t *testing.T) {
 // changed" and of idempotent re-applies.
 func TestComputeStatusIsStable(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").Progress("upload", 5, 10, t0).Obj()
-	obs := jobObservation{job: jobWith(withPods(1, 1))}
+	obs := jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()}
 	var rec taskRecord
 	task.Status, rec = compute(task, created, obs, t0)
 	again, againRec := compute(task, rec, obs, t0.Add(30*time.Second))
@@ -224,11 +203,11 @@ func TestComputeStatusIsStable(t *testing.T) {
 
 func TestComputeStatusSuspendResume(t *testing.T) {
 	task := testutil.MakeTask("t", "ns").Suspend(true).Obj()
-	suspendedJob := jobWith(func(j *batchv1.Job) { j.Spec.Suspend = ptr.To(true) })
+	suspendedJob := testutil.MakeJob("t", "").Suspend(true).Obj()
 	var rec taskRecord
 	task.Status, rec = compute(task, created, jobObservation{job: suspendedJob}, t0)
 	task.Spec.Suspend = ptr.To(false)
-	got, _ := compute(task, rec, jobObservation{job: jobWith(withPods(1, 1))}, t0.Add(time.Minute))
+	got, _ := compute(task, rec, jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()}, t0.Add(time.Minute))
 	want := []condSummary{{"Ready", "False", "Processing"}, {"Reconciling", "True", "Processing"}, {"Stalled", "False", "Progressing"}, {"Suspended", "False", "Resumed"}}
 	if diff := cmp.Diff(want, summarize(got.Conditions)); diff != "" {
 		t.Errorf("conditions after resume (-want +got):\n%s", diff)
@@ -237,12 +216,12 @@ func TestComputeStatusSuspendResume(t *testing.T) {
 
 func TestStatusEvents(t *testing.T) {
 	queued := testutil.MakeTask("t", "ns").Obj()
-	queued.Status, _ = compute(queued, taskRecord{}, jobObservation{job: jobWith()}, t0)
-	running, runningRec := compute(queued, created, jobObservation{job: jobWith(withPods(1, 1))}, t0)
+	queued.Status, _ = compute(queued, taskRecord{}, jobObservation{job: testutil.MakeJob("t", "").Obj()}, t0)
+	running, runningRec := compute(queued, created, jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()}, t0)
 	runningTask := queued.DeepCopy()
 	runningTask.Status = running
-	stalled, _ := compute(runningTask, runningRec, jobObservation{job: jobWith(withPods(1, 1))}, t0.Add(time.Hour))
-	done, _ := compute(runningTask, runningRec, jobObservation{job: jobWith(withCondition(batchv1.JobComplete, "", ""))}, t0)
+	stalled, _ := compute(runningTask, runningRec, jobObservation{job: testutil.MakeJob("t", "").Active(1).Ready(1).Obj()}, t0.Add(time.Hour))
+	done, _ := compute(runningTask, runningRec, jobObservation{job: testutil.MakeJob("t", "").Condition(batchv1.JobComplete, "", "").Obj()}, t0)
 	forged := running.DeepCopy()
 	forged.Phase, forged.CompletionTime = workflowv1alpha1.TaskPhaseCompleted, ptr.To(metav1.NewTime(t0.AddDate(-26, 0, 0)))
 
@@ -258,7 +237,7 @@ func TestStatusEvents(t *testing.T) {
 		obs      jobObservation
 		want     []string
 	}{
-		"created":   {&workflowv1alpha1.WorkflowTaskStatus{}, &queued.Status, jobObservation{job: jobWith(), created: true}, []string{EventJobCreated}},
+		"created":   {&workflowv1alpha1.WorkflowTaskStatus{}, &queued.Status, jobObservation{job: testutil.MakeJob("t", "").Obj(), created: true}, []string{EventJobCreated}},
 		"started":   {&queued.Status, &running, jobObservation{}, []string{EventProcessing}},
 		"stalled":   {&running, &stalled, jobObservation{}, []string{EventProgressStalled}},
 		"unstalled": {&stalled, &running, jobObservation{}, []string{EventProgressResumed}},

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -104,3 +106,18 @@ func (w *TaskWrapper) Phase(p workflowv1alpha1.TaskPhase) *TaskWrapper { w.Statu
 
 // ID sets status.id.
 func (w *TaskWrapper) ID(id string) *TaskWrapper { w.Status.ID = id; return w }
+
+// UID sets metadata.uid (from which status.id derives).
+func (w *TaskWrapper) UID(uid types.UID) *TaskWrapper { w.ObjectMeta.UID = uid; return w }
+
+// StartTime sets status.startTime.
+func (w *TaskWrapper) StartTime(t time.Time) *TaskWrapper {
+	w.Status.StartTime = ptr.To(metav1.NewTime(t))
+	return w
+}
+
+// Condition sets a status condition (replacing one of the same type).
+func (w *TaskWrapper) Condition(typ string, status metav1.ConditionStatus, reason string) *TaskWrapper {
+	meta.SetStatusCondition(&w.Status.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: reason})
+	return w
+}

@@ -3,7 +3,6 @@
 package api_test
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -19,21 +18,5 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	env, c, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	cfg = c
-	k8sClient, err = client.New(cfg, client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testenv.Main(m, testenv.Suite{}, func(e *testenv.Env) { cfg, k8sClient = e.Admin, e.Client }))
 }

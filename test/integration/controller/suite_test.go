@@ -5,9 +5,7 @@
 package controller_test
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 	"testing"
@@ -35,37 +33,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	flag.Parse()
-	gomega.SetDefaultEventuallyTimeout(timeout)
-	gomega.SetDefaultEventuallyPollingInterval(interval)
+	flag.Parse() // for testing.Verbose
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(logSink())))
 	gomega.SetDefaultConsistentlyDuration(2 * time.Second)
 	gomega.SetDefaultConsistentlyPollingInterval(100 * time.Millisecond)
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(logSink())))
-
-	var err error
-	env, adminCfg, err = testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	k8sClient, err = client.New(adminCfg, client.Options{Scheme: testenv.Scheme})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if _, err := testenv.StartManager(ctx, adminCfg); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+	os.Exit(testenv.Main(m, testenv.Suite{Eventually: timeout, Polling: interval, Manager: true}, func(e *testenv.Env) {
+		env, adminCfg, k8sClient = e.Environment, e.Admin, e.Client
+	}))
 }
 
 // logSink is where the controller's logs go: stderr with -v, else nowhere (they are long).

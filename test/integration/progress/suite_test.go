@@ -4,7 +4,6 @@ package progress_test
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -30,46 +29,22 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	gomega.SetDefaultEventuallyTimeout(30 * time.Second)
-	gomega.SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
 	certDir, err := os.MkdirTemp("", "progress-apiserver-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
+		os.Exit(1)
 	}
-	defer os.RemoveAll(certDir)
-	env, err = testenv.New()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	// A fixed certificate directory lets the API server be stopped and started again with the
-	// same serving certificate and service-account keys, so tokens stay valid across it.
-	env.ControlPlane.GetAPIServer().CertDir = certDir
-	// kube-apiserver drains for longer than envtest's default 20 s on SIGTERM; past this it is
-	// killed, which is a harder stop for TestAPIServerRestart anyway.
-	env.ControlPlaneStopTimeout = 5 * time.Second
-	if adminCfg, err = env.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	if k8sClient, err = client.New(adminCfg, client.Options{Scheme: testenv.Scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if _, err := testenv.StartManager(ctx, adminCfg); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+	code := testenv.Main(m, testenv.Suite{Manager: true, Configure: func(e *envtest.Environment) error {
+		// A fixed certificate directory lets the API server be stopped and started again with
+		// the same serving certificate and service-account keys, so tokens stay valid across it.
+		e.ControlPlane.GetAPIServer().CertDir = certDir
+		// kube-apiserver drains for longer than envtest's default 20 s on SIGTERM; past this it
+		// is killed, which is a harder stop for TestAPIServerRestart anyway.
+		e.ControlPlaneStopTimeout = 5 * time.Second
+		return nil
+	}}, func(e *testenv.Env) { env, adminCfg, k8sClient = e.Environment, e.Admin, e.Client })
+	_ = os.RemoveAll(certDir)
+	os.Exit(code)
 }
 
 var nsCounter atomic.Int32

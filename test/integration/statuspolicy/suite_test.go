@@ -6,14 +6,12 @@ package statuspolicy_test
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -33,36 +31,15 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	gomega.SetDefaultEventuallyTimeout(20 * time.Second)
-	gomega.SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.Discard)))
-	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
-
-	var err error
-	if env, adminCfg, err = testenv.Start(); err != nil {
-		return fail(err)
-	}
-	defer func() { _ = env.Stop() }()
-	if k8sClient, err = client.New(adminCfg, client.Options{Scheme: testenv.Scheme}); err != nil {
-		return fail(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := installAdmission(ctx); err != nil {
-		return fail(err)
-	}
-	if err := waitForPolicy(ctx); err != nil {
-		return fail(err)
-	}
-	if _, err := testenv.StartManager(ctx, adminCfg); err != nil {
-		return fail(err)
-	}
-	return m.Run()
+	os.Exit(testenv.Main(m, testenv.Suite{Eventually: 20 * time.Second, Manager: true,
+		BeforeManager: func(ctx context.Context, e *testenv.Env) error {
+			env, adminCfg, k8sClient = e.Environment, e.Admin, e.Client
+			if err := installAdmission(ctx); err != nil {
+				return err
+			}
+			return waitForPolicy(ctx)
+		}}, func(*testenv.Env) {}))
 }
 
 // waitForPolicy waits until the API server enforces the status policy (it loads policies
