@@ -155,22 +155,22 @@ func firstDiff(a, b string) string {
 	return "lengths differ"
 }
 
-// The README shows the same expressions as config/flux.
-func TestREADMEShowsTheFluxExprs(t *testing.T) {
+// docs/deployment.md shows the same expressions as config/flux.
+func TestDocsShowTheFluxExprs(t *testing.T) {
 	var k struct {
 		Spec struct {
 			HealthCheckExprs []FluxExprs `json:"healthCheckExprs"`
 		} `json:"spec"`
 	}
 	readYAML(t, "../../config/flux/workflowtasks-kustomization.yaml", &k)
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/deployment.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := k.Spec.HealthCheckExprs[0]
 	for _, expr := range []string{e.InProgress, e.Failed, e.Current} {
 		if !strings.Contains(string(readme), `"`+expr+`"`) {
-			t.Errorf("README lacks %s", expr)
+			t.Errorf("docs/deployment.md lacks %s", expr)
 		}
 	}
 }
