@@ -8,7 +8,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-k8s_version=1.37.2
+# shellcheck source=hack/kube-version.sh
+. "$root/hack/kube-version.sh"
 etcd_version=3.6.16
 os=$(go env GOOS)
 arch=$(go env GOARCH)
@@ -26,13 +27,6 @@ build() { # build <name> <module dir> <package> <ldflags>
   mv "$out/$name.tmp" "$out/$name"
   log "built $name in $((SECONDS - start))s"
 }
-
-kube_ldflags="-s -w"
-for kv in "gitVersion=v${k8s_version}" "gitMajor=${k8s_version%%.*}" \
-  "gitMinor=$(echo "$k8s_version" | cut -d. -f2)" "gitTreeState=clean" \
-  "buildDate=1970-01-01T00:00:00Z"; do
-  kube_ldflags+=" -X k8s.io/component-base/version.$kv"
-done
 
 build etcd "$root/hack/tools/etcd" . \
   "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v${etcd_version}"

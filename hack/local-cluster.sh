@@ -40,7 +40,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-k8s_version=1.37.2 # keep in step with hack/build-controlplane.sh
+# shellcheck source=hack/kube-version.sh
+. "$root/hack/kube-version.sh"
 
 case "$(uname -m)" in
   x86_64 | amd64) arch=amd64 ;;

@@ -1,0 +1,61 @@
+// Command workflowtask-demo-worker is the sample tasks' worker as a program for a real
+// container: it does its task type's file work (internal/demowork) in a directory — an emptyDir
+// in a pod — and reports progress through pkg/progress as the pod's runner identity (the
+// WORKFLOWTASK_* variables the operator injects and the projected ServiceAccount token; outside
+// a pod, KUBECONFIG). It exits 0 once the work is done and its final progress written; 1 when the
+// work or the final write failed; --exit-code N ends it with N after the work (a failing
+// container, for retries and backoffLimit).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/internal/demowork"
+	"github.com/taskops/workflowtask-operator/pkg/progress"
+)
+
+func main() {
+	typ := flag.String("type", "", "The task type whose work to do (upload, import, create_archive, extract_archive, relocate, remote_download, …).")
+	dir := flag.String("dir", "/work", "Directory to work in (emptied first).")
+	pace := flag.Float64("pace", 1, "Scale of the deliberate delays: 1 the demo's pace, 0 as fast as possible.")
+	exitCode := flag.Int("exit-code", 0, "Exit with this code after the work (not 0: a failing container).")
+	flag.Parse()
+	os.Exit(run(*typ, *dir, *pace, *exitCode))
+}
+
+func run(typ, dir string, pace float64, exitCode int) int {
+	if typ == "" || pace < 0 || exitCode < 0 || exitCode > 255 {
+		fmt.Fprintln(os.Stderr, "workflowtask-demo-worker: --type is required; --pace must not be negative; --exit-code is 0..255")
+		return 2
+	}
+	// SIGTERM (the pod ends, the task is canceled): stop the work, still write the final state.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	r, err := progress.NewFromEnvironment(progress.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "workflowtask-demo-worker:", err)
+		return 1
+	}
+	fmt.Printf("workflowtask-demo-worker: %s work in %s\n", typ, dir)
+	workErr := demowork.Work(ctx, workflowv1alpha1.TaskType(typ), dir, r, pace)
+	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	closeErr := r.Close(closeCtx)
+	switch {
+	case workErr != nil:
+		fmt.Fprintln(os.Stderr, "workflowtask-demo-worker: the work failed:", workErr)
+		return 1
+	case closeErr != nil:
+		fmt.Fprintln(os.Stderr, "workflowtask-demo-worker:", closeErr)
+		return 1
+	}
+	fmt.Printf("workflowtask-demo-worker: done; progress %v\n", r.Values())
+	return exitCode
+}

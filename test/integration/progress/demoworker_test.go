@@ -1,0 +1,95 @@
+package progress_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/onsi/gomega"
+
+	"github.com/taskops/workflowtask-operator/internal/testenv"
+)
+
+var (
+	workerOnce sync.Once
+	workerPath string
+	workerErr  error
+)
+
+// demoWorker builds cmd/workflowtask-demo-worker once: the real-node samples' container program.
+func demoWorker(t *testing.T) string {
+	t.Helper()
+	workerOnce.Do(func() {
+		root, err := testenv.RepoRoot()
+		if err != nil {
+			workerErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "demo-worker-")
+		if err != nil {
+			workerErr = err
+			return
+		}
+		workerPath = filepath.Join(dir, "workflowtask-demo-worker")
+		if out, err := exec.Command("go", "build", "-o", workerPath, filepath.Join(root, "cmd", "workflowtask-demo-worker")).CombinedOutput(); err != nil {
+			workerErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if workerErr != nil {
+		t.Fatal(workerErr)
+	}
+	return workerPath
+}
+
+// The demo worker does each sample type's real file work as the task's runner and reports it;
+// its last values land (final write), and --exit-code ends it as a failing container would.
+func TestDemoWorker(t *testing.T) {
+	for typ, want := range map[string]map[string]int64{ // entry type → final current
+		"upload":          {"upload_count": 6},
+		"import":          {"imported": 40},
+		"create_archive":  {"archive_count": 20},
+		"extract_archive": {"extract_count": 20},
+		"relocate":        {"relocate": 30},
+		"remote_download": {"download": 8 << 20},
+	} {
+		t.Run(typ, func(t *testing.T) {
+			t.Parallel()
+			task := newTask(t, "work-"+typ[:4])
+			cmd := exec.Command(demoWorker(t), "--type", typ, "--pace", "0", "--dir", t.TempDir())
+			cmd.Env = runnerEnv(t, task)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			got := progressOf(gomega.NewWithT(t), task)
+			for e, current := range want {
+				if got[e].Current != current || got[e].Total != current {
+					t.Errorf("%s = %+v, want %d/%d", e, got[e], current, current)
+				}
+			}
+		})
+	}
+	t.Run("failing container", func(t *testing.T) {
+		task := newTask(t, "work-fail")
+		cmd := exec.Command(demoWorker(t), "--type", "relocate", "--pace", "0", "--dir", t.TempDir(), "--exit-code", "3")
+		cmd.Env = runnerEnv(t, task)
+		var exit *exec.ExitError
+		if err := cmd.Run(); !errors.As(err, &exit) || exit.ExitCode() != 3 {
+			t.Fatalf("exit: %v, want code 3", err)
+		}
+		if got := progressOf(gomega.NewWithT(t), task)["relocate"]; got.Current != 30 {
+			t.Errorf("progress before the failing exit not written: %+v", got)
+		}
+	})
+	t.Run("bad arguments", func(t *testing.T) {
+		for _, args := range [][]string{{}, {"--type", "upload", "--pace", "-1"}, {"--type", "upload", "--exit-code", "300"}} {
+			var exit *exec.ExitError
+			if err := exec.Command(demoWorker(t), args...).Run(); !errors.As(err, &exit) || exit.ExitCode() != 2 {
+				t.Errorf("%v: %v, want exit 2", args, err)
+			}
+		}
+	})
+}
