@@ -75,6 +75,11 @@ image: ## Build the image without a container engine: OCI layout (linux/amd64+ar
 image-push: ## Build the image and push it to IMG (credentials from ~/.docker/config.json).
 	go run ./hack/image --img $(IMG) --out $(BIN)/image --push
 
+.PHONY: node-images
+node-images: ## The real node's images (the sample worker, the pod sandbox), this platform only, in bin/image/{worker,pause}.
+	go run ./hack/image --image worker --img workflowtask-demo-worker:dev --platforms linux/$(GOARCH) --out $(BIN)/image/worker
+	go run ./hack/image --image pause --img pause:dev --platforms linux/$(GOARCH) --out $(BIN)/image/pause
+
 .PHONY: build-installer
 build-installer: ## Write dist/install.yaml: everything in one file, the image set to IMG.
 	IMG=$(IMG) hack/build-installer.sh

@@ -1,6 +1,6 @@
-// Command image builds the operator image without a container engine (make image, make
-// image-push): an OCI index for linux/amd64 and linux/arm64 in bin/image/oci, a tarball per
-// platform, and — with -push — the index pushed to -img.
+// Command image builds the project's images without a container engine (make image, make
+// image-push, make node-images): an OCI index (linux/amd64 and linux/arm64 by default) in
+// <out>/oci, a tarball per platform, and — with -push — the index pushed to -img.
 package main
 
 import (
@@ -24,21 +24,27 @@ func main() {
 		out       = flag.String("out", "bin/image", "Directory for the OCI layout and the tarballs.")
 		platforms = flag.String("platforms", "linux/amd64,linux/arm64", "Comma-separated platforms.")
 		push      = flag.Bool("push", false, "Push the index to -img.")
+		which     = flag.String("image", "operator", "Which image: operator, worker (the real node's sample worker) or pause (its pod sandbox).")
 	)
 	flag.Parse()
-	if err := run(*img, *out, *platforms, *push); err != nil {
+	spec, ok := map[string]image.Spec{"operator": image.Operator, "worker": image.Worker, "pause": image.Pause}[*which]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "image: -image %q: want operator, worker or pause\n", *which)
+		os.Exit(2)
+	}
+	if err := run(spec, *img, *out, *platforms, *push); err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ref, out, platforms string, push bool) error {
+func run(spec image.Spec, ref, out, platforms string, push bool) error {
 	ctx := context.Background()
 	root, err := os.Getwd()
 	if err != nil {
 		return err
 	}
-	o := image.Options{Root: root, Log: os.Stderr, Created: commitTime(), Labels: map[string]string{
+	o := image.Options{Spec: spec, Root: root, Log: os.Stderr, Created: commitTime(), Labels: map[string]string{
 		"org.opencontainers.image.source": "https://github.com/taskops/workflowtask-operator",
 	}}
 	if rev := git("rev-parse", "HEAD"); rev != "" {

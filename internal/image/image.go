@@ -1,7 +1,8 @@
-// Package image builds the operator's container image without a container engine, with
+// Package image builds the project's container images without a container engine, with
 // go-containerregistry: for each platform, the static binaries (CGO_ENABLED=0, -trimpath, no
-// build ID) in one layer on an empty base, run as user 65532 with /manager as the entrypoint —
-// the layout the Dockerfile's final stage produces. The platforms' images form an OCI index.
+// build ID) in one layer on an empty base, run as a non-root user with the first binary as the
+// entrypoint — for the operator, the layout the Dockerfile's final stage produces. The
+// platforms' images form an OCI index.
 // Everything in it is derived from the sources and a fixed time, so the same commit gives the
 // same digest.
 package image
@@ -24,27 +25,43 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// User and Entrypoint of the image (the Dockerfile says the same: TestDockerfileAgrees).
-const (
-	User       = "65532:65532"
-	Entrypoint = "/manager"
-)
-
-// Binary is a program of the image: the Go package built and where it goes.
+// Binary is a program of an image: the Go package built and where it goes.
 type Binary struct {
 	Package string // relative to the module root, e.g. "./cmd/workflowtask-progress"
 	Path    string // in the image, e.g. "/workflowtask-progress"
 }
 
-// Binaries are the image's programs: the manager and the progress CLI (job pods run it as the
-// progress-file sidecar).
-var Binaries = []Binary{{Package: ".", Path: "/manager"}, {Package: "./cmd/workflowtask-progress", Path: "/workflowtask-progress"}}
+// Spec is an image: its programs (the first is the entrypoint) and its user.
+type Spec struct {
+	// Name names the image's files (bin/image/<name>/…) and its default repository.
+	Name     string
+	Binaries []Binary
+	User     string
+}
+
+// Entrypoint is the image's entrypoint: its first program.
+func (s Spec) Entrypoint() string { return s.Binaries[0].Path }
+
+// The project's images.
+var (
+	// Operator: the manager and the progress CLI (job pods run it as the progress-file sidecar).
+	// The Dockerfile builds the same (TestDockerfileAgrees).
+	Operator = Spec{Name: "workflowtask-operator", User: "65532:65532",
+		Binaries: []Binary{{Package: ".", Path: "/manager"}, {Package: "./cmd/workflowtask-progress", Path: "/workflowtask-progress"}}}
+	// Worker: the sample tasks' program for a real node (cmd/workflowtask-demo-worker).
+	Worker = Spec{Name: "workflowtask-demo-worker", User: "65532:65532",
+		Binaries: []Binary{{Package: "./cmd/workflowtask-demo-worker", Path: "/workflowtask-demo-worker"}}}
+	// Pause: the pod sandbox of a real node (hack/node/pause): it waits, and reaps children.
+	Pause = Spec{Name: "pause", User: "65535:65535", Binaries: []Binary{{Package: "./hack/node/pause", Path: "/pause"}}}
+)
 
 // Platforms the image is built for by default.
 var Platforms = []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}}
 
 // Options say what to build.
 type Options struct {
+	// Spec is the image (default Operator).
+	Spec Spec
 	// Root is the module root.
 	Root string
 	// Platforms to build (default Platforms).
@@ -62,6 +79,9 @@ type Options struct {
 func Build(ctx context.Context, o Options) (v1.ImageIndex, error) {
 	if len(o.Platforms) == 0 {
 		o.Platforms = Platforms
+	}
+	if len(o.Spec.Binaries) == 0 {
+		o.Spec = Operator
 	}
 	if o.Created.IsZero() {
 		o.Created = time.Unix(0, 0)
@@ -84,7 +104,7 @@ func buildImage(ctx context.Context, o Options, p v1.Platform) (v1.Image, error)
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	files := map[string][]byte{}
-	for _, b := range Binaries {
+	for _, b := range o.Spec.Binaries {
 		out := filepath.Join(dir, filepath.Base(b.Path))
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, b.Package)
 		cmd.Dir = o.Root
@@ -99,7 +119,7 @@ func buildImage(ctx context.Context, o Options, p v1.Platform) (v1.Image, error)
 			fmt.Fprintf(o.Log, "built %s for %s/%s (%d bytes)\n", b.Path, p.OS, p.Architecture, len(files[b.Path]))
 		}
 	}
-	layerTar, err := tarOf(files, o.Created)
+	layerTar, err := tarOf(o.Spec.Binaries, files, o.Created)
 	if err != nil {
 		return nil, err
 	}
@@ -119,8 +139,8 @@ func buildImage(ctx context.Context, o Options, p v1.Platform) (v1.Image, error)
 	cfg = cfg.DeepCopy()
 	cfg.OS, cfg.Architecture, cfg.Variant = p.OS, p.Architecture, p.Variant
 	cfg.Created = v1.Time{Time: o.Created.UTC()}
-	cfg.Config.User = User
-	cfg.Config.Entrypoint = []string{Entrypoint}
+	cfg.Config.User = o.Spec.User
+	cfg.Config.Entrypoint = []string{o.Spec.Entrypoint()}
 	cfg.Config.Labels = o.Labels
 	cfg.History = nil
 	return mutate.ConfigFile(img, cfg)
@@ -128,10 +148,10 @@ func buildImage(ctx context.Context, o Options, p v1.Platform) (v1.Image, error)
 
 // tarOf is a tar of files (path → content) in a fixed order, owned by root, executable,
 // dated t: the same input gives the same bytes.
-func tarOf(files map[string][]byte, t time.Time) ([]byte, error) {
+func tarOf(binaries []Binary, files map[string][]byte, t time.Time) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, b := range Binaries {
+	for _, b := range binaries {
 		content := files[b.Path]
 		hdr := &tar.Header{Name: b.Path[1:], Mode: 0o755, Size: int64(len(content)), ModTime: t.UTC(), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
 		if err := tw.WriteHeader(hdr); err != nil {

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -230,14 +231,88 @@ func TestDockerfileAgrees(t *testing.T) {
 		t.Fatalf("stages %v: want a build stage and FROM scratch", stages)
 	}
 	var wantBuilt []string
-	for _, b := range Binaries {
+	for _, b := range Operator.Binaries {
 		wantBuilt = append(wantBuilt, "/out"+b.Path+" "+b.Package)
 	}
 	if diff := cmp.Diff(wantBuilt, built); diff != "" {
 		t.Errorf("binaries (-image +Dockerfile):\n%s", diff)
 	}
-	wantFinal := []string{"COPY --from=build /out/ /", "USER " + User, `ENTRYPOINT ["` + Entrypoint + `"]`}
+	wantFinal := []string{"COPY --from=build /out/ /", "USER " + Operator.User, `ENTRYPOINT ["` + Operator.Entrypoint() + `"]`}
 	if diff := cmp.Diff(wantFinal, final); diff != "" {
 		t.Errorf("final stage (-image +Dockerfile):\n%s", diff)
+	}
+}
+
+// The real node's images: the sample worker and the pod sandbox, each its one program as the
+// entrypoint, run as a non-root user; the sandbox's program waits until SIGTERM and exits 0.
+func TestNodeImages(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the images are for linux")
+	}
+	for _, spec := range []Spec{Worker, Pause} {
+		t.Run(spec.Name, func(t *testing.T) {
+			idx, err := Build(context.Background(), Options{Spec: spec, Root: root, Platforms: []v1.Platform{host}, Created: created})
+			if err != nil {
+				t.Fatal(err)
+			}
+			img := only(t, idx)
+			cfg, err := img.ConfigFile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Config.User != spec.User || !slices.Equal(cfg.Config.Entrypoint, []string{spec.Entrypoint()}) || cfg.Config.User == "" || strings.HasPrefix(cfg.Config.User, "0") {
+				t.Errorf("user %q entrypoint %v", cfg.Config.User, cfg.Config.Entrypoint)
+			}
+			content := program(t, img, spec.Entrypoint())
+			bin := filepath.Join(t.TempDir(), filepath.Base(spec.Entrypoint()))
+			if err := os.WriteFile(bin, content, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if spec.Name != Pause.Name {
+				if out, err := exec.Command(bin, "--help").CombinedOutput(); err != nil {
+					t.Errorf("--help: %v\n%s", err, out)
+				}
+				return
+			}
+			cmd := exec.Command(bin)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // it is waiting
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("pause after SIGTERM: %v", err)
+			}
+		})
+	}
+}
+
+// program is one file of the image's layer.
+func program(t *testing.T, img v1.Image, path string) []byte {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s not in the image: %v", path, err)
+		}
+		if "/"+h.Name == path {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
 	}
 }

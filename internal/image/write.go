@@ -44,7 +44,7 @@ func Write(dir string, ref string, idx v1.ImageIndex) (Written, error) {
 			return Written{}, err
 		}
 		platform := d.Platform.OS + "/" + d.Platform.Architecture
-		path := filepath.Join(dir, fmt.Sprintf("workflowtask-operator-%s-%s.tar", d.Platform.OS, d.Platform.Architecture))
+		path := filepath.Join(dir, fmt.Sprintf("%s-%s-%s.tar", tarballName(tag), d.Platform.OS, d.Platform.Architecture))
 		if err := tarball.WriteToFile(path, tag, img); err != nil {
 			return Written{}, fmt.Errorf("tarball %s: %w", platform, err)
 		}
@@ -64,4 +64,10 @@ func Push(ctx context.Context, ref string, idx v1.ImageIndex, opts ...remote.Opt
 		return fmt.Errorf("pushing %s: %w", ref, err)
 	}
 	return nil
+}
+
+// tarballName is the last path element of the reference's repository (the image's name).
+func tarballName(ref name.Reference) string {
+	repo := ref.Context().RepositoryStr()
+	return filepath.Base(repo)
 }
