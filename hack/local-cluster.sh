@@ -349,6 +349,17 @@ EOF
   rmdir "$tmp"
 }
 
+# kube-apiserver's client certificate for kubelets (logs, exec, port-forward on a real node,
+# whose kubelet authenticates callers by webhook): made once, signed by the cluster CA — also in
+# a data dir made before this certificate existed.
+gen_kubelet_client_cert() {
+  [ -s "$data/apiserver-kubelet-client.crt" ] && [ -s "$data/apiserver-kubelet-client.key" ] && return 0
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" ca 'basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth' "$data"
+  chmod 600 "$data/apiserver-kubelet-client.key"
+}
+
 # The kubeconfig names the API server port; rewrite it if the port changed since it was made.
 sync_kubeconfig_port() {
   local want="    server: https://127.0.0.1:$apiserver_port"
@@ -374,6 +385,7 @@ cmd_up() {
   chmod 700 "$data/etcd"
   touch "$data/.local-cluster" # marks the directory as ours for `down --purge`
   gen_pki
+  gen_kubelet_client_cert
   sync_kubeconfig_port
   save_ports
 
@@ -410,6 +422,8 @@ cmd_up() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$data/front-proxy-client.crt" \
     --proxy-client-key-file="$data/front-proxy-client.key" \
+    --kubelet-client-certificate="$data/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$data/apiserver-kubelet-client.key" \
     --enable-aggregator-routing=false
   wait_healthy etcd
   wait_healthy kube-apiserver
