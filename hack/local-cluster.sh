@@ -33,7 +33,9 @@
 #   LOCAL_CLUSTER_ETCD_PORT=32379 LOCAL_CLUSTER_ETCD_PEER_PORT=32380
 #   LOCAL_CLUSTER_ETCD_METRICS_PORT=32381 LOCAL_CLUSTER_APISERVER_PORT=6443
 #   LOCAL_CLUSTER_KCM_PORT=32257 LOCAL_CLUSTER_SCHEDULER_PORT=32259 LOCAL_CLUSTER_KWOK_PORT=32247
-# Other knobs: LOCAL_CLUSTER_TIMEOUT (seconds to wait for each component, default 90),
+# LOCAL_CLUSTER_AGGREGATOR_ROUTING=true makes kube-apiserver dial an APIService's endpoint (pod)
+# IPs instead of its Service (with a real node: hack/real-node.sh; ExternalName Services then do
+# not route). Other knobs: LOCAL_CLUSTER_TIMEOUT (seconds to wait for each component, default 90),
 # LOCAL_CLUSTER_STOP_TIMEOUT (seconds between SIGTERM and SIGKILL, default 5),
 # LOCAL_CLUSTER_KEEP_ON_FAILURE=1 (leave the processes running when `up` fails, to debug),
 # CONTROLPLANE_DIR (where the binaries are, as for hack/build-controlplane.sh).
@@ -424,7 +426,7 @@ cmd_up() {
     --proxy-client-key-file="$data/front-proxy-client.key" \
     --kubelet-client-certificate="$data/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$data/apiserver-kubelet-client.key" \
-    --enable-aggregator-routing=false
+    --enable-aggregator-routing="${LOCAL_CLUSTER_AGGREGATOR_ROUTING:-false}"
   wait_healthy etcd
   wait_healthy kube-apiserver
 

@@ -237,13 +237,11 @@ subjectAltName=DNS:$node_name,IP:127.0.0.1"
   local ctr=("$bin/ctr" --address "$node/containerd/containerd.sock" -n k8s.io)
   for _ in $(seq 100); do "${ctr[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
   "${ctr[@]}" version >/dev/null 2>&1 || die "containerd did not start (log: $logs/containerd.log)"
-  # the images built here (make node-images, make image), this platform's
-  local tar arch
-  arch=$(go env GOARCH)
-  for tar in "$root"/bin/image/pause/*-linux-"$arch".tar "$root"/bin/image/worker/*-linux-"$arch".tar "$root"/bin/image/*-linux-"$arch".tar; do
-    [ -e "$tar" ] || continue
+  # the images built here (make node-images, make image): every tarball of this platform
+  local tar
+  while IFS= read -r tar; do
     "${ctr[@]}" images import "$tar" >>"$logs/containerd.log" 2>&1 || die "importing $tar (log: $logs/containerd.log)"
-  done
+  done < <(find "${REAL_NODE_IMAGES:-$root/bin/image}" -name "*-linux-$(go env GOARCH).tar" 2>/dev/null)
   PATH=$bin:$PATH start kubelet "$bin/kubelet" --config "$node/kubelet/config.yaml" \
     --kubeconfig "$node/kubelet/kubeconfig" --root-dir "$node/kubelet/root" --cert-dir "$node/pki" \
     --hostname-override "$node_name"
@@ -253,6 +251,8 @@ subjectAltName=DNS:$node_name,IP:127.0.0.1"
   done
   kubectl --kubeconfig "$kubeconfig" wait --for=condition=Ready "node/$node_name" --timeout=1s >/dev/null ||
     die "node $node_name not Ready (logs: $logs/kubelet.log, $logs/containerd.log)"
+  # the simulated node takes no pods while the real one is there
+  kubectl --kubeconfig "$kubeconfig" cordon kwok-node-0 >/dev/null 2>&1 || true
   log "node $node_name is Ready (kubelet on 127.0.0.1:$kubelet_port, pods on $pod_cidr)"
 }
 
@@ -261,6 +261,7 @@ subjectAltName=DNS:$node_name,IP:127.0.0.1"
 cmd_down() {
   bin=$("$root/hack/build-node.sh" 2>/dev/null || true)
   kubectl --kubeconfig "$kubeconfig" delete node "$node_name" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl --kubeconfig "$kubeconfig" uncordon kwok-node-0 >/dev/null 2>&1 || true
   stop kubelet
   if [ -n "$(pid_of containerd || true)" ] && [ -n "$bin" ]; then
     local ctr=("$bin/ctr" --address "$node/containerd/containerd.sock" -n k8s.io) id

@@ -52,6 +52,11 @@ func run(managerBin string, keep bool) error {
 	}
 
 	start := time.Now()
+	mode, why := nodeMode()
+	say("Node: %s — %s", mode, why)
+	if mode == "real" {
+		return runReal(ctx, root, state, keep, start)
+	}
 	say("Starting the local cluster (hack/local-cluster.sh up; the first run builds it)")
 	cluster, err := devcluster.Up(ctx, root, filepath.Join(state, "cluster"), nil, os.Stderr)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -221,4 +222,38 @@ func (m *Manager) Stop() {
 func (m *Manager) Kill() {
 	_ = m.cmd.Process.Kill()
 	<-m.done
+}
+
+// RealNodeUp joins a real node to the cluster (hack/real-node.sh up: kubelet, containerd, runc;
+// Linux and root), importing the image tarballs under images. RealNodeDown undoes it, host
+// changes included, and RealNodeCheck compares the host with how it was before up.
+func (c *Cluster) RealNodeUp(ctx context.Context, images string) error {
+	return c.realNode(ctx, images, "up")
+}
+
+// RealNodeDown stops the real node and undoes every host change.
+func (c *Cluster) RealNodeDown(ctx context.Context) error { return c.realNode(ctx, "", "down") }
+
+// RealNodeCheck fails when the host differs from before RealNodeUp.
+func (c *Cluster) RealNodeCheck(ctx context.Context) error { return c.realNode(ctx, "", "check") }
+
+func (c *Cluster) realNode(ctx context.Context, images, verb string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Root, "hack", "real-node.sh"), verb)
+	cmd.Env = append(c.Env, "REAL_NODE_IMAGES="+images)
+	cmd.Stdout, cmd.Stderr = c.Out, c.Out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("hack/real-node.sh %s: %w", verb, err)
+	}
+	return nil
+}
+
+// CanRunRealNode says whether this machine can run a real node (Linux, root), and why not.
+func CanRunRealNode() (bool, string) {
+	if runtime.GOOS != "linux" {
+		return false, "not Linux"
+	}
+	if os.Geteuid() != 0 {
+		return false, "not root"
+	}
+	return true, "Linux and root"
 }

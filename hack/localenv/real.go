@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/taskops/workflowtask-operator/internal/devcluster"
+	"github.com/taskops/workflowtask-operator/internal/image"
+	"github.com/taskops/workflowtask-operator/internal/project"
+)
+
+// The images make run builds for a real node (this platform only).
+const (
+	localOperatorImage = "workflowtask-operator:local"
+	localWorkerImage   = "workflowtask-demo-worker:local"
+)
+
+// nodeMode is "real" or "kwok": $NODE when set, else real where a real node can run.
+func nodeMode() (mode, why string) {
+	can, why := devcluster.CanRunRealNode()
+	switch os.Getenv("NODE") {
+	case "real":
+		return "real", "NODE=real"
+	case "kwok":
+		return "kwok", "NODE=kwok"
+	}
+	if can {
+		return "real", why + " (NODE=kwok for the simulated node)"
+	}
+	return "kwok", why + ": a simulated node (a real one needs Linux and root)"
+}
+
+// buildImages builds the operator, worker and pause images for this platform into dir.
+func buildImages(ctx context.Context, root, dir string) error {
+	for _, b := range []struct {
+		spec image.Spec
+		ref  string
+	}{{image.Operator, localOperatorImage}, {image.Worker, localWorkerImage}, {image.Pause, "pause:dev"}} {
+		idx, err := image.Build(ctx, image.Options{Spec: b.spec, Root: root, Platforms: []v1.Platform{{OS: "linux", Architecture: runtime.GOARCH}}})
+		if err != nil {
+			return err
+		}
+		if _, err := image.Write(filepath.Join(dir, b.spec.Name), b.ref, idx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runReal is make run on a real node: the operator installed from its one-file installer and
+// running as its Deployment, the sample tasks running the sample worker's image.
+func runReal(ctx context.Context, root, state string, keep bool, start time.Time) error {
+	images := filepath.Join(state, "images")
+	say("Building the images (operator, sample worker, pod sandbox) for this platform")
+	if err := buildImages(ctx, root, images); err != nil {
+		return err
+	}
+	say("Starting the local cluster (hack/local-cluster.sh up) and joining a real node (hack/real-node.sh up: kubelet, containerd, runc)")
+	cluster, err := devcluster.Up(ctx, root, filepath.Join(state, "cluster-real"), []string{"LOCAL_CLUSTER_AGGREGATOR_ROUTING=true"}, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if !keep {
+		defer func() {
+			say("Stopping the cluster")
+			_ = cluster.Down(false)
+		}()
+	}
+	if err := cluster.RealNodeUp(ctx, images); err != nil {
+		return err
+	}
+	if !keep {
+		defer func() {
+			say("Stopping the real node and undoing its changes to the host")
+			stopCtx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			_ = cluster.RealNodeDown(stopCtx)
+			if err := cluster.RealNodeCheck(stopCtx); err != nil {
+				say("The host differs from before: %v", err)
+			}
+		}()
+	}
+	installer := filepath.Join(state, "install.yaml")
+	say("Installing the operator from its one-file installer (%s, image %s) and waiting for its Deployment", installer, localOperatorImage)
+	build := exec.CommandContext(ctx, filepath.Join(root, "hack", "build-installer.sh"))
+	build.Env = append(os.Environ(), "IMG="+localOperatorImage, "INSTALLER="+installer)
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build-installer: %w\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"apply", "--server-side", "--force-conflicts", "-f", installer},
+		{"wait", "-n", "workflowtask-system", "--for=condition=Available", "deployment/workflowtask-controller-manager", "--timeout=180s"},
+		{"wait", "--for=condition=Available", "apiservice/v1alpha1.progress.taskops.dev", "--timeout=120s"},
+	} {
+		if _, err := cluster.Kubectl(ctx, args...); err != nil {
+			return err
+		}
+	}
+	tokens := map[string]string{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if tokens[u], err = cluster.Token(ctx, "default", u, 24*time.Hour); err != nil {
+			return err
+		}
+	}
+	samples, err := realSamples(root, filepath.Join(state, "samples-real"))
+	if err != nil {
+		return err
+	}
+	if _, err := cluster.Kubectl(ctx, "delete", "-f", samples, "--ignore-not-found", "--cascade=foreground", "--wait=true", "--timeout=120s"); err != nil {
+		return err
+	}
+	say("Creating the sample tasks: config/samples/ with the sample worker's image in their pods")
+	if _, err := cluster.Kubectl(ctx, "apply", "-f", samples); err != nil {
+		return err
+	}
+	c, err := client.New(cluster.Admin, client.Options{Scheme: project.Scheme})
+	if err != nil {
+		return err
+	}
+	tasks, err := waitForIDs(ctx, c)
+	if err != nil {
+		return err
+	}
+	id := ""
+	for _, t := range tasks {
+		if t.Name == "upload" {
+			id = t.Status.ID
+		}
+	}
+	podIP, err := cluster.Kubectl(ctx, "get", "pods", "-n", "workflowtask-system", "-l", "control-plane=controller-manager",
+		"-o", "jsonpath={.items[0].status.podIP}")
+	if err != nil {
+		return err
+	}
+	endpoint := "https://" + strings.TrimSpace(string(podIP)) + ":9443"
+	fmt.Printf(`
+Everything is running on a real node (%.0f s): the operator runs as its Deployment, each task's
+pod runs the sample worker's image, doing real file work in an emptyDir and reporting progress
+with the pod's projected token.
+
+In another terminal:
+
+  export KUBECONFIG=%s
+  kubectl get workflowtasks -A -w
+  kubectl get pods -o wide                        # on the real node
+  kubectl logs -l workflow.taskops.dev/task-name=upload -c worker
+
+  # The progress endpoint (the operator's pod), as alice (the owner of task "upload", ID %s):
+  export TOKEN=%s
+  curl -sk -H "Authorization: Bearer $TOKEN" %s/workflow/progress/%s
+
+  # Through the aggregation layer (you are cluster-admin here):
+  kubectl get --raw /apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/upload
+
+Ctrl-C stops the operator, the node (undoing its changes to the host) and the cluster.
+`, time.Since(start).Seconds(), cluster.Kubeconfig, id, tokens["alice"], endpoint, id)
+	for ctx.Err() == nil && !allFinished(ctx, c) {
+		time.Sleep(250 * time.Millisecond)
+	}
+	if ctx.Err() == nil {
+		say("All sample tasks finished (kubectl get workflowtasks shows them Completed). Ctrl-C stops everything.")
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// realSamples writes config/samples/ for a real node into dir: each task's pod runs the sample
+// worker's image on its type's work in an emptyDir (the samples' busybox scripts need an image
+// registry; their progress sidecar stays).
+func realSamples(root, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	files, err := filepath.Glob(filepath.Join(root, "config", "samples", "*.yaml"))
+	if err != nil {
+		return "", err
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(raw, &u.Object); err != nil {
+			return "", fmt.Errorf("%s: %w", f, err)
+		}
+		typ, _, _ := unstructured.NestedString(u.Object, "spec", "type")
+		worker := map[string]any{
+			"name": "worker", "image": "docker.io/library/" + localWorkerImage, "imagePullPolicy": "Never",
+			"args":         []any{"--type", typ, "--dir", "/work"},
+			"volumeMounts": []any{map[string]any{"name": "work", "mountPath": "/work"}},
+		}
+		if err := unstructured.SetNestedSlice(u.Object, []any{worker}, "spec", "template", "spec", "containers"); err != nil {
+			return "", err
+		}
+		if err := unstructured.SetNestedSlice(u.Object, []any{map[string]any{"name": "work", "emptyDir": map[string]any{}}}, "spec", "template", "spec", "volumes"); err != nil {
+			return "", err
+		}
+		out, err := yaml.Marshal(u.Object)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), out, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}

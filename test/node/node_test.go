@@ -1,0 +1,116 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+)
+
+const taskManifest = `apiVersion: workflow.taskops.dev/v1alpha1
+kind: WorkflowTask
+metadata:
+  name: %[1]s
+  namespace: default
+spec:
+  type: %[2]s
+  owner: system:serviceaccount:default:alice
+  backoffLimit: %[4]d
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: worker
+        image: ` + workerImage + `
+        imagePullPolicy: Never
+        args: ["--type", "%[2]s", "--pace", "0.05", "--dir", "/work", "--exit-code", "%[3]d"]
+        volumeMounts: [{name: work, mountPath: /work}]
+      volumes: [{name: work, emptyDir: {}}]
+`
+
+func applyTask(t *testing.T, name, typ string, exitCode, backoffLimit int) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), name+".yaml")
+	if err := os.WriteFile(f, []byte(fmt.Sprintf(taskManifest, name, typ, exitCode, backoffLimit)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", f)
+}
+
+// The operator runs as its Deployment on the real node, from the image built here: its pod is
+// there, its log is readable, it holds the leader Lease, and kube-apiserver reaches its endpoint
+// (aggregator routing to the pod, the operator-managed certificate verified).
+func TestOperatorRunsAsItsDeployment(t *testing.T) {
+	pods := strings.Fields(kubectl(t, "get", "pods", "-n", "workflowtask-system", "-l", "control-plane=controller-manager",
+		"-o", "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.spec.containers[0].image}{\"\\n\"}{end}"))
+	if len(pods) != 3 || pods[1] != nodeName || pods[2] != operatorImage {
+		t.Fatalf("manager pods: %v, want one on %s running %s", pods, nodeName, operatorImage)
+	}
+	g := gomega.NewWithT(t)
+	g.Eventually(func() string { return kubectl(t, "logs", "-n", "workflowtask-system", pods[0]) }).Should(gomega.ContainSubstring("Starting manager"))
+	g.Eventually(func() string {
+		return jsonpath(t, "workflowtask-system", "lease", "workflowtask-operator.taskops.dev", "{.spec.holderIdentity}")
+	}).Should(gomega.HavePrefix(pods[0]))
+	if out := kubectl(t, "get", "--raw", "/apis/progress.taskops.dev/v1alpha1"); !strings.Contains(out, "progress") {
+		t.Errorf("aggregated discovery: %s", out)
+	}
+}
+
+// A task runs the sample worker as a real container: its file work in an emptyDir, progress
+// reported through the real reporter with the pod's projected token; the task Completes with
+// that progress, `kubectl logs` shows the program's output, the endpoint answers with it directly
+// and through kube-apiserver, and deleting the task removes its pod (the garbage collector).
+func TestWorkerTaskCompletes(t *testing.T) {
+	applyTask(t, "real-relocate", "relocate", 0, 0)
+	g := gomega.NewWithT(t)
+	g.Eventually(func() string { return jsonpath(t, "default", "wft", "real-relocate", "{.status.phase}") }).Should(gomega.Equal("Completed"))
+	if got := jsonpath(t, "default", "wft", "real-relocate", "{.status.progress[0].type} {.status.progress[0].current}/{.status.progress[0].total}"); got != "relocate 30/30" {
+		t.Errorf("progress %q", got)
+	}
+	pod := strings.TrimSpace(kubectl(t, "get", "pods", "-l", "workflow.taskops.dev/task-name=real-relocate", "-o", "jsonpath={.items[0].metadata.name}"))
+	if node := jsonpath(t, "default", "pod", pod, "{.spec.nodeName}"); node != nodeName {
+		t.Errorf("pod on %s, want the real node %s", node, nodeName)
+	}
+	if logs := kubectl(t, "logs", pod); !strings.Contains(logs, "done; progress") {
+		t.Errorf("kubectl logs: %s", logs)
+	}
+	const want = `{"data":{"relocate":{"total":30,"current":30,"identifier":""}},"code":0,"msg":""}`
+	if got := strings.TrimSpace(kubectl(t, "get", "--raw", "/apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/real-relocate")); got != want {
+		t.Errorf("aggregated: %s", got)
+	}
+	// Directly, as a web client: the manager pod's address, alice's token.
+	_, _ = cluster.Kubectl(context.Background(), "create", "serviceaccount", "alice", "-n", "default")
+	token := strings.TrimSpace(kubectl(t, "create", "token", "alice", "-n", "default"))
+	managerIP := strings.TrimSpace(kubectl(t, "get", "pods", "-n", "workflowtask-system", "-l", "control-plane=controller-manager", "-o", "jsonpath={.items[0].status.podIP}"))
+	id := jsonpath(t, "default", "wft", "real-relocate", "{.status.id}")
+	out, err := exec.Command("curl", "-sk", "--max-time", "10", "-H", "Authorization: Bearer "+token,
+		"https://"+managerIP+":9443/workflow/progress/"+id).Output()
+	if err != nil || strings.TrimSpace(string(out)) != want {
+		t.Errorf("curl the endpoint at %s: %v %s", managerIP, err, out)
+	}
+
+	kubectl(t, "delete", "wft", "real-relocate")
+	g.Eventually(func() string {
+		return strings.TrimSpace(kubectl(t, "get", "pods", "-l", "workflow.taskops.dev/task-name=real-relocate", "-o", "name"))
+	}).Should(gomega.BeEmpty(), "the task's pods are removed with it")
+}
+
+// A container that exits non-zero is retried by the Job up to backoffLimit, then the task ends
+// in Error; each attempt's exit code is the container's.
+func TestFailingContainerRetries(t *testing.T) {
+	applyTask(t, "real-fails", "relocate", 3, 1)
+	g := gomega.NewWithT(t)
+	g.Eventually(func() string { return jsonpath(t, "default", "wft", "real-fails", "{.status.phase}") }).
+		WithTimeout(3 * time.Minute).Should(gomega.Equal("Error"))
+	codes := strings.Fields(kubectl(t, "get", "pods", "-l", "workflow.taskops.dev/task-name=real-fails",
+		"-o", "jsonpath={.items[*].status.containerStatuses[0].state.terminated.exitCode}"))
+	if len(codes) != 2 || codes[0] != "3" || codes[1] != "3" {
+		t.Errorf("attempts' exit codes %v, want two 3s (backoffLimit 1)", codes)
+	}
+}
