@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -29,6 +32,7 @@ func main() {
 	manager := flag.String("manager", "bin/manager", "The manager binary.")
 	keep := flag.Bool("keep-cluster", false, "Leave the cluster running on exit.")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard()) // its clients' logs: nothing to show here
 	if err := run(*manager, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "make run:", err)
 		os.Exit(1)
