@@ -32,6 +32,9 @@ type jobObservation struct {
 	invalid string
 	// conflict holds why an existing object with the Job's name is not the task's Job.
 	conflict string
+	// failure is how the failed Job's last failed container ended ("container worker exited
+	// with code 3 (Error)"), read once when the Job failed.
+	failure string
 }
 
 // jobName is the name of a task's Job: the task's own name, so a repeated create can only ever
@@ -72,7 +75,11 @@ func (r *WorkflowTaskReconciler) reconcileJob(ctx context.Context, task *workflo
 	case job == nil:
 		return jobObservation{}, nil
 	}
-	return jobObservation{job: job}, r.syncSuspend(ctx, task, job)
+	obs := jobObservation{job: job}
+	if jobFailed(job) && !rec.finished() {
+		obs.failure = r.podFailure(ctx, task, job)
+	}
+	return obs, r.syncSuspend(ctx, task, job)
 }
 
 // getJob returns the task's Job, or nil. The cache may lag behind a Job this controller just

@@ -109,7 +109,11 @@ func observeState(task *workflowv1alpha1.WorkflowTask, rec taskRecord, obs jobOb
 			if c.Reason == batchv1.JobReasonDeadlineExceeded {
 				reason = workflowv1alpha1.ReasonDeadlineExceeded
 			}
-			return taskState{workflowv1alpha1.TaskPhaseError, reason, fmt.Sprintf(msgJobFailed, name, c.Message)}
+			msg := fmt.Sprintf(msgJobFailed, name, c.Message)
+			if obs.failure != "" {
+				msg += "; " + obs.failure
+			}
+			return taskState{workflowv1alpha1.TaskPhaseError, reason, msg}
 		}
 	}
 	if ptr.Deref(task.Spec.Suspend, false) || ptr.Deref(job.Spec.Suspend, false) {

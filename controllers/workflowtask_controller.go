@@ -68,6 +68,7 @@ func NewWorkflowTaskReconciler(mgr ctrl.Manager, progressImage string) *Workflow
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list
 
 // Reconcile brings one task one step closer to what it asks for, counting failures by reason
 // (workflowtask_reconcile_errors_total).

@@ -102,7 +102,7 @@ func TestWorkerTaskCompletes(t *testing.T) {
 }
 
 // A container that exits non-zero is retried by the Job up to backoffLimit, then the task ends
-// in Error; each attempt's exit code is the container's.
+// in Error, its Failed condition naming the container's exit code.
 func TestFailingContainerRetries(t *testing.T) {
 	applyTask(t, "real-fails", "relocate", 3, 1)
 	g := gomega.NewWithT(t)
@@ -112,5 +112,8 @@ func TestFailingContainerRetries(t *testing.T) {
 		"-o", "jsonpath={.items[*].status.containerStatuses[0].state.terminated.exitCode}"))
 	if len(codes) != 2 || codes[0] != "3" || codes[1] != "3" {
 		t.Errorf("attempts' exit codes %v, want two 3s (backoffLimit 1)", codes)
+	}
+	if msg := jsonpath(t, "default", "wft", "real-fails", `{.status.conditions[?(@.type=="Failed")].message}`); !strings.Contains(msg, "container worker exited with code 3 (Error)") {
+		t.Errorf("Failed: %q", msg)
 	}
 }

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/onsi/gomega"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -57,6 +60,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) (code int) {
+	ctrllog.SetLogger(logr.Discard())
 	gomega.SetDefaultEventuallyTimeout(120 * time.Second)
 	gomega.SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "node:", err); return 1 }
