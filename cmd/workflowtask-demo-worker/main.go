@@ -26,8 +26,51 @@ func main() {
 	dir := flag.String("dir", "/work", "Directory to work in (emptied first).")
 	pace := flag.Float64("pace", 1, "Scale of the deliberate delays: 1 the demo's pace, 0 as fast as possible.")
 	exitCode := flag.Int("exit-code", 0, "Exit with this code after the work (not 0: a failing container).")
+	toFile := flag.Bool("progress-file", false,
+		"Write progress lines to $WORKFLOWTASK_PROGRESS_FILE for the progress-file sidecar instead of the API: count up once per second×pace until SIGTERM, then write a last line (identifier \"terminated\").")
 	flag.Parse()
+	if *toFile {
+		os.Exit(countToFile(*typ, *pace))
+	}
 	os.Exit(run(*typ, *dir, *pace, *exitCode))
+}
+
+// countToFile writes "<typ> N/100" lines to the progress file, one per second×pace, until
+// SIGTERM (the pod ends: canceled, deleted), then "<typ> N/100 terminated" and exits 0; at 100 it
+// exits 0 too. The native sidecar forwards the lines, its final write the last one.
+func countToFile(typ string, pace float64) int {
+	path := os.Getenv(workflowv1alpha1.EnvProgressFile)
+	if typ == "" || path == "" || pace <= 0 {
+		fmt.Fprintln(os.Stderr, "workflowtask-demo-worker: --progress-file needs --type, $"+workflowv1alpha1.EnvProgressFile+" and a positive --pace")
+		return 2
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "workflowtask-demo-worker:", err)
+		return 1
+	}
+	defer func() { _ = f.Close() }()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	tick := time.NewTicker(time.Duration(pace * float64(time.Second)))
+	defer tick.Stop()
+	for n := 0; n <= 100; n++ {
+		if _, err := fmt.Fprintf(f, "%s %d/100\n", typ, n); err != nil {
+			fmt.Fprintln(os.Stderr, "workflowtask-demo-worker:", err)
+			return 1
+		}
+		select {
+		case <-ctx.Done():
+			_, err := fmt.Fprintf(f, "%s %d/100 terminated\n", typ, n)
+			fmt.Printf("workflowtask-demo-worker: terminated at %d/100\n", n)
+			if err != nil {
+				return 1
+			}
+			return 0
+		case <-tick.C:
+		}
+	}
+	return 0
 }
 
 func run(typ, dir string, pace float64, exitCode int) int {

@@ -11,9 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/internal/image"
@@ -113,7 +111,7 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 			return err
 		}
 	}
-	samples, err := realSamples(root, filepath.Join(state, "samples-real"))
+	samples, err := devcluster.RealSamples(root, filepath.Join(state, "samples-real"), "docker.io/library/"+localWorkerImage)
 	if err != nil {
 		return err
 	}
@@ -173,47 +171,4 @@ Ctrl-C stops the operator, the node (undoing its changes to the host) and the cl
 		<-ctx.Done()
 	}
 	return nil
-}
-
-// realSamples writes config/samples/ for a real node into dir: each task's pod runs the sample
-// worker's image on its type's work in an emptyDir (the samples' busybox scripts need an image
-// registry; their progress sidecar stays).
-func realSamples(root, dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	files, err := filepath.Glob(filepath.Join(root, "config", "samples", "*.yaml"))
-	if err != nil {
-		return "", err
-	}
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			return "", err
-		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(raw, &u.Object); err != nil {
-			return "", fmt.Errorf("%s: %w", f, err)
-		}
-		typ, _, _ := unstructured.NestedString(u.Object, "spec", "type")
-		worker := map[string]any{
-			"name": "worker", "image": "docker.io/library/" + localWorkerImage, "imagePullPolicy": "Never",
-			"args":         []any{"--type", typ, "--dir", "/work"},
-			"volumeMounts": []any{map[string]any{"name": "work", "mountPath": "/work"}},
-		}
-		if err := unstructured.SetNestedSlice(u.Object, []any{worker}, "spec", "template", "spec", "containers"); err != nil {
-			return "", err
-		}
-		if err := unstructured.SetNestedSlice(u.Object, []any{map[string]any{"name": "work", "emptyDir": map[string]any{}}}, "spec", "template", "spec", "volumes"); err != nil {
-			return "", err
-		}
-		out, err := yaml.Marshal(u.Object)
-		if err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), out, 0o644); err != nil {
-			return "", err
-		}
-	}
-	return dir, nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
+
+	"github.com/taskops/workflowtask-operator/internal/devcluster"
 )
 
 const taskManifest = `apiVersion: workflow.taskops.dev/v1alpha1
@@ -116,4 +118,67 @@ func TestFailingContainerRetries(t *testing.T) {
 	if msg := jsonpath(t, "default", "wft", "real-fails", `{.status.conditions[?(@.type=="Failed")].message}`); !strings.Contains(msg, "container worker exited with code 3 (Error)") {
 		t.Errorf("Failed: %q", msg)
 	}
+}
+
+// A canceled task's pod is terminated: its worker gets SIGTERM and writes a last progress line,
+// and the native progress sidecar, stopped after it, forwards that line in its final write.
+func TestCanceledPodsSidecarFinalWrite(t *testing.T) {
+	manifest := fmt.Sprintf(`apiVersion: workflow.taskops.dev/v1alpha1
+kind: WorkflowTask
+metadata:
+  name: real-cancel
+  namespace: default
+spec:
+  type: remote_download
+  owner: system:serviceaccount:default:alice
+  progressSidecar: {}
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 20
+      containers:
+      - name: worker
+        image: %s
+        imagePullPolicy: Never
+        args: ["--type", "download", "--pace", "0.5", "--progress-file"]
+`, workerImage)
+	f := filepath.Join(t.TempDir(), "cancel.yaml")
+	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", f)
+	g := gomega.NewWithT(t)
+	// Running, and the sidecar forwards the lines.
+	g.Eventually(func() string { return jsonpath(t, "default", "wft", "real-cancel", "{.status.progress[0].current}") }).
+		Should(gomega.MatchRegexp(`^([3-9]|[1-9][0-9])$`))
+	pod := strings.TrimSpace(kubectl(t, "get", "pods", "-l", "workflow.taskops.dev/task-name=real-cancel", "-o", "jsonpath={.items[0].metadata.name}"))
+	kubectl(t, "patch", "wft", "real-cancel", "--type=merge", "-p", `{"spec":{"cancel":true}}`)
+	g.Eventually(func() string { return jsonpath(t, "default", "wft", "real-cancel", "{.status.phase}") }).Should(gomega.Equal("Canceled"))
+	g.Eventually(func() string {
+		out, _ := cluster.Kubectl(context.Background(), "get", "pod", pod, "--ignore-not-found", "-o", "name")
+		return strings.TrimSpace(string(out))
+	}).Should(gomega.BeEmpty(), "the canceled task's pod is terminated and removed")
+	g.Eventually(func() string {
+		return jsonpath(t, "default", "wft", "real-cancel", "{.status.progress[0].identifier}")
+	}).Should(gomega.Equal("terminated"), "the worker's last line, forwarded by the sidecar's final write")
+}
+
+// The six samples of config/samples/, their pods running the sample worker (as make run does
+// on a real node), all Complete with the progress their containers reported.
+func TestSamplesComplete(t *testing.T) {
+	dir, err := devcluster.RealSamples(root, t.TempDir(), workerImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", dir)
+	names := []string{"create-archive", "extract-archive", "import", "relocate", "remote-download", "upload"}
+	g := gomega.NewWithT(t)
+	for _, n := range names {
+		g.Eventually(func() string { return jsonpath(t, "default", "wft", n, "{.status.phase}") }).
+			WithTimeout(4*time.Minute).Should(gomega.Equal("Completed"), n)
+		if summary := jsonpath(t, "default", "wft", n, "{.status.progressSummary}"); summary == "" {
+			t.Errorf("%s completed without progress", n)
+		}
+	}
+	kubectl(t, "delete", "-f", dir, "--wait=false")
 }
