@@ -6,12 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/onsi/gomega"
 
 	"github.com/taskops/workflowtask-operator/internal/testenv"
+	"github.com/taskops/workflowtask-operator/pkg/progress"
 )
 
 var (
@@ -85,11 +88,44 @@ func TestDemoWorker(t *testing.T) {
 		}
 	})
 	t.Run("bad arguments", func(t *testing.T) {
-		for _, args := range [][]string{{}, {"--type", "upload", "--pace", "-1"}, {"--type", "upload", "--exit-code", "300"}} {
+		for _, args := range [][]string{{}, {"--type", "upload", "--pace", "-1"}, {"--type", "upload", "--exit-code", "300"},
+			{"--type", "download", "--progress-file"}} { // no $WORKFLOWTASK_PROGRESS_FILE
 			var exit *exec.ExitError
 			if err := exec.Command(demoWorker(t), args...).Run(); !errors.As(err, &exit) || exit.ExitCode() != 2 {
 				t.Errorf("%v: %v, want exit 2", args, err)
 			}
 		}
 	})
+}
+
+// With --progress-file the worker writes lines for the progress-file sidecar, and on SIGTERM
+// (the pod ends) one last line.
+func TestDemoWorkerProgressFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "progress")
+	cmd := exec.Command(demoWorker(t), "--type", "download", "--pace", "0.05", "--progress-file")
+	cmd.Env = append(os.Environ(), "WORKFLOWTASK_PROGRESS_FILE="+file)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	gomega.NewWithT(t).Eventually(func() int { b, _ := os.ReadFile(file); return strings.Count(string(b), "\n") }).Should(gomega.BeNumerically(">=", 3))
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "download ") || !strings.HasSuffix(last, "/100 terminated") {
+		t.Errorf("last line %q", last)
+	}
+	for _, l := range lines {
+		if _, ok, err := progress.ParseLine(l); !ok || err != nil {
+			t.Errorf("line %q does not parse: %v", l, err)
+		}
+	}
 }
