@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -28,7 +29,11 @@ func main() {
 	exitCode := flag.Int("exit-code", 0, "Exit with this code after the work (not 0: a failing container).")
 	toFile := flag.Bool("progress-file", false,
 		"Write progress lines to $WORKFLOWTASK_PROGRESS_FILE for the progress-file sidecar instead of the API: count up once per second×pace until SIGTERM, then write a last line (identifier \"terminated\").")
+	probe := flag.String("probe", "", "Only try a TCP connection to this host:port (3 s) and exit 0 when it opens, 1 when not: what a pod can reach.")
 	flag.Parse()
+	if *probe != "" {
+		os.Exit(probeTCP(*probe))
+	}
 	if *toFile {
 		os.Exit(countToFile(*typ, *pace))
 	}
@@ -101,4 +106,16 @@ func run(typ, dir string, pace float64, exitCode int) int {
 	}
 	fmt.Printf("workflowtask-demo-worker: done; progress %v\n", r.Values())
 	return exitCode
+}
+
+// probeTCP tries one TCP connection and says what happened.
+func probeTCP(addr string) int {
+	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		fmt.Printf("workflowtask-demo-worker: %s not reachable: %v\n", addr, err)
+		return 1
+	}
+	_ = conn.Close()
+	fmt.Printf("workflowtask-demo-worker: %s reachable\n", addr)
+	return 0
 }
