@@ -106,14 +106,7 @@ func run(managerBin string, keep bool) error {
 		return err
 	}
 	say("Creating the sample tasks (kubectl apply -f config/samples/)")
-	if _, err := cluster.Kubectl(ctx, "apply", "-f", "config/samples/"); err != nil {
-		return err
-	}
-	c, err := client.New(cluster.Admin, client.Options{Scheme: project.Scheme})
-	if err != nil {
-		return err
-	}
-	tasks, err := waitForIDs(ctx, c)
+	c, tasks, err := applySamples(ctx, cluster, "config/samples/")
 	if err != nil {
 		return err
 	}
@@ -179,6 +172,19 @@ Ctrl-C stops the operator and the cluster.
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// applySamples applies the sample manifests in dir and waits until every task has its ID.
+func applySamples(ctx context.Context, cluster *devcluster.Cluster, dir string) (client.Client, []workflowv1alpha1.WorkflowTask, error) {
+	if _, err := cluster.Kubectl(ctx, "apply", "-f", dir); err != nil {
+		return nil, nil, err
+	}
+	c, err := client.New(cluster.Admin, client.Options{Scheme: project.Scheme})
+	if err != nil {
+		return nil, nil, err
+	}
+	tasks, err := waitForIDs(ctx, c)
+	return c, tasks, err
 }
 
 // allFinished reports whether every sample task reached a terminal phase.

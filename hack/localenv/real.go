@@ -11,11 +11,9 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/internal/image"
-	"github.com/taskops/workflowtask-operator/internal/project"
 )
 
 // The images make run builds for a real node (this platform only).
@@ -119,14 +117,7 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 		return err
 	}
 	say("Creating the sample tasks: config/samples/ with the sample worker's image in their pods")
-	if _, err := cluster.Kubectl(ctx, "apply", "-f", samples); err != nil {
-		return err
-	}
-	c, err := client.New(cluster.Admin, client.Options{Scheme: project.Scheme})
-	if err != nil {
-		return err
-	}
-	tasks, err := waitForIDs(ctx, c)
+	c, tasks, err := applySamples(ctx, cluster, samples)
 	if err != nil {
 		return err
 	}

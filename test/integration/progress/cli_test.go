@@ -22,37 +22,36 @@ import (
 	"github.com/taskops/workflowtask-operator/pkg/progress"
 )
 
-var (
-	cliOnce sync.Once
-	cliPath string
-	cliErr  error
-)
+var built sync.Map // command directory → func() (string, error), built once
 
-// cli builds cmd/workflowtask-progress once: the tests run the real binary.
-func cli(t testing.TB) string {
+// binary builds ./cmd/<name> once per test binary and returns its path: the tests run the real
+// programs.
+func binary(t testing.TB, name string) string {
 	t.Helper()
-	cliOnce.Do(func() {
+	once, _ := built.LoadOrStore(name, sync.OnceValues(func() (string, error) {
 		root, err := testenv.RepoRoot()
 		if err != nil {
-			cliErr = err
-			return
+			return "", err
 		}
-		dir, err := os.MkdirTemp("", "progress-cli-")
+		dir, err := os.MkdirTemp("", name+"-")
 		if err != nil {
-			cliErr = err
-			return
+			return "", err
 		}
-		cliPath = filepath.Join(dir, "workflowtask-progress")
-		out, err := exec.Command("go", "build", "-o", cliPath, filepath.Join(root, "cmd", "workflowtask-progress")).CombinedOutput()
-		if err != nil {
-			cliErr = fmt.Errorf("go build: %w\n%s", err, out)
+		path := filepath.Join(dir, name)
+		if out, err := exec.Command("go", "build", "-o", path, filepath.Join(root, "cmd", name)).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build: %w\n%s", err, out)
 		}
-	})
-	if cliErr != nil {
-		t.Fatal(cliErr)
+		return path, nil
+	}))
+	path, err := once.(func() (string, error))()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return cliPath
+	return path
 }
+
+// cli is the progress CLI (cmd/workflowtask-progress).
+func cli(t testing.TB) string { return binary(t, "workflowtask-progress") }
 
 // runnerEnv is the environment a task's pod gets, with a kubeconfig holding the runner's token.
 func runnerEnv(t *testing.T, task *workflowv1alpha1.WorkflowTask) []string {

@@ -2,51 +2,20 @@ package progress_test
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/onsi/gomega"
 
-	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/pkg/progress"
 )
 
-var (
-	workerOnce sync.Once
-	workerPath string
-	workerErr  error
-)
-
-// demoWorker builds cmd/workflowtask-demo-worker once: the real-node samples' container program.
-func demoWorker(t *testing.T) string {
-	t.Helper()
-	workerOnce.Do(func() {
-		root, err := testenv.RepoRoot()
-		if err != nil {
-			workerErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "demo-worker-")
-		if err != nil {
-			workerErr = err
-			return
-		}
-		workerPath = filepath.Join(dir, "workflowtask-demo-worker")
-		if out, err := exec.Command("go", "build", "-o", workerPath, filepath.Join(root, "cmd", "workflowtask-demo-worker")).CombinedOutput(); err != nil {
-			workerErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if workerErr != nil {
-		t.Fatal(workerErr)
-	}
-	return workerPath
-}
+// demoWorker is the real-node samples' container program (cmd/workflowtask-demo-worker).
+func demoWorker(t *testing.T) string { return binary(t, "workflowtask-demo-worker") }
 
 // The demo worker does each sample type's real file work as the task's runner and reports it;
 // its last values land (final write), and --exit-code ends it as a failing container would.
