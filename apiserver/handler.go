@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -42,6 +43,15 @@ type handler struct {
 	audiences authenticator.Audiences
 	debug     bool
 	log       logr.Logger
+	// changes announces task changes to streams; streams bounds them.
+	changes *changeHub
+	streams *streamLimiter
+	// heartbeat, lifetime and reauth are a stream's comment interval, maximum life, and how
+	// often it authenticates and authorizes its caller again.
+	heartbeat, lifetime, reauth time.Duration
+	// shutdown is closed when the server shuts down: streams end (they never turn idle).
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
 }
 
 // lookup finds the tasks a request names, or reports why it names none.
@@ -62,7 +72,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveDiscovery(w, r)
 		return
 	}
-	find, named, ok := h.route(r.URL.Path)
+	find, named, key, ok := h.route(r.URL.Path)
 	if !ok {
 		writeError(w, CodeNotFound, MsgNotFound, cid, nil, h.debug)
 		log.V(1).Info("Progress request", "code", CodeNotFound)
@@ -74,7 +84,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		log.V(1).Info("Progress request", "code", CodeMethod)
 		return
 	}
-	code, u := h.serveProgress(w, r, cid, find, named)
+	code, u := h.serveProgress(w, r, cid, find, named, key)
 	if u != nil {
 		log = log.WithValues("user", u.GetName())
 	}
@@ -84,7 +94,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveProgress authenticates, finds the task, authorizes, and answers. On the by-name path the
 // caller is authorized before the lookup, so that an existing task not theirs and no task at all
 // cost the same work: whether a name exists does not show, not even in the time taken.
-func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, find lookup, named *byName) (int, user.Info) {
+func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, find lookup, named *byName, key string) (int, user.Info) {
+	var credentials *http.Request // a stream authenticates again; authenticating consumes the token header
+	if wantsStream(r) {
+		credentials = r.Clone(r.Context())
+	}
 	u, err := h.authenticate(r)
 	switch {
 	case errors.Is(err, errLoginBudget):
@@ -102,43 +116,66 @@ func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid stri
 		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
 		return CodeLoginRequired, nil
 	}
+	if wantsStream(r) {
+		return h.stream(w, r, credentials, cid, u, find, named, key), u
+	}
+	body, code, err := h.progressFor(r.Context(), u, find, named)
+	if code != CodeSuccess {
+		return h.answerError(w, cid, code, err), u
+	}
+	writeBody(w, body)
+	return CodeSuccess, u
+}
+
+// progressFor is the body u sees for the request's task: its progress when u may see it, the
+// empty body otherwise (and when there is no such task); or a result code other than success
+// (429 when a review slot was not free, 40001 for a malformed ID, 50000 with the error).
+func (h *handler) progressFor(ctx context.Context, u user.Info, find lookup, named *byName) ([]byte, int, error) {
 	canSee := h.canSee
 	if named != nil && validName(named) {
-		admin, err := h.isAdmin(r.Context(), u, named.namespace, named.name)
+		admin, err := h.isAdmin(ctx, u, named.namespace, named.name)
 		switch {
 		case errors.Is(err, errBusy):
-			writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
-			return CodeTooMany, u
+			return nil, CodeTooMany, nil
 		case err != nil && !admin:
-			return h.internal(w, cid, err, u)
+			return nil, CodeInternal, err
 		}
 		canSee = func(_ context.Context, u user.Info, t *workflowv1alpha1.WorkflowTask) (bool, error) {
 			return admin || t.Spec.Owner == u.GetName(), nil
 		}
 	}
-	tasks, err := find(r.Context())
+	tasks, err := find(ctx)
 	switch {
 	case errors.Is(err, errBadID):
-		writeError(w, CodeParamErr, MsgParseID, cid, nil, h.debug)
-		return CodeParamErr, u
+		return nil, CodeParamErr, nil
 	case err != nil:
-		return h.internal(w, cid, err, u)
+		return nil, CodeInternal, err
 	}
 	for _, t := range tasks {
-		ok, err := canSee(r.Context(), u, t)
+		ok, err := canSee(ctx, u, t)
 		switch {
 		case errors.Is(err, errBusy):
-			writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
-			return CodeTooMany, u
+			return nil, CodeTooMany, nil
 		case err != nil:
-			return h.internal(w, cid, err, u)
+			return nil, CodeInternal, err
 		case ok:
-			writeBody(w, progressBody(t.Status.Progress))
-			return CodeSuccess, u
+			return progressBody(t.Status.Progress), CodeSuccess, nil
 		}
 	}
-	writeBody(w, emptyBody)
-	return CodeSuccess, u
+	return emptyBody, CodeSuccess, nil
+}
+
+// answerError writes the envelope of a result code progressFor returned.
+func (h *handler) answerError(w http.ResponseWriter, cid string, code int, err error) int {
+	switch code {
+	case CodeTooMany:
+		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
+	case CodeParamErr:
+		writeError(w, CodeParamErr, MsgParseID, cid, nil, h.debug)
+	default:
+		code, _ = h.internal(w, cid, err, nil)
+	}
+	return code
 }
 
 // loginTarpit is how long a client over its failed-login budget waits for its 429.
@@ -160,25 +197,26 @@ func (h *handler) internal(w http.ResponseWriter, cid string, err error, u user.
 	return CodeInternal, u
 }
 
-// route maps a path to the lookup it asks for (and, on the by-name path, the name it names).
-func (h *handler) route(path string) (lookup, *byName, bool) {
+// route maps a path to the lookup it asks for (and, on the by-name path, the name it names),
+// and the key under which changes of its task are announced (changeHub).
+func (h *handler) route(path string) (lookup, *byName, string, bool) {
 	for _, p := range []string{"/workflow/progress/", h.prefix + "/workflow/progress/", aggregatedPath + "/progress/"} {
 		if id, ok := strings.CutPrefix(path, p); ok {
 			if strings.Contains(id, "/") {
-				return nil, nil, false
+				return nil, nil, "", false
 			}
 			return func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error) {
 				if !workflowv1alpha1.IsValidTaskID(id) {
 					return nil, errBadID
 				}
 				return h.tasks.ByID(ctx, id)
-			}, nil, true
+			}, nil, idKey(id), true
 		}
 	}
 	if rest, ok := strings.CutPrefix(path, aggregatedPath+"/namespaces/"); ok {
 		parts := strings.Split(rest, "/")
 		if len(parts) != 3 || parts[1] != "tasks" {
-			return nil, nil, false
+			return nil, nil, "", false
 		}
 		ns, name := parts[0], parts[2]
 		return func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error) {
@@ -190,9 +228,9 @@ func (h *handler) route(path string) (lookup, *byName, bool) {
 				return nil, err
 			}
 			return []*workflowv1alpha1.WorkflowTask{t}, nil
-		}, &byName{ns, name}, true
+		}, &byName{ns, name}, nameKey(ns, name), true
 	}
-	return nil, nil, false
+	return nil, nil, "", false
 }
 
 // validName: a namespace and a task name as Kubernetes allows them.

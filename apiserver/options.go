@@ -50,6 +50,13 @@ type Options struct {
 	RequestTimeout time.Duration
 	// EnableHTTP2 allows HTTP/2 (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).
 	EnableHTTP2 bool
+	// MaxStreams and MaxStreamsPerUser bound the open event streams (Accept: text/event-stream),
+	// in total and per user; beyond them a new stream is answered 429.
+	MaxStreams, MaxStreamsPerUser int
+	// StreamHeartbeat is how often a stream sends a comment when nothing changes.
+	StreamHeartbeat time.Duration
+	// StreamLifetime ends a stream after this long (the client reconnects, authenticating anew).
+	StreamLifetime time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -66,6 +73,10 @@ func NewOptions() *Options {
 		FailedLoginBurst:      20,
 		MaxConnections:        2048,
 		RequestTimeout:        15 * time.Second,
+		MaxStreams:            1024,
+		MaxStreamsPerUser:     16,
+		StreamHeartbeat:       15 * time.Second,
+		StreamLifetime:        30 * time.Minute,
 	}
 }
 
@@ -95,6 +106,10 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxConnections, "progress-max-connections", o.MaxConnections, "Connections served at once at most.")
 	fs.DurationVar(&o.RequestTimeout, "progress-request-timeout", o.RequestTimeout, "How long one request may take.")
 	fs.BoolVar(&o.EnableHTTP2, "progress-enable-http2", o.EnableHTTP2, "Allow HTTP/2 on the progress endpoint.")
+	fs.IntVar(&o.MaxStreams, "progress-max-streams", o.MaxStreams, "Event streams (Accept: text/event-stream) open at once at most.")
+	fs.IntVar(&o.MaxStreamsPerUser, "progress-max-streams-per-user", o.MaxStreamsPerUser, "Event streams one user may have open at once.")
+	fs.DurationVar(&o.StreamHeartbeat, "progress-stream-heartbeat", o.StreamHeartbeat, "How often an event stream sends a heartbeat comment.")
+	fs.DurationVar(&o.StreamLifetime, "progress-stream-lifetime", o.StreamLifetime, "How long an event stream lasts before the client reconnects.")
 }
 
 // Enabled reports whether the endpoint is to run.
@@ -128,6 +143,9 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxConnections < 1 {
 		errs = append(errs, errors.New("--progress-max-connections must be at least 1"))
+	}
+	if o.MaxStreams < 1 || o.MaxStreamsPerUser < 1 || o.StreamHeartbeat <= 0 || o.StreamLifetime <= 0 {
+		errs = append(errs, errors.New("--progress-max-streams(-per-user) must be at least 1 and the stream heartbeat and lifetime positive"))
 	}
 	if o.AuthCacheTTL < 0 {
 		errs = append(errs, errors.New("--progress-auth-cache-ttl must not be negative"))

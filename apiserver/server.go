@@ -9,6 +9,10 @@ import (
 	"net/http"
 	"time"
 
+	toolscache "k8s.io/client-go/tools/cache"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
@@ -20,7 +24,7 @@ import (
 // no leader: it only reads).
 type Server struct {
 	cfg     CompletedConfig
-	handler http.Handler
+	handler *handler
 }
 
 var (
@@ -49,6 +53,12 @@ func (c CompletedConfig) New() *Server {
 		audiences: authenticator.Audiences(c.Options.TokenAudiences),
 		debug:     c.Options.Debug,
 		log:       c.Log,
+		changes:   newChangeHub(),
+		streams:   newStreamLimiter(c.Options.MaxStreams, c.Options.MaxStreamsPerUser),
+		heartbeat: c.Options.StreamHeartbeat,
+		lifetime:  c.Options.StreamLifetime,
+		reauth:    max(c.Options.AuthCacheTTL, time.Second),
+		shutdown:  make(chan struct{}),
 	}}
 }
 
@@ -68,16 +78,36 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, c
 	if err != nil {
 		return fmt.Errorf("progress endpoint: %w", err)
 	}
-	return mgr.Add(completed.New())
+	srv := completed.New()
+	// Event streams learn of task changes from the informer.
+	informer, err := mgr.GetCache().GetInformer(ctx, &workflowv1alpha1.WorkflowTask{})
+	if err != nil {
+		return fmt.Errorf("progress endpoint: %w", err)
+	}
+	if _, err := informer.AddEventHandler(srv.TaskEvents()); err != nil {
+		return fmt.Errorf("progress endpoint: %w", err)
+	}
+	return mgr.Add(srv)
 }
 
 // withTimeout gives every request a deadline: reviews and waits for a review slot end with it.
+// An event stream has its own limits (lifetime, heartbeat writes).
 func withTimeout(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wantsStream(r) {
+			h.ServeHTTP(w, r)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// TaskEvents is the informer event handler through which event streams learn of task changes
+// (SetupWithManager adds it to the manager's WorkflowTask informer).
+func (s *Server) TaskEvents() toolscache.ResourceEventHandler {
+	return s.handler.changes.eventHandler()
 }
 
 // Handler is the server's HTTP handler (for benchmarks and tests that serve it themselves).
@@ -114,6 +144,7 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 	}
+	srv.RegisterOnShutdown(s.handler.closeStreams)
 	if !s.cfg.Options.EnableHTTP2 {
 		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	}

@@ -77,7 +77,13 @@ func bearerRequest(url, token string) *http.Request {
 // configure, until the test ends, and returns its URL.
 func startEndpoint(t *testing.T, configure func(*apiserver.Options)) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	return startEndpointCtx(context.Background(), t, configure)
+}
+
+// startEndpointCtx is startEndpoint until parent ends (or the test does).
+func startEndpointCtx(parent context.Context, t *testing.T, configure func(*apiserver.Options)) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(parent)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +97,20 @@ func startEndpoint(t *testing.T, configure func(*apiserver.Options)) string {
 		cancel()
 		t.Fatal(err)
 	}
+	srv := completed.New()
+	informer, err := mgr.GetCache().GetInformer(ctx, &workflowv1alpha1.WorkflowTask{})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	reg, err := informer.AddEventHandler(srv.TaskEvents())
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
-	go func() { done <- completed.New().Start(ctx) }()
+	go func() { done <- srv.Start(ctx) }()
+	t.Cleanup(func() { _ = informer.RemoveEventHandler(reg) })
 	t.Cleanup(func() { cancel(); <-done })
 	return "https://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }

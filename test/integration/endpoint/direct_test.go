@@ -86,6 +86,12 @@ func bindProgressAdmin(t *testing.T, username, namespace string) {
 	}
 }
 
+// roleBinding is the binding bindProgressAdmin made in namespace for username.
+func roleBinding(namespace, username string) *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: namespace,
+		Name: "progress-admin-" + strings.NewReplacer(":", "-").Replace(username)}}
+}
+
 // Each kind of caller gets the exact body, over HTTPS with real tokens.
 func TestWhoSeesWhat(t *testing.T) {
 	owner := newSAUser(t, "users", "alice")
