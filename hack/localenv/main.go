@@ -146,6 +146,8 @@ In another terminal:
   export TOKEN=%s
   curl -sk -H "Authorization: Bearer $TOKEN" https://127.0.0.1:9443/workflow/progress/%s
   curl -sk -H "Authorization: Bearer $TOKEN" https://127.0.0.1:9443/api/v4/workflow/progress/%s
+  # Live, as server-sent events (Ctrl-C ends it):
+  curl -skN -H "Authorization: Bearer $TOKEN" -H "Accept: text/event-stream" https://127.0.0.1:9443/workflow/progress/%s
 
   # As bob, who does not own it: {"data":{},"code":0,"msg":""}
   curl -sk -H "Authorization: Bearer %s" https://127.0.0.1:9443/workflow/progress/%s
@@ -157,7 +159,7 @@ In another terminal:
   kubectl describe workflowtask upload
 
 Ctrl-C stops the operator and the cluster.
-`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, id, tokens["alice"], id, id, tokens["bob"], id, id)
+`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, id, tokens["alice"], id, id, id, tokens["bob"], id, id)
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

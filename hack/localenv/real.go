@@ -148,12 +148,14 @@ In another terminal:
   # The progress endpoint (the operator's pod), as alice (the owner of task "upload", ID %s):
   export TOKEN=%s
   curl -sk -H "Authorization: Bearer $TOKEN" %s/workflow/progress/%s
+  # Live, as server-sent events (Ctrl-C ends it):
+  curl -skN -H "Authorization: Bearer $TOKEN" -H "Accept: text/event-stream" %s/workflow/progress/%s
 
   # Through the aggregation layer (you are cluster-admin here):
   kubectl get --raw /apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/upload
 
 Ctrl-C stops the operator, the node (undoing its changes to the host) and the cluster.
-`, time.Since(start).Seconds(), cluster.Kubeconfig, id, tokens["alice"], endpoint, id)
+`, time.Since(start).Seconds(), cluster.Kubeconfig, id, tokens["alice"], endpoint, id, endpoint, id)
 	for ctx.Err() == nil && !allFinished(ctx, c) {
 		time.Sleep(250 * time.Millisecond)
 	}
