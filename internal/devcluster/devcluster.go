@@ -257,3 +257,30 @@ func CanRunRealNode() (bool, string) {
 	}
 	return true, "Linux and root"
 }
+
+// JSONPath is `kubectl get <kind> <name> -n <ns> -o jsonpath=<path>` as admin ("" namespace: a
+// cluster-scoped object), or "error: …" — for tests that poll an object's field.
+func (c *Cluster) JSONPath(ctx context.Context, ns, kind, name, path string) string {
+	args := []string{"get", kind, name, "-o", "jsonpath=" + path}
+	if ns != "" {
+		args = append(args, "-n", ns)
+	}
+	out, err := c.Kubectl(ctx, args...)
+	if err != nil {
+		return "error: " + strings.TrimSpace(err.Error())
+	}
+	return string(out)
+}
+
+// KubectlT is Kubectl for a test: the output, or the test fails.
+func (c *Cluster) KubectlT(t interface {
+	Helper()
+	Fatal(args ...any)
+}, args ...string) string {
+	t.Helper()
+	out, err := c.Kubectl(context.Background(), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}

@@ -74,11 +74,7 @@ func completePod(t *testing.T, pod corev1.Pod) {
 
 func jsonpath(t *testing.T, ns, kind, name, path string) string {
 	t.Helper()
-	out, err := cluster.Kubectl(context.Background(), "get", "-n", ns, kind, name, "-o", "jsonpath="+path)
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	return string(out)
+	return cluster.JSONPath(context.Background(), ns, kind, name, path)
 }
 
 var sampleNames = []string{"create-archive", "extract-archive", "import", "relocate", "remote-download", "upload"}

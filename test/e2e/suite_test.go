@@ -113,14 +113,7 @@ func startManager(ctx context.Context) error {
 }
 
 // kubectl runs kubectl as admin (or with a given kubeconfig via --kubeconfig in args).
-func kubectl(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := cluster.Kubectl(context.Background(), args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
+func kubectl(t *testing.T, args ...string) string { t.Helper(); return cluster.KubectlT(t, args...) }
 
 // curl GETs a path of the progress endpoint with a bearer token, as a web client would.
 func curl(t *testing.T, token, path string) string {

@@ -7,13 +7,11 @@ package node_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -141,25 +139,9 @@ func command(args ...string) (string, error) {
 	return string(out), err
 }
 
-func kubectl(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := cluster.Kubectl(context.Background(), args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
+func kubectl(t *testing.T, args ...string) string { t.Helper(); return cluster.KubectlT(t, args...) }
 
 func jsonpath(t *testing.T, ns, kind, name, path string) string {
 	t.Helper()
-	args := []string{"get", kind, name, "-o", "jsonpath=" + path}
-	if ns != "" {
-		args = append(args, "-n", ns)
-	}
-	out, err := cluster.Kubectl(context.Background(), args...)
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		return "error: " + strings.TrimSpace(string(out))
-	}
-	return string(out)
+	return cluster.JSONPath(context.Background(), ns, kind, name, path)
 }
