@@ -122,6 +122,7 @@ bench: controlplane ## Benchmarks: the reporter's hot path, and freshness throug
 	go test -run '^$$' -bench Freshness -benchtime 300x ./test/integration/progress
 	go test -run '^$$' -bench Handler -benchmem ./test/integration/endpoint
 	go test -run '^$$' -bench Attack -benchtime 1x ./test/integration/endpoint
+	go test -run '^$$' -bench Streams -benchtime 5x ./test/integration/endpoint
 
 .PHONY: bench-attack
 bench-attack: controlplane ## The attack on the endpoint (loopback, ~30 s): owner latency alone and under a junk-token flood.

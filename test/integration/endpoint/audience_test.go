@@ -75,13 +75,13 @@ func bearerRequest(url, token string) *http.Request {
 
 // startEndpoint runs another endpoint with the suite's manager cache and options changed by
 // configure, until the test ends, and returns its URL.
-func startEndpoint(t *testing.T, configure func(*apiserver.Options)) string {
+func startEndpoint(t testing.TB, configure func(*apiserver.Options)) string {
 	t.Helper()
 	return startEndpointCtx(context.Background(), t, configure)
 }
 
 // startEndpointCtx is startEndpoint until parent ends (or the test does).
-func startEndpointCtx(parent context.Context, t *testing.T, configure func(*apiserver.Options)) string {
+func startEndpointCtx(parent context.Context, t testing.TB, configure func(*apiserver.Options)) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(parent)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -28,7 +28,7 @@ type sse struct {
 
 // openStream GETs url with Accept: text/event-stream as token's holder and reads it in the
 // background; the first answer must be an event stream (else it returns the body, and nil).
-func openStream(t *testing.T, c *http.Client, url, token string) (*sse, string) {
+func openStream(t testing.TB, c *http.Client, url, token string) (*sse, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -66,7 +66,7 @@ func readEvents(body io.Reader, s *sse) {
 }
 
 // nextData waits for the stream's next data event.
-func (s *sse) nextData(t *testing.T) string {
+func (s *sse) nextData(t testing.TB) string {
 	t.Helper()
 	select {
 	case d := <-s.data:
@@ -80,7 +80,7 @@ func (s *sse) nextData(t *testing.T) string {
 }
 
 // setProgress writes a task's progress as its reporter would (server-side apply, as admin).
-func setProgress(t *testing.T, task *workflowv1alpha1.WorkflowTask, entries ...workflowv1alpha1.ProgressEntry) {
+func setProgress(t testing.TB, task *workflowv1alpha1.WorkflowTask, entries ...workflowv1alpha1.ProgressEntry) {
 	t.Helper()
 	got := &workflowv1alpha1.WorkflowTask{}
 	if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), got); err != nil {
