@@ -306,3 +306,27 @@ func TestRequestsHaveADeadline(t *testing.T) {
 		t.Errorf("deadline %v (set: %t)", deadline, ok)
 	}
 }
+
+func TestWantsStream(t *testing.T) {
+	for accept, want := range map[string]bool{
+		"text/event-stream":                          true,
+		"TEXT/Event-Stream; charset=utf-8":           true,
+		"application/json;q=0.5, text/event-stream":  true,
+		"text/event-stream-not":                      false,
+		"application/json":                           false,
+		"":                                           false,
+		"text/event-streamtext/event-stream":         false,
+		strings.Repeat("text/plain, ", 1000) + "x/y": false,
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/workflow/progress/AAAAAAAAAA", nil)
+		r.Header.Set("Accept", accept)
+		if got := wantsStream(r); got != want {
+			t.Errorf("Accept %.40q: %v, want %v", accept, got, want)
+		}
+	}
+	r := httptest.NewRequest(http.MethodHead, "/", nil)
+	r.Header.Set("Accept", "text/event-stream")
+	if wantsStream(r) {
+		t.Error("HEAD streams")
+	}
+}

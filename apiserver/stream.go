@@ -24,9 +24,21 @@ import (
 // streamRetryMillis is the reconnection delay the stream suggests (SSE retry field).
 const streamRetryMillis = 3000
 
-// wantsStream: a GET asking for server-sent events.
+// wantsStream: a GET whose Accept header names the media type text/event-stream (exactly, among
+// others, parameters aside).
 func wantsStream(r *http.Request) bool {
-	return r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	if r.Method != http.MethodGet {
+		return false
+	}
+	for _, accept := range r.Header.Values("Accept") {
+		for _, mediaRange := range strings.Split(accept, ",") {
+			mediaType, _, _ := strings.Cut(mediaRange, ";")
+			if strings.EqualFold(strings.TrimSpace(mediaType), "text/event-stream") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // idKey and nameKey are the changeHub keys of a task by ID and by namespace/name.

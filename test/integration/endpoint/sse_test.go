@@ -272,3 +272,50 @@ func TestStreamAggregated(t *testing.T) {
 		t.Errorf("after the change: %s", got)
 	}
 }
+
+// Hostile stream requests get the plain answers, never a stream: no login, a bad ID, a
+// method other than GET, an Accept header that is junk or huge; an event-stream Accept among
+// others still streams.
+func TestStreamHostileRequests(t *testing.T) {
+	owner := newSAUser(t, "stream7", "alice")
+	for name, c := range map[string]struct {
+		method, path, token, accept string
+		wantStream                  bool
+		wantCode                    string
+	}{
+		"no login":          {http.MethodGet, "/workflow/progress/AAAAAAAAAA", "", "text/event-stream", false, `"code":401`},
+		"malformed id":      {http.MethodGet, "/workflow/progress/..x", owner.token, "text/event-stream", false, `"code":40001`},
+		"HEAD":              {http.MethodHead, "/workflow/progress/AAAAAAAAAA", owner.token, "text/event-stream", false, ""},
+		"junk accept":       {http.MethodGet, "/workflow/progress/AAAAAAAAAA", owner.token, "text/event-stream-not;;;", false, `"code":0`},
+		"huge accept":       {http.MethodGet, "/workflow/progress/AAAAAAAAAA", owner.token, strings.Repeat("a/b, ", 5000), false, `"code":0`},
+		"among other types": {http.MethodGet, "/workflow/progress/AAAAAAAAAA", owner.token, "application/json;q=0.5, text/event-stream", true, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, c.method, endpointURL+c.path, nil)
+			if c.token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.token)
+			}
+			req.Header.Set("Accept", c.accept)
+			resp, err := clientFor(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode >= 500 {
+				t.Fatalf("HTTP %d", resp.StatusCode)
+			}
+			streaming := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+			if streaming != c.wantStream {
+				t.Fatalf("streaming %v, want %v (%s)", streaming, c.wantStream, resp.Header.Get("Content-Type"))
+			}
+			if !streaming && c.method != http.MethodHead {
+				b, _ := io.ReadAll(resp.Body)
+				if !strings.Contains(string(b), c.wantCode) {
+					t.Errorf("body %s, want %s", b, c.wantCode)
+				}
+			}
+		})
+	}
+}
