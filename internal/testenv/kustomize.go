@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 
@@ -23,7 +24,31 @@ func Kustomize(kubectl, dir string) ([]*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubectl kustomize config/%s: %w", dir, err)
 	}
-	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	objs, err := DecodeObjects(bytes.NewReader(out))
+	if err != nil {
+		return nil, fmt.Errorf("parsing config/%s: %w", dir, err)
+	}
+	return objs, nil
+}
+
+// ReadObjects reads every object of a multi-document YAML (or JSON) file.
+func ReadObjects(path string) ([]*unstructured.Unstructured, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }() // read only
+	objs, err := DecodeObjects(f)
+	if err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", path, err)
+	}
+	return objs, nil
+}
+
+// DecodeObjects decodes every object of a multi-document YAML (or JSON) stream, skipping empty
+// documents.
+func DecodeObjects(r io.Reader) ([]*unstructured.Unstructured, error) {
+	dec := yaml.NewYAMLOrJSONDecoder(r, 4096)
 	var objs []*unstructured.Unstructured
 	for {
 		u := &unstructured.Unstructured{}
@@ -31,7 +56,7 @@ func Kustomize(kubectl, dir string) ([]*unstructured.Unstructured, error) {
 			if errors.Is(err, io.EOF) {
 				return objs, nil
 			}
-			return nil, fmt.Errorf("parsing config/%s: %w", dir, err)
+			return nil, err
 		}
 		if len(u.Object) > 0 {
 			objs = append(objs, u)

@@ -13,7 +13,8 @@ import (
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 )
 
 // make runs a make target in the repository against the local cluster.
@@ -32,21 +33,9 @@ func makeTarget(t *testing.T, args ...string) string {
 // installObjects are the objects of dist/install.yaml.
 func installObjects(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	f, err := os.Open(filepath.Join(root, "dist", "install.yaml"))
+	objs, err := testenv.ReadObjects(filepath.Join(root, "dist", "install.yaml"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	dec := yaml.NewYAMLOrJSONDecoder(f, 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			break
-		}
-		if len(u.Object) > 0 {
-			objs = append(objs, u)
-		}
 	}
 	return objs
 }
