@@ -21,8 +21,8 @@ import (
 // A stranger's stream and an unknown ID's are byte for byte alike: one empty body, then
 // heartbeats.
 
-// streamRetryMillis is the reconnection delay the stream suggests (SSE retry field).
-const streamRetryMillis = 3000
+// streamRetry suggests the reconnection delay (SSE retry field, milliseconds).
+const streamRetry = "retry: 3000\n\n"
 
 // wantsStream: a GET whose Accept header names the media type text/event-stream (exactly, among
 // others, parameters aside).
@@ -159,7 +159,7 @@ func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, ci
 		return rc.Flush() == nil
 	}
 	event := func(b []byte) [][]byte { return [][]byte{[]byte("data: "), b, []byte("\n\n")} }
-	if !send(append([][]byte{[]byte("retry: " + itoa(streamRetryMillis) + "\n\n")}, event(body)...)...) {
+	if !send(append([][]byte{[]byte(streamRetry)}, event(body)...)...) {
 		return CodeSuccess
 	}
 	last := body
@@ -198,19 +198,6 @@ func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, ci
 				return CodeSuccess
 			}
 			last = body
-		}
-	}
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
 		}
 	}
 }

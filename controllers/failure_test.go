@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -50,17 +51,8 @@ func TestFailedMessageNamesTheExitCode(t *testing.T) {
 	obs := jobObservation{job: testutil.MakeJob("t", "ns").Condition("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit").Obj(),
 		failure: "container worker exited with code 3 (Error)"}
 	status, _ := compute(task, started, obs, t0)
-	c := findCondition(status.Conditions, workflowv1alpha1.ConditionFailed)
+	c := meta.FindStatusCondition(status.Conditions, workflowv1alpha1.ConditionFailed)
 	if want := "Job t failed: Job has reached the specified backoff limit; container worker exited with code 3 (Error)"; c == nil || c.Message != want {
 		t.Errorf("Failed = %+v, want message %q", c, want)
 	}
-}
-
-func findCondition(conds []metav1.Condition, typ string) *metav1.Condition {
-	for i := range conds {
-		if conds[i].Type == typ {
-			return &conds[i]
-		}
-	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -106,7 +107,7 @@ var contractCases = []struct {
 		var got *workflowv1alpha1.WorkflowTask
 		gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
 			got = getTask(g, task)
-			g.Expect(conditionStatus(got, workflowv1alpha1.ConditionStalled)).To(gomega.Equal("True"))
+			g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, workflowv1alpha1.ConditionStalled)).To(gomega.BeTrue())
 		}).Should(gomega.Succeed())
 		return live(t, got)
 	}},
@@ -202,15 +203,6 @@ func asUnstructured(t *testing.T, task *workflowv1alpha1.WorkflowTask) *unstruct
 	u := &unstructured.Unstructured{Object: obj}
 	u.SetGroupVersionKind(workflowv1alpha1.GroupVersion.WithKind("WorkflowTask"))
 	return u
-}
-
-func conditionStatus(task *workflowv1alpha1.WorkflowTask, typ string) string {
-	for _, c := range task.Status.Conditions {
-		if c.Type == typ {
-			return string(c.Status)
-		}
-	}
-	return "—"
 }
 
 // condStatus is a condition's status in a JSON object, "—" when it has none.
