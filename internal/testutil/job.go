@@ -40,3 +40,46 @@ func (w *JobWrapper) Condition(t batchv1.JobConditionType, reason, message strin
 	w.Status.Conditions = append(w.Status.Conditions, batchv1.JobCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message})
 	return w
 }
+
+// JobConditionNow is a True Job condition as the Job controller sets it, probed and changed now.
+func JobConditionNow(t batchv1.JobConditionType, reason, message string) batchv1.JobCondition {
+	now := metav1.Now()
+	return batchv1.JobCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message,
+		LastProbeTime: now, LastTransitionTime: now}
+}
+
+// CompletionSteps are the status changes, one write each, by which the Job controller completes
+// a Job whose pod succeeded (Kubernetes 1.37's order): SuccessCriteriaMet, then Complete.
+func CompletionSteps() []func(*batchv1.JobStatus) {
+	const msg = "Reached expected number of succeeded pods"
+	return []func(*batchv1.JobStatus){
+		func(s *batchv1.JobStatus) {
+			if s.StartTime == nil {
+				s.StartTime = ptr.To(metav1.Now())
+			}
+			s.Active, s.Ready, s.Succeeded = 0, ptr.To[int32](0), 1
+			s.Conditions = append(s.Conditions, JobConditionNow(batchv1.JobSuccessCriteriaMet, batchv1.JobReasonCompletionsReached, msg))
+		},
+		func(s *batchv1.JobStatus) {
+			s.CompletionTime = ptr.To(metav1.Now())
+			s.Conditions = append(s.Conditions, JobConditionNow(batchv1.JobComplete, batchv1.JobReasonCompletionsReached, msg))
+		},
+	}
+}
+
+// FailureSteps are the status changes, one write each, by which the Job controller fails a Job:
+// FailureTarget, then Failed, with its reason.
+func FailureSteps(reason, message string) []func(*batchv1.JobStatus) {
+	return []func(*batchv1.JobStatus){
+		func(s *batchv1.JobStatus) {
+			if s.StartTime == nil {
+				s.StartTime = ptr.To(metav1.Now())
+			}
+			s.Active, s.Ready, s.Failed = 0, ptr.To[int32](0), 1
+			s.Conditions = append(s.Conditions, JobConditionNow(batchv1.JobFailureTarget, reason, message))
+		},
+		func(s *batchv1.JobStatus) {
+			s.Conditions = append(s.Conditions, JobConditionNow(batchv1.JobFailed, reason, message))
+		},
+	}
+}

@@ -94,12 +94,6 @@ func updateJobStatus(t *testing.T, job *batchv1.Job, mutate func(*batchv1.JobSta
 	}).Should(gomega.Succeed())
 }
 
-func jobCondition(t batchv1.JobConditionType, reason, message string) batchv1.JobCondition {
-	now := metav1.Now()
-	return batchv1.JobCondition{Type: t, Status: corev1.ConditionTrue, Reason: reason, Message: message,
-		LastProbeTime: now, LastTransitionTime: now}
-}
-
 // runJob: one pod of the Job is running and ready.
 func runJob(t *testing.T, job *batchv1.Job) {
 	updateJobStatus(t, job, func(s *batchv1.JobStatus) {
@@ -112,25 +106,16 @@ func runJob(t *testing.T, job *batchv1.Job) {
 
 // completeJob: the pod succeeded; SuccessCriteriaMet, then Complete (Kubernetes 1.37's order).
 func completeJob(t *testing.T, job *batchv1.Job) {
-	updateJobStatus(t, job, func(s *batchv1.JobStatus) {
-		s.Active, s.Ready, s.Succeeded = 0, ptr.To[int32](0), 1
-		s.Conditions = append(s.Conditions, jobCondition(batchv1.JobSuccessCriteriaMet, batchv1.JobReasonCompletionsReached, "Reached expected number of succeeded pods"))
-	})
-	updateJobStatus(t, job, func(s *batchv1.JobStatus) {
-		s.CompletionTime = ptr.To(metav1.Now())
-		s.Conditions = append(s.Conditions, jobCondition(batchv1.JobComplete, batchv1.JobReasonCompletionsReached, "Reached expected number of succeeded pods"))
-	})
+	for _, step := range testutil.CompletionSteps() {
+		updateJobStatus(t, job, step)
+	}
 }
 
 // failJob: FailureTarget, then Failed, with the Job controller's reason.
 func failJob(t *testing.T, job *batchv1.Job, reason, message string) {
-	updateJobStatus(t, job, func(s *batchv1.JobStatus) {
-		s.Active, s.Ready, s.Failed = 0, ptr.To[int32](0), 1
-		s.Conditions = append(s.Conditions, jobCondition(batchv1.JobFailureTarget, reason, message))
-	})
-	updateJobStatus(t, job, func(s *batchv1.JobStatus) {
-		s.Conditions = append(s.Conditions, jobCondition(batchv1.JobFailed, reason, message))
-	})
+	for _, step := range testutil.FailureSteps(reason, message) {
+		updateJobStatus(t, job, step)
+	}
 }
 
 // writeProgress writes progress entries as a job pod's reporter does: server-side apply on the

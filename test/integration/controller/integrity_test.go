@@ -107,13 +107,13 @@ func TestRunnerAccessEndsWithTheTask(t *testing.T) {
 		"completed": {
 			podsStopping: func(t *testing.T, _ *workflowv1alpha1.WorkflowTask, job *batchv1.Job) {
 				updateJobStatus(t, job, func(s *batchv1.JobStatus) {
-					s.Conditions = append(s.Conditions, jobCondition(batchv1.JobSuccessCriteriaMet, batchv1.JobReasonCompletionsReached, "ok"))
+					s.Conditions = append(s.Conditions, testutil.JobConditionNow(batchv1.JobSuccessCriteriaMet, batchv1.JobReasonCompletionsReached, "ok"))
 				})
 			},
 			podsGone: func(t *testing.T, _ *workflowv1alpha1.WorkflowTask, job *batchv1.Job) {
 				updateJobStatus(t, job, func(s *batchv1.JobStatus) {
 					s.Active, s.Ready, s.Succeeded, s.CompletionTime = 0, ptr.To[int32](0), 1, ptr.To(metav1.Now())
-					s.Conditions = append(s.Conditions, jobCondition(batchv1.JobComplete, batchv1.JobReasonCompletionsReached, "ok"))
+					s.Conditions = append(s.Conditions, testutil.JobConditionNow(batchv1.JobComplete, batchv1.JobReasonCompletionsReached, "ok"))
 				})
 			},
 			phase: workflowv1alpha1.TaskPhaseCompleted,
@@ -121,13 +121,13 @@ func TestRunnerAccessEndsWithTheTask(t *testing.T) {
 		"error": {
 			podsStopping: func(t *testing.T, _ *workflowv1alpha1.WorkflowTask, job *batchv1.Job) {
 				updateJobStatus(t, job, func(s *batchv1.JobStatus) {
-					s.Conditions = append(s.Conditions, jobCondition(batchv1.JobFailureTarget, batchv1.JobReasonBackoffLimitExceeded, "backoff"))
+					s.Conditions = append(s.Conditions, testutil.JobConditionNow(batchv1.JobFailureTarget, batchv1.JobReasonBackoffLimitExceeded, "backoff"))
 				})
 			},
 			podsGone: func(t *testing.T, _ *workflowv1alpha1.WorkflowTask, job *batchv1.Job) {
 				updateJobStatus(t, job, func(s *batchv1.JobStatus) {
 					s.Active, s.Ready, s.Failed = 0, ptr.To[int32](0), 1
-					s.Conditions = append(s.Conditions, jobCondition(batchv1.JobFailed, batchv1.JobReasonBackoffLimitExceeded, "backoff"))
+					s.Conditions = append(s.Conditions, testutil.JobConditionNow(batchv1.JobFailed, batchv1.JobReasonBackoffLimitExceeded, "backoff"))
 				})
 			},
 			phase: workflowv1alpha1.TaskPhaseError,
