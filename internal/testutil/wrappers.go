@@ -116,6 +116,25 @@ func (w *TaskWrapper) StartTime(t time.Time) *TaskWrapper {
 	return w
 }
 
+// Created sets metadata.creationTimestamp.
+func (w *TaskWrapper) Created(t time.Time) *TaskWrapper {
+	w.CreationTimestamp = metav1.NewTime(t)
+	return w
+}
+
+// CompletionTime sets status.completionTime.
+func (w *TaskWrapper) CompletionTime(t time.Time) *TaskWrapper {
+	w.Status.CompletionTime = ptr.To(metav1.NewTime(t))
+	return w
+}
+
+// ConditionAt sets a status condition with its message, last changed at a given time.
+func (w *TaskWrapper) ConditionAt(typ string, status metav1.ConditionStatus, reason, message string, at time.Time) *TaskWrapper {
+	meta.SetStatusCondition(&w.Status.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: message,
+		LastTransitionTime: metav1.NewTime(at)})
+	return w
+}
+
 // Condition sets a status condition (replacing one of the same type).
 func (w *TaskWrapper) Condition(typ string, status metav1.ConditionStatus, reason string) *TaskWrapper {
 	meta.SetStatusCondition(&w.Status.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: reason})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/onsi/gomega"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -82,12 +83,15 @@ func (s *sse) nextData(t testing.TB) string {
 // setProgress writes a task's progress as its reporter would (server-side apply, as admin).
 func setProgress(t testing.TB, task *workflowv1alpha1.WorkflowTask, entries ...workflowv1alpha1.ProgressEntry) {
 	t.Helper()
-	got := &workflowv1alpha1.WorkflowTask{}
-	if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), got); err != nil {
-		t.Fatal(err)
-	}
-	got.Status.Progress = entries
-	if err := k8sClient.Status().Update(context.Background(), got); err != nil {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error { // the controller writes the status too
+		got := &workflowv1alpha1.WorkflowTask{}
+		if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), got); err != nil {
+			return err
+		}
+		got.Status.Progress = entries
+		return k8sClient.Status().Update(context.Background(), got)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
