@@ -35,6 +35,7 @@ var (
 	manager    *devcluster.Manager
 	managerBin string
 	cliBin     string
+	pluginBin  string
 	k8sClient  client.Client
 	logDir     string
 )
@@ -56,7 +57,8 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	managerBin, cliBin = filepath.Join(logDir, "manager"), filepath.Join(logDir, "workflowtask-progress")
-	for bin, pkg := range map[string]string{managerBin: ".", cliBin: "./cmd/workflowtask-progress"} {
+	pluginBin = filepath.Join(logDir, "kubectl-workflowtask")
+	for bin, pkg := range map[string]string{managerBin: ".", cliBin: "./cmd/workflowtask-progress", pluginBin: "./cmd/kubectl-workflowtask"} {
 		cmd := exec.Command("go", "build", "-o", bin, pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
