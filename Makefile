@@ -13,6 +13,8 @@ KUBEBUILDER_ASSETS ?= $(BIN)/k8s/$(K8S_VERSION)-$(GOOS)-$(GOARCH)
 export KUBEBUILDER_ASSETS
 CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT := $(BIN)/golangci-lint
+KREW := $(BIN)/kubectl-krew
+VALIDATE_KREW := $(BIN)/validate-krew-manifest
 GO_TEST_FLAGS ?= -count=1
 IMG ?= workflowtask-operator:dev
 
@@ -27,6 +29,13 @@ $(CONTROLLER_GEN): hack/tools/codegen/go.mod hack/tools/codegen/go.sum
 
 $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 	go -C hack/tools/lint build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+$(KREW) $(VALIDATE_KREW): hack/tools/krew/go.mod hack/tools/krew/go.sum
+	go -C hack/tools/krew build -o $(KREW) sigs.k8s.io/krew/cmd/krew
+	go -C hack/tools/krew build -o $(VALIDATE_KREW) sigs.k8s.io/krew/cmd/validate-krew-manifest
+
+.PHONY: krew
+krew: $(KREW) $(VALIDATE_KREW) ## krew and its manifest validator (test/config uses them), built from hack/tools/krew.
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## golangci-lint (.golangci.yml), built from hack/tools/lint.
@@ -63,9 +72,14 @@ verify: generate manifests $(GOLANGCI_LINT) ## Regenerate everything, check gofm
 ##@ Build
 
 .PHONY: build
-build: ## Build the manager and the progress CLI.
+build: ## Build the manager, the progress CLI and the kubectl plugin.
 	go build -o $(BIN)/manager .
 	go build -o $(BIN)/workflowtask-progress ./cmd/workflowtask-progress
+	go build -o $(BIN)/kubectl-workflowtask ./cmd/kubectl-workflowtask
+
+.PHONY: plugin
+plugin: ## The kubectl plugin: bin/kubectl-workflowtask, its krew archive and manifest in dist/plugin (PLUGIN_PLATFORMS, VERSION).
+	hack/build-plugin.sh
 
 .PHONY: image
 image: ## Build the image without a container engine: OCI layout (linux/amd64+arm64) and tarballs in bin/image.
@@ -109,11 +123,15 @@ controlplane: ## Build etcd and kube-apiserver from Go modules into $(KUBEBUILDE
 ##@ Test and run
 
 .PHONY: test
-test: controlplane cluster ## Every test: unit, envtest (real etcd + kube-apiserver) and e2e (a real local cluster).
+test: controlplane cluster test-packages $(KREW) $(VALIDATE_KREW) ## Every test: unit, envtest (real etcd + kube-apiserver) and e2e (a real local cluster).
 	go test $(GO_TEST_FLAGS) -timeout 30m ./...
 
+.PHONY: test-packages
+test-packages: ## Debian packages the tests drive: tmux (the plugin's terminal test).
+	hack/debian-packages.sh tmux
+
 .PHONY: test-e2e
-test-e2e: controlplane cluster ## Only the end-to-end suite: the local cluster, the operator as a process, kubectl and curl.
+test-e2e: controlplane cluster test-packages ## Only the end-to-end suite: the local cluster, the operator as a process, kubectl and curl.
 	go test $(GO_TEST_FLAGS) -timeout 20m -v ./test/e2e/
 
 .PHONY: bench

@@ -39,6 +39,19 @@ func main() {
 	}
 }
 
+// pluginHint is the part of the printed instructions about the kubectl plugin (make build
+// puts it in bin/).
+func pluginHint(root string) string {
+	return fmt.Sprintf(`
+  # Live bars, rate and ETA with the kubectl plugin (docs/plugin.md); watch ends when every task
+  # has finished, with an exit code for the phases:
+  export PATH=%s:$PATH
+  kubectl workflowtask watch -A
+  kubectl workflowtask get -o wide
+  kubectl workflowtask describe upload
+`, filepath.Join(root, "bin"))
+}
+
 func say(format string, args ...any) {
 	fmt.Printf("[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
@@ -141,7 +154,7 @@ In another terminal:
 
   export KUBECONFIG=%s
   kubectl get workflowtasks -A -w
-
+%s
   # The progress endpoint, as alice (the owner of task "upload", ID %s):
   export TOKEN=%s
   curl -sk -H "Authorization: Bearer $TOKEN" https://127.0.0.1:9443/workflow/progress/%s
@@ -159,7 +172,7 @@ In another terminal:
   kubectl describe workflowtask upload
 
 Ctrl-C stops the operator and the cluster.
-`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, id, tokens["alice"], id, id, id, tokens["bob"], id, id)
+`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, pluginHint(root), id, tokens["alice"], id, id, id, tokens["bob"], id, id)
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

@@ -144,7 +144,7 @@ In another terminal:
   kubectl get workflowtasks -A -w
   kubectl get pods -o wide                        # on the real node
   kubectl logs -l workflow.taskops.dev/task-name=upload -c worker
-
+%s
   # The progress endpoint (the operator's pod), as alice (the owner of task "upload", ID %s):
   export TOKEN=%s
   curl -sk -H "Authorization: Bearer $TOKEN" %s/workflow/progress/%s
@@ -155,7 +155,7 @@ In another terminal:
   kubectl get --raw /apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/upload
 
 Ctrl-C stops the operator, the node (undoing its changes to the host) and the cluster.
-`, time.Since(start).Seconds(), cluster.Kubeconfig, id, tokens["alice"], endpoint, id, endpoint, id)
+`, time.Since(start).Seconds(), cluster.Kubeconfig, pluginHint(root), id, tokens["alice"], endpoint, id, endpoint, id)
 	for ctx.Err() == nil && !allFinished(ctx, c) {
 		time.Sleep(250 * time.Millisecond)
 	}
