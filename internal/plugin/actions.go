@@ -3,9 +3,12 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -23,6 +26,10 @@ type action struct {
 }
 
 func isTrue(b *bool) bool { return b != nil && *b }
+
+// conflictBackoff spaces the retries of an action that met a change of the task (8 tries over
+// about 2.5 s): a running task's status changes every second or so.
+var conflictBackoff = wait.Backoff{Steps: 8, Duration: 10 * time.Millisecond, Factor: 2, Jitter: 0.5}
 
 var (
 	cancelAction = action{
@@ -75,15 +82,21 @@ func newActionCommand(o *options, a action) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			t := &workflowv1alpha1.WorkflowTask{}
-			if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: ns, Name: args[0]}, t); err != nil {
-				return fmt.Errorf("getting workflowtask %s/%s: %w", ns, args[0], err)
-			}
-			name := "workflowtask.workflow.taskops.dev/" + t.Name
-			changed, err := a.do(cmd.Context(), c, t)
+			// A running task changes all the time (its progress, the controller's status): on a
+			// conflict, read it again and decide again.
+			var changed bool
+			err = retry.RetryOnConflict(conflictBackoff, func() error {
+				t := &workflowv1alpha1.WorkflowTask{}
+				if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: ns, Name: args[0]}, t); err != nil {
+					return fmt.Errorf("getting workflowtask %s/%s: %w", ns, args[0], err)
+				}
+				changed, err = a.do(cmd.Context(), c, t)
+				return err
+			})
 			if err != nil {
 				return err
 			}
+			name := "workflowtask.workflow.taskops.dev/" + args[0]
 			if !changed {
 				fmt.Fprintf(o.streams.Out, "%s already %s\n", name, a.done)
 				return nil

@@ -272,6 +272,40 @@ func TestPluginActions(t *testing.T) {
 		t.Errorf("cancel of a completed task: exit code %d, output %q", code, out)
 	}
 
+	// A task whose status changes all the time (here 20 progress writes a second, 20 times a
+	// reporter's default) is suspended and resumed all the same: a conflict is read again and
+	// retried.
+	busy := createTaskWithProgress(t, testutil.MakeTask("busy", "plugin"), entry("upload", 0, 1000, ""))
+	stop := make(chan struct{})
+	writing := make(chan struct{})
+	go func() {
+		defer close(writing)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for i := int64(1); ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			got := &workflowv1alpha1.WorkflowTask{}
+			if k8sClient.Get(context.Background(), client.ObjectKeyFromObject(busy), got) == nil {
+				got.Status.Progress = []workflowv1alpha1.ProgressEntry{entry("upload", i%1000, 1000, "")}
+				_ = k8sClient.Status().Update(context.Background(), got)
+			}
+		}
+	}()
+	for range 5 {
+		if code, out := run("suspend", "busy"); code != 0 || !strings.Contains(out, "suspended") {
+			t.Errorf("suspend of a task being written: exit code %d, output %q", code, out)
+		}
+		if code, out := run("resume", "busy"); code != 0 || !strings.Contains(out, "resumed") {
+			t.Errorf("resume of a task being written: exit code %d, output %q", code, out)
+		}
+	}
+	close(stop)
+	<-writing
+
 	// Someone who may read tasks but not change them gets the API server's answer.
 	reader := certUser(t, "plugin-reader", "devs")
 	if err := k8sClient.Create(context.Background(), &rbacv1.ClusterRole{
