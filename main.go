@@ -39,6 +39,8 @@ func main() {
 		secureMetrics bool
 		enableHTTP2   bool
 		leaderElectNS string
+		kubeAPIQPS    float64
+		kubeAPIBurst  int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
@@ -51,6 +53,9 @@ func main() {
 		"Serve metrics over HTTPS, authenticated and authorized by the API server.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Allow HTTP/2 on the metrics server (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).")
+	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 20,
+		"Requests per second the manager sends to kube-apiserver (sustained; its writes per task are a Job, a runner ServiceAccount, Role and RoleBinding, and status updates).")
+	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 30, "Requests the manager may send at once above --kube-api-qps.")
 	ctrlOpts := controllers.NewOptions()
 	ctrlOpts.AddFlags(flag.CommandLine)
 	progressOpts := apiserver.NewOptions()
@@ -76,7 +81,9 @@ func main() {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig := ctrl.GetConfigOrDie()
+	restConfig.QPS, restConfig.Burst = float32(kubeAPIQPS), kubeAPIBurst
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  probeAddr,
@@ -92,7 +99,7 @@ func main() {
 		os.Exit(1)
 	}
 	if ctrlOpts.Enabled {
-		reconciler := controllers.NewWorkflowTaskReconciler(mgr, ctrlOpts.ProgressImage)
+		reconciler := controllers.NewWorkflowTaskReconciler(mgr, *ctrlOpts)
 		if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: ctrlOpts.Workers}); err != nil {
 			setupLog.Error(err, "Unable to set up the WorkflowTask controller")
 			os.Exit(1)

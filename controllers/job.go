@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -124,7 +125,7 @@ func isCancelRequested(task *workflowv1alpha1.WorkflowTask) bool {
 }
 
 func (r *WorkflowTaskReconciler) createJob(ctx context.Context, task *workflowv1alpha1.WorkflowTask) (jobObservation, error) {
-	job, err := newJob(task, r.Scheme, r.ProgressImage)
+	job, err := newJob(task, r.Scheme, r.Pods)
 	if err != nil {
 		return jobObservation{}, err
 	}
@@ -177,10 +178,26 @@ func (r *WorkflowTaskReconciler) deleteJob(ctx context.Context, job *batchv1.Job
 	return nil
 }
 
+// PodDefaults are what the controller gives every task's pods beyond the task's own template.
+type PodDefaults struct {
+	// ProgressImage runs the progress-file sidecar of tasks that do not name an image.
+	ProgressImage string
+	// ProgressInterval, when set, is $WORKFLOWTASK_PROGRESS_INTERVAL in every container.
+	ProgressInterval time.Duration
+}
+
+// env is the environment the defaults add to every container.
+func (d PodDefaults) env() []corev1.EnvVar {
+	if d.ProgressInterval <= 0 {
+		return nil
+	}
+	return []corev1.EnvVar{{Name: workflowv1alpha1.EnvProgressInterval, Value: d.ProgressInterval.String()}}
+}
+
 // newJob builds the task's Job: the task's pod template, run as the task's runner
-// ServiceAccount, with the task's identity in every container's environment, and the
-// progress-file sidecar when the task asks for it.
-func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, progressImage string) (*batchv1.Job, error) {
+// ServiceAccount, with the task's identity (and the fleet's progress interval) in every
+// container's environment, and the progress-file sidecar when the task asks for it.
+func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, defaults PodDefaults) (*batchv1.Job, error) {
 	labels := labelsFor(task)
 	template := *task.Spec.Template.DeepCopy()
 	template.Labels = apilabels.Merge(template.Labels, labels)
@@ -188,14 +205,14 @@ func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, progres
 	if template.Spec.RestartPolicy == "" {
 		template.Spec.RestartPolicy = corev1.RestartPolicyNever
 	}
-	env := taskEnv(task)
+	env := append(taskEnv(task), defaults.env()...)
 	for i := range template.Spec.InitContainers {
 		template.Spec.InitContainers[i].Env = withEnv(template.Spec.InitContainers[i].Env, env)
 	}
 	for i := range template.Spec.Containers {
 		template.Spec.Containers[i].Env = withEnv(template.Spec.Containers[i].Env, env)
 	}
-	addProgressSidecar(task, &template.Spec, progressImage)
+	addProgressSidecar(task, &template.Spec, defaults.ProgressImage, env)
 
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: jobName(task), Namespace: task.Namespace, Labels: labels},

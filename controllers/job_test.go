@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"time"
+
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -22,7 +24,7 @@ func TestNewJob(t *testing.T) {
 	w.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: workflowv1alpha1.EnvPodName, Value: "mine"}}
 	task := w.Obj()
 
-	job, err := newJob(task, testScheme(t), "progress:v1")
+	job, err := newJob(task, testScheme(t), PodDefaults{ProgressImage: "progress:v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +92,7 @@ func TestNewJobWithProgressSidecar(t *testing.T) {
 	w := testutil.MakeTask("t", "ns")
 	w.Spec.ProgressSidecar = &workflowv1alpha1.ProgressSidecar{}
 	w.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: "fetch", Image: "x"}}
-	job, err := newJob(w.Obj(), testScheme(t), "registry/operator:v1")
+	job, err := newJob(w.Obj(), testScheme(t), PodDefaults{ProgressImage: "registry/operator:v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +123,47 @@ func TestNewJobWithProgressSidecar(t *testing.T) {
 	}
 
 	w.Spec.ProgressSidecar.Image = "mine:v2"
-	job, _ = newJob(w.Obj(), testScheme(t), "registry/operator:v1")
+	job, _ = newJob(w.Obj(), testScheme(t), PodDefaults{ProgressImage: "registry/operator:v1"})
 	if got := job.Spec.Template.Spec.InitContainers[0].Image; got != "mine:v2" {
 		t.Errorf("task's own sidecar image ignored: %q", got)
+	}
+}
+
+// The fleet's progress interval (--progress-interval) reaches every container, the progress
+// sidecar's too; a container that sets its own keeps it (the task's own cadence); without the
+// flag nothing is set and reporters keep their default.
+func TestNewJobProgressInterval(t *testing.T) {
+	interval := func(c corev1.Container) string {
+		for _, e := range c.Env {
+			if e.Name == workflowv1alpha1.EnvProgressInterval {
+				return e.Value
+			}
+		}
+		return "<unset>"
+	}
+	w := testutil.MakeTask("t", "ns")
+	w.Spec.ProgressSidecar = &workflowv1alpha1.ProgressSidecar{}
+	w.Spec.Template.Spec.Containers = append(w.Spec.Template.Spec.Containers, corev1.Container{Name: "own", Image: "x",
+		Env: []corev1.EnvVar{{Name: workflowv1alpha1.EnvProgressInterval, Value: "5s"}}})
+	for _, tc := range []struct {
+		defaults PodDefaults
+		want     map[string]string
+	}{
+		{PodDefaults{ProgressImage: "p", ProgressInterval: time.Minute},
+			map[string]string{workflowv1alpha1.ProgressSidecarName: "1m0s", "worker": "1m0s", "own": "5s"}},
+		{PodDefaults{ProgressImage: "p"},
+			map[string]string{workflowv1alpha1.ProgressSidecarName: "<unset>", "worker": "<unset>", "own": "5s"}},
+	} {
+		job, err := newJob(w.Obj(), testScheme(t), tc.defaults)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, c := range append(append([]corev1.Container{}, job.Spec.Template.Spec.InitContainers...), job.Spec.Template.Spec.Containers...) {
+			got[c.Name] = interval(c)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("%+v: $%s per container (-want +got):\n%s", tc.defaults, workflowv1alpha1.EnvProgressInterval, diff)
+		}
 	}
 }

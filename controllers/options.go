@@ -3,6 +3,7 @@ package controllers
 import (
 	"errors"
 	"flag"
+	"time"
 )
 
 // Options are the controller's command-line options (the endpoint's are apiserver.Options,
@@ -14,6 +15,10 @@ type Options struct {
 	Workers int
 	// ProgressImage is the progress-file sidecar's image for tasks that name none.
 	ProgressImage string
+	// ProgressInterval, when set, is the shortest time between two progress writes of every
+	// task's reporters ($WORKFLOWTASK_PROGRESS_INTERVAL in every container that does not set it
+	// itself); 0 leaves the reporters' default (1s).
+	ProgressInterval time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -28,6 +33,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Workers, "workers", o.Workers, "How many tasks are reconciled at the same time.")
 	fs.StringVar(&o.ProgressImage, "progress-image", o.ProgressImage,
 		"Image of the progress-file sidecar for tasks that do not name one (it holds /workflowtask-progress).")
+	fs.DurationVar(&o.ProgressInterval, "progress-interval", o.ProgressInterval,
+		"Shortest time between two progress writes of each task's reporters, for the whole fleet (e.g. 1m for many thousands of busy tasks); "+
+			"a task's container may set WORKFLOWTASK_PROGRESS_INTERVAL itself. 0: the reporters' default, 1s.")
 }
 
 // Validate checks the options.
@@ -35,6 +43,9 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.Workers < 1 {
 		errs = append(errs, errors.New("--workers must be at least 1"))
+	}
+	if o.ProgressInterval < 0 {
+		errs = append(errs, errors.New("--progress-interval must not be negative"))
 	}
 	if o.ProgressImage == "" {
 		errs = append(errs, errors.New("--progress-image is empty"))

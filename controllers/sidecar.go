@@ -12,8 +12,9 @@ const progressVolume = "workflowtask-progress"
 
 // addProgressSidecar adds, for a task that asks for it, the progress CLI in file mode as a
 // native sidecar, an emptyDir shared with every container, and $WORKFLOWTASK_PROGRESS_FILE.
-// The sidecar comes first among the init containers, so it runs before anything else does.
-func addProgressSidecar(task *workflowv1alpha1.WorkflowTask, pod *corev1.PodSpec, defaultImage string) {
+// The sidecar comes first among the init containers, so it runs before anything else does; env
+// is the environment every container gets (the task's identity, the fleet's defaults).
+func addProgressSidecar(task *workflowv1alpha1.WorkflowTask, pod *corev1.PodSpec, defaultImage string, env []corev1.EnvVar) {
 	spec := task.Spec.ProgressSidecar
 	if spec == nil {
 		return
@@ -37,7 +38,7 @@ func addProgressSidecar(task *workflowv1alpha1.WorkflowTask, pod *corev1.PodSpec
 		Command:       []string{"/workflowtask-progress"},
 		Args:          []string{"file", workflowv1alpha1.ProgressFile},
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
-		Env:           append(taskEnv(task), fileEnv),
+		Env:           append(append([]corev1.EnvVar(nil), env...), fileEnv),
 		VolumeMounts:  []corev1.VolumeMount{mount},
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},

@@ -37,8 +37,8 @@ type WorkflowTaskReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Clock     clock.PassiveClock
-	// ProgressImage runs the progress-file sidecar of tasks that do not name an image.
-	ProgressImage string
+	// Pods are the defaults the controller gives every task's pods.
+	Pods PodDefaults
 
 	// progressClock times progress entries that carry no believable updateTime.
 	progressClock *progressClock
@@ -47,15 +47,15 @@ type WorkflowTaskReconciler struct {
 var _ reconcile.Reconciler = (*WorkflowTaskReconciler)(nil)
 
 // NewWorkflowTaskReconciler wires a reconciler to the manager's client, cache-bypassing reader,
-// scheme and event recorder, with the real clock.
-func NewWorkflowTaskReconciler(mgr ctrl.Manager, progressImage string) *WorkflowTaskReconciler {
+// scheme and event recorder, with the real clock and the pod defaults of opts.
+func NewWorkflowTaskReconciler(mgr ctrl.Manager, opts Options) *WorkflowTaskReconciler {
 	return &WorkflowTaskReconciler{
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Scheme:        mgr.GetScheme(),
 		Recorder:      mgr.GetEventRecorder("workflowtask-controller"),
 		Clock:         clock.RealClock{},
-		ProgressImage: progressImage,
+		Pods:          PodDefaults{ProgressImage: opts.ProgressImage, ProgressInterval: opts.ProgressInterval},
 		progressClock: newProgressClock(),
 	}
 }

@@ -36,6 +36,11 @@ const (
 	EnvPodName = "WORKFLOWTASK_POD_NAME"
 	// EnvProgressFile is the progress file a task with spec.progressSidecar appends lines to.
 	EnvProgressFile = "WORKFLOWTASK_PROGRESS_FILE"
+	// EnvProgressInterval is the shortest time between two progress writes of a reporter (a Go
+	// duration, e.g. "1s", "1m"), set in every container when the operator runs with
+	// --progress-interval: the cluster's cadence for the whole fleet. Unset, reporters write at
+	// most once a second.
+	EnvProgressInterval = "WORKFLOWTASK_PROGRESS_INTERVAL"
 )
 
 // The progress-file sidecar.

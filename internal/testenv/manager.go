@@ -31,7 +31,9 @@ func StartManager(ctx context.Context, admin *rest.Config, configure ...func(ctr
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
-	r := controllers.NewWorkflowTaskReconciler(mgr, "workflowtask-operator:test")
+	opts := controllers.NewOptions()
+	opts.ProgressImage = "workflowtask-operator:test"
+	r := controllers.NewWorkflowTaskReconciler(mgr, *opts)
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(true)}); err != nil {
 		return nil, fmt.Errorf("setting up the controller: %w", err)
 	}

@@ -47,6 +47,11 @@ import (
 const (
 	DefaultInterval   = time.Second
 	DefaultMaxBackoff = 30 * time.Second
+	// DefaultMaxInterval caps how far the interval stretches while the API server pushes back.
+	DefaultMaxInterval = 30 * time.Second
+	// SlowWrite is how long a write may take before it counts as the API server being
+	// saturated (when the interval is shorter; a healthy server answers in milliseconds).
+	SlowWrite = 250 * time.Millisecond
 	// DefaultRequestTimeout bounds one write.
 	DefaultRequestTimeout = 10 * time.Second
 	// FieldManagerPrefix starts the field manager of every reporter.
@@ -62,8 +67,15 @@ type Options struct {
 	// FieldManager names this writer; each writer of a task needs its own. Default:
 	// "workflowtask-progress/<pod name>" (WORKFLOWTASK_POD_NAME, else the host name).
 	FieldManager string
-	// Interval is the shortest time between two writes. Default 1s.
+	// Interval is the shortest time between two writes. Default: $WORKFLOWTASK_PROGRESS_INTERVAL
+	// with NewFromEnvironment (the operator's --progress-interval), else 1s.
 	Interval time.Duration
+	// MaxInterval is how far the interval may stretch while the API server pushes back: each
+	// write refused with 429 (API Priority and Fairness) or slower than max(Interval, SlowWrite)
+	// doubles it, each other successful write brings it halfway back to Interval. Progress then
+	// arrives less often under load, never lost: only the latest values are kept and written.
+	// Default max(30s, Interval).
+	MaxInterval time.Duration
 	// MaxBackoff caps the wait between retries of a failing write. Default 30s.
 	MaxBackoff time.Duration
 	// RequestTimeout bounds each write. Default 10s.
@@ -103,6 +115,7 @@ type Reporter struct {
 	unsent   atomic.Bool           // the last write failed: the server is behind
 	failures atomic.Int32          // failed writes in a row, for logging
 	dropped  atomic.Int64
+	interval atomic.Int64 // the current write interval (adapted to the API server's pushback)
 }
 
 // New starts a Reporter for the task in opts.
@@ -118,6 +131,9 @@ func New(opts Options) (*Reporter, error) {
 	}
 	if opts.MaxBackoff < opts.Interval {
 		opts.MaxBackoff = max(DefaultMaxBackoff, opts.Interval)
+	}
+	if opts.MaxInterval < opts.Interval {
+		opts.MaxInterval = max(DefaultMaxInterval, opts.Interval)
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = DefaultRequestTimeout
@@ -136,6 +152,7 @@ func New(opts Options) (*Reporter, error) {
 	}
 	empty := map[string]*Entry{}
 	r.entries.Store(&empty)
+	r.interval.Store(int64(opts.Interval))
 	go r.loop()
 	return r, nil
 }
@@ -154,6 +171,13 @@ func NewFromEnvironment(opts Options) (*Reporter, error) {
 	}
 	if opts.UID == "" {
 		opts.UID = types.UID(os.Getenv(workflowv1alpha1.EnvTaskUID))
+	}
+	if v := os.Getenv(workflowv1alpha1.EnvProgressInterval); opts.Interval == 0 && v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("progress: %s=%q is not a positive duration", workflowv1alpha1.EnvProgressInterval, v)
+		}
+		opts.Interval = d
 	}
 	if opts.Task == "" || opts.Namespace == "" {
 		return nil, fmt.Errorf("progress: %s and %s must be set (the controller sets them in a task's pods)",
@@ -285,7 +309,8 @@ func (r *Reporter) Delete(typ string) {
 // pkg/progress/progressmetrics exposes them to Prometheus).
 func (r *Reporter) Stats() Stats {
 	s := &r.writer.stats
-	return Stats{OK: s.ok.Load(), Conflict: s.conflict.Load(), Throttled: s.throttled.Load(), Error: s.failed.Load(), Bytes: s.bytes.Load()}
+	return Stats{OK: s.ok.Load(), Conflict: s.conflict.Load(), Throttled: s.throttled.Load(), Error: s.failed.Load(), Bytes: s.bytes.Load(),
+		Interval: time.Duration(r.interval.Load())}
 }
 
 // Dropped is how many updates were refused (invalid type, too many types, after Close).

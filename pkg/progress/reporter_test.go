@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,6 +179,42 @@ func TestUIDFromOptionsAndEnvironment(t *testing.T) {
 		}
 		if r.writer.uid != want {
 			t.Errorf("NewFromEnvironment(UID %q): writer UID = %q, want %q", opt, r.writer.uid, want)
+		}
+		_ = r.Close(expired())
+	}
+}
+
+// NewFromEnvironment takes the interval from $WORKFLOWTASK_PROGRESS_INTERVAL (the operator's
+// --progress-interval) unless Options.Interval is set; a bad value is an error naming it.
+func TestIntervalFromEnvironment(t *testing.T) {
+	t.Setenv(workflowv1alpha1.EnvTaskName, "t")
+	t.Setenv(workflowv1alpha1.EnvTaskNamespace, "ns")
+	for _, tc := range []struct {
+		env     string
+		opt     time.Duration
+		want    time.Duration
+		wantErr bool
+	}{
+		{env: "", want: DefaultInterval},
+		{env: "1m", want: time.Minute},
+		{env: "1m", opt: 5 * time.Second, want: 5 * time.Second},
+		{env: "soon", wantErr: true},
+		{env: "-1s", wantErr: true},
+		{env: "0s", wantErr: true},
+	} {
+		t.Setenv(workflowv1alpha1.EnvProgressInterval, tc.env)
+		r, err := NewFromEnvironment(Options{Config: unreachable(), Interval: tc.opt})
+		if tc.wantErr {
+			if err == nil || !strings.Contains(err.Error(), workflowv1alpha1.EnvProgressInterval) {
+				t.Errorf("%s=%q: err = %v, want one naming the variable", workflowv1alpha1.EnvProgressInterval, tc.env, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Stats().Interval; got != tc.want {
+			t.Errorf("%s=%q, Options.Interval %s: interval %s, want %s", workflowv1alpha1.EnvProgressInterval, tc.env, tc.opt, got, tc.want)
 		}
 		_ = r.Close(expired())
 	}

@@ -50,6 +50,9 @@ type Stats struct {
 	OK, Conflict, Throttled, Error int64
 	// Bytes is the size of the apply bodies sent.
 	Bytes int64
+	// Interval is the current shortest time between two writes: Options.Interval, stretched
+	// up to Options.MaxInterval while the API server pushes back.
+	Interval time.Duration
 }
 
 // count records the result of one attempt.
@@ -284,6 +287,7 @@ func (r *Reporter) loop() {
 		nextAllowed time.Time
 		pending     bool
 		failures    int
+		interval    = r.opts.Interval
 	)
 	for {
 		var reply chan error
@@ -308,6 +312,7 @@ func (r *Reporter) loop() {
 				}
 			}
 		}
+		start := time.Now()
 		err := r.send(ctx)
 		if reply != nil {
 			reply <- err
@@ -316,15 +321,44 @@ func (r *Reporter) loop() {
 			pending = false
 			continue
 		}
+		interval = adapt(interval, r.opts.Interval, r.opts.MaxInterval, err, time.Since(start))
+		r.interval.Store(int64(interval))
 		if err != nil {
 			failures++
 			pending = true
-			nextAllowed = time.Now().Add(backoff(r.opts.Interval, r.opts.MaxBackoff, failures))
+			nextAllowed = time.Now().Add(retryWait(err, backoff(interval, r.opts.MaxBackoff, failures)))
 			continue
 		}
 		failures, pending = 0, false
-		nextAllowed = time.Now().Add(r.opts.Interval)
+		nextAllowed = time.Now().Add(interval)
 	}
+}
+
+// adapt is the write interval after a write that took took and ended with err: doubled (up to
+// maxInterval) when the API server pushed back — a 429, or a write slower than
+// max(base, SlowWrite) — unchanged after another failure (backoff handles it), and halfway back
+// to base after a write that went well (base itself once within an eighth of it).
+func adapt(cur, base, maxInterval time.Duration, err error, took time.Duration) time.Duration {
+	switch {
+	case apierrors.IsTooManyRequests(err) || took > max(base, SlowWrite):
+		return min(cur*2, maxInterval)
+	case err != nil:
+		return cur
+	}
+	next := base + (cur-base)/2
+	if next-base < base/8 {
+		return base
+	}
+	return next
+}
+
+// retryWait is how long to wait before retrying after err: the backoff, or longer when the
+// API server asked for it (Retry-After on a 429 from API Priority and Fairness, or a timeout).
+func retryWait(err error, backoff time.Duration) time.Duration {
+	if s, ok := apierrors.SuggestsClientDelay(err); ok {
+		return max(backoff, time.Duration(s)*time.Second)
+	}
+	return backoff
 }
 
 // finalWrite is Close's last write: only when something was not written yet, retried until
@@ -344,7 +378,7 @@ func (r *Reporter) finalWrite(ctx context.Context) error {
 		if errors.Is(err, ErrTaskReplaced) {
 			continue // returned above
 		}
-		t := time.NewTimer(backoff(r.opts.Interval, r.opts.MaxBackoff, attempt))
+		t := time.NewTimer(retryWait(err, backoff(r.opts.Interval, r.opts.MaxBackoff, attempt)))
 		select {
 		case <-ctx.Done():
 			t.Stop()

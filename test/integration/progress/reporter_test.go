@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,6 +169,49 @@ func TestTransientErrorsAreRetried(t *testing.T) {
 				t.Errorf("Stats %+v; want at least 3 attempts counted as HTTP %d and a success", s, code)
 			}
 		})
+	}
+}
+
+// A 429 that asks for a delay (API Priority and Fairness: Retry-After) is honoured: the retries
+// wait for it instead of the short backoff, the interval stretches while the server pushes back
+// and comes back once writes go well; the value lands.
+func TestThrottlingIsHonoured(t *testing.T) {
+	task := newTask(t, "throttled")
+	cfg, ct := counting(runnerConfig(t, task))
+	ct.failWith, ct.retryAfter = http.StatusTooManyRequests, 1
+	ct.failFirst.Store(2)
+	const interval = 20 * time.Millisecond
+	r, err := progress.New(progress.Options{Config: cfg, Namespace: task.Namespace, Task: task.Name,
+		Interval: interval, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Set("upload", 1, 100)
+	// Within the first second at most the first attempt and one retry fit (both refused); with
+	// the 20–100 ms backoff alone there would be both refusals and the success already.
+	time.Sleep(time.Second)
+	if got := ct.writes.Load(); got > 2 {
+		t.Errorf("%d attempts in the first second after a 429 asking for 1 s; want at most 2", got)
+	}
+	if s := r.Stats(); s.Interval <= interval {
+		t.Errorf("interval %s after two 429s; want it stretched beyond %s", s.Interval, interval)
+	}
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		g.Expect(progressOf(g, task)["upload"].Current).To(gomega.Equal(int64(1)))
+	}).Should(gomega.Succeed())
+	for i := int64(2); i <= 20; i++ { // writes that go well bring the interval back
+		r.Set("upload", i, 100)
+		time.Sleep(2 * interval)
+	}
+	if err := closeWithin(t, r, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Stats(); s.Throttled != 2 || s.Interval != interval {
+		t.Errorf("Stats %+v; want the 2 throttled attempts counted and the interval back at %s", s, interval)
+	}
+	if got := progressOf(g, task)["upload"].Current; got != 20 {
+		t.Errorf("final value %d, want 20", got)
 	}
 }
 

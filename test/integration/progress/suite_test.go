@@ -98,16 +98,23 @@ type countingTransport struct {
 	writes    atomic.Int64
 	failFirst atomic.Int64
 	failWith  int
+	// retryAfter, when set, is the delay the injected answers ask for (as API Priority and
+	// Fairness does on a 429: Retry-After and the Status's details.retryAfterSeconds).
+	retryAfter int
 }
 
 func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/status") {
 		c.writes.Add(1)
 		if c.failFirst.Add(-1) >= 0 {
+			header, details := http.Header{"Content-Type": {"application/json"}}, ""
+			if c.retryAfter > 0 {
+				header.Set("Retry-After", fmt.Sprint(c.retryAfter))
+				details = fmt.Sprintf(`,"details":{"retryAfterSeconds":%d}`, c.retryAfter)
+			}
 			return &http.Response{
-				StatusCode: c.failWith, Status: http.StatusText(c.failWith), Request: req,
-				Header: http.Header{"Content-Type": {"application/json"}},
-				Body:   ioNopCloser(fmt.Sprintf(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected","code":%d}`, c.failWith)),
+				StatusCode: c.failWith, Status: http.StatusText(c.failWith), Request: req, Header: header,
+				Body: ioNopCloser(fmt.Sprintf(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected","code":%d%s}`, c.failWith, details)),
 			}, nil
 		}
 	}
