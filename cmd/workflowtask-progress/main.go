@@ -69,7 +69,12 @@ func run(args []string, stderr io.Writer) int {
 	o.uid = types.UID(os.Getenv(workflowv1alpha1.EnvTaskUID))
 	fs.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "Kubeconfig file; in-cluster config when empty.")
 	fs.StringVar(&o.fieldManager, "field-manager", "", "Field manager name (default workflowtask-progress/<pod>/file, or /<TYPE> for one entry).")
-	fs.DurationVar(&o.interval, "interval", progress.DefaultInterval, "File mode: shortest time between two writes.")
+	interval, err := progress.IntervalFromEnvironment()
+	if err != nil {
+		fmt.Fprintln(stderr, "workflowtask-progress:", err)
+		return exitUsage
+	}
+	fs.DurationVar(&o.interval, "interval", interval, "File mode: shortest time between two writes (default $"+workflowv1alpha1.EnvProgressInterval+", else 1s).")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "How long a one-entry command, or the final write of file mode, may try.")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: workflowtask-progress [flags] set TYPE CURRENT[/TOTAL] [IDENTIFIER] | add TYPE DELTA | delete TYPE | file PATH")

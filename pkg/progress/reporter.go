@@ -172,10 +172,10 @@ func NewFromEnvironment(opts Options) (*Reporter, error) {
 	if opts.UID == "" {
 		opts.UID = types.UID(os.Getenv(workflowv1alpha1.EnvTaskUID))
 	}
-	if v := os.Getenv(workflowv1alpha1.EnvProgressInterval); opts.Interval == 0 && v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return nil, fmt.Errorf("progress: %s=%q is not a positive duration", workflowv1alpha1.EnvProgressInterval, v)
+	if opts.Interval == 0 {
+		d, err := IntervalFromEnvironment()
+		if err != nil {
+			return nil, err
 		}
 		opts.Interval = d
 	}
@@ -191,6 +191,21 @@ func NewFromEnvironment(opts Options) (*Reporter, error) {
 		opts.Config = cfg
 	}
 	return New(opts)
+}
+
+// IntervalFromEnvironment is $WORKFLOWTASK_PROGRESS_INTERVAL (set in a task's containers by the
+// operator's --progress-interval, or by the task itself), else DefaultInterval. A value that is
+// not a positive duration is an error naming the variable.
+func IntervalFromEnvironment() (time.Duration, error) {
+	v := os.Getenv(workflowv1alpha1.EnvProgressInterval)
+	if v == "" {
+		return DefaultInterval, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("progress: %s=%q is not a positive duration", workflowv1alpha1.EnvProgressInterval, v)
+	}
+	return d, nil
 }
 
 // ConfigFromEnvironment is the in-cluster config, or KUBECONFIG's when that is set.

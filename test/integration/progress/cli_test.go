@@ -158,6 +158,8 @@ func TestCLIExitCodes(t *testing.T) {
 		"other task":          {args: []string{"--task", other.Name, "--namespace", other.Namespace, "set", "upload", "1/2"}, want: 1, inStderr: "forbidden"},
 		"unreachable":         {args: []string{"--timeout", "2s", "set", "upload", "1/2"}, env: append(append([]string{}, env...), "KUBECONFIG=/nonexistent"), want: 1, inStderr: "kubeconfig"},
 		"file without a path": {args: []string{"file"}, want: 2, inStderr: "PATH"},
+		"bad interval in the environment": {args: []string{"file", "/dev/null"},
+			env: append(append([]string{}, env...), workflowv1alpha1.EnvProgressInterval+"=\x1b[2Jsoon"), want: 2, inStderr: workflowv1alpha1.EnvProgressInterval},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
