@@ -152,12 +152,16 @@ func requeueAfter(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.
 // created (by label), so it does not hold every Job, ServiceAccount and Role of the cluster.
 func CacheOptions() cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{workflowv1alpha1.LabelManagedBy: workflowv1alpha1.ManagedByValue})
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&batchv1.Job{}:           {Label: managed},
-		&corev1.ServiceAccount{}: {Label: managed},
-		&rbacv1.Role{}:           {Label: managed},
-		&rbacv1.RoleBinding{}:    {Label: managed},
-	}}
+	return cache.Options{
+		// managedFields grow with every writer of a task (one entry per reporter pod) and
+		// nothing here reads them.
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&batchv1.Job{}:           {Label: managed},
+			&corev1.ServiceAccount{}: {Label: managed},
+			&rbacv1.Role{}:           {Label: managed},
+			&rbacv1.RoleBinding{}:    {Label: managed},
+		}}
 }
 
 // SetupWithManager registers the controller: tasks, and the Jobs and runner objects they own.

@@ -30,6 +30,7 @@ var (
 	env       *envtest.Environment
 	adminCfg  *rest.Config
 	k8sClient client.Client
+	mgr       ctrl.Manager
 )
 
 func TestMain(m *testing.M) {
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 	gomega.SetDefaultConsistentlyDuration(2 * time.Second)
 	gomega.SetDefaultConsistentlyPollingInterval(100 * time.Millisecond)
 	os.Exit(testenv.Main(m, testenv.Suite{Eventually: timeout, Polling: interval, Manager: true}, func(e *testenv.Env) {
-		env, adminCfg, k8sClient = e.Environment, e.Admin, e.Client
+		env, adminCfg, k8sClient, mgr = e.Environment, e.Admin, e.Client, e.Manager
 	}))
 }
 
