@@ -53,9 +53,9 @@ func main() {
 		"Serve metrics over HTTPS, authenticated and authorized by the API server.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Allow HTTP/2 on the metrics server (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).")
-	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 20,
-		"Requests per second the manager sends to kube-apiserver (sustained; its writes per task are a Job, a runner ServiceAccount, Role and RoleBinding, and status updates).")
-	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 30, "Requests the manager may send at once above --kube-api-qps.")
+	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", -1,
+		"Requests per second the manager may send to kube-apiserver; negative: no client-side limit, kube-apiserver's API Priority and Fairness decides (controller-runtime's default).")
+	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 30, "Requests the manager may send at once above --kube-api-qps (when that is not negative).")
 	ctrlOpts := controllers.NewOptions()
 	ctrlOpts.AddFlags(flag.CommandLine)
 	progressOpts := apiserver.NewOptions()
@@ -82,7 +82,7 @@ func main() {
 	}
 
 	restConfig := ctrl.GetConfigOrDie()
-	restConfig.QPS, restConfig.Burst = float32(kubeAPIQPS), kubeAPIBurst
+	restConfig.QPS, restConfig.Burst = float32(kubeAPIQPS), kubeAPIBurst // (GetConfig's own default: QPS -1)
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,

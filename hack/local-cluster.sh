@@ -37,6 +37,7 @@
 # IPs instead of its Service (with a real node: hack/real-node.sh; ExternalName Services then do
 # not route). Other knobs: LOCAL_CLUSTER_TIMEOUT (seconds to wait for each component, default 90),
 # LOCAL_CLUSTER_STOP_TIMEOUT (seconds between SIGTERM and SIGKILL, default 5),
+# LOCAL_CLUSTER_NODE_PODS / LOCAL_CLUSTER_NODE_CPU (the kwok node's capacity, default 110 / 32),
 # LOCAL_CLUSTER_KEEP_ON_FAILURE=1 (leave the processes running when `up` fails, to debug),
 # CONTROLPLANE_DIR (where the binaries are, as for hack/build-controlplane.sh).
 set -euo pipefail
@@ -62,6 +63,9 @@ stages=$root/hack/local-cluster/kwok-stages.yaml
 service_cidr=10.96.0.0/16
 service_ip=10.96.0.1 # the first address of service_cidr: the `kubernetes` Service
 node_name=kwok-node-0
+# The simulated node's capacity: a scale run (test/scale) needs room for thousands of pods.
+node_pods=${LOCAL_CLUSTER_NODE_PODS:-110}
+node_cpu=${LOCAL_CLUSTER_NODE_CPU:-32}
 timeout=${LOCAL_CLUSTER_TIMEOUT:-90}
 stop_timeout=${LOCAL_CLUSTER_STOP_TIMEOUT:-5}
 
@@ -459,8 +463,8 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
 status:
-  capacity: {pods: "110", cpu: "32", memory: 256Gi}
-  allocatable: {pods: "110", cpu: "32", memory: 256Gi}
+  capacity: {pods: "$node_pods", cpu: "$node_cpu", memory: 256Gi}
+  allocatable: {pods: "$node_pods", cpu: "$node_cpu", memory: 256Gi}
 EOF
   if ! running kwok; then
     # A new kwok waits out (~40 s) node leases still held by its previous run.
@@ -469,7 +473,7 @@ EOF
   start kwok "$kwok_port" \
     --kubeconfig="$kubeconfig" --config="$stages" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --node-lease-duration-seconds=40 --cidr=10.0.0.1/24 --node-ip=10.0.0.1 \
+    --node-lease-duration-seconds=40 --cidr=10.0.0.1/16 --node-ip=10.0.0.1 \
     --server-address="127.0.0.1:$kwok_port"
 
   wait_healthy kube-scheduler
