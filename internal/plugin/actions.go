@@ -74,11 +74,7 @@ func newActionCommand(o *options, a action) *cobra.Command {
 		Example: "  kubectl workflowtask " + a.verb + " upload-7f3a",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ns, err := o.namespace()
-			if err != nil {
-				return err
-			}
-			c, err := o.client()
+			c, ns, err := o.clientIn()
 			if err != nil {
 				return err
 			}

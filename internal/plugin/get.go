@@ -53,11 +53,7 @@ func newGetCommand(o *options) *cobra.Command {
 }
 
 func (g *getOptions) run(cmd *cobra.Command, args []string) error {
-	ns, err := g.namespace()
-	if err != nil {
-		return err
-	}
-	c, err := g.client()
+	c, ns, err := g.clientIn()
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,19 @@ func (o *options) client() (client.WithWatch, error) {
 	return c, nil
 }
 
+// clientIn is a client and the namespace the user works in (-n, else the kubeconfig's).
+func (o *options) clientIn() (client.WithWatch, string, error) {
+	ns, err := o.namespace()
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := o.client()
+	if err != nil {
+		return nil, "", err
+	}
+	return c, ns, nil
+}
+
 // NewCommand is `kubectl workflowtask` with its subcommands.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	o := &options{flags: genericclioptions.NewConfigFlags(true), streams: streams, now: time.Now}

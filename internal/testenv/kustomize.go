@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Kustomize renders the kustomization in config/<dir> with kubectl, as a user installing it
@@ -29,6 +31,21 @@ func Kustomize(kubectl, dir string) ([]*unstructured.Unstructured, error) {
 		return nil, fmt.Errorf("parsing config/%s: %w", dir, err)
 	}
 	return objs, nil
+}
+
+// Install creates every object of config/<dir> as kustomize renders it: the manifests a user
+// installs, not a copy of them.
+func Install(ctx context.Context, c client.Client, kubectl, dir string) error {
+	objs, err := Kustomize(kubectl, dir)
+	if err != nil {
+		return err
+	}
+	for _, u := range objs {
+		if err := c.Create(ctx, u); err != nil {
+			return fmt.Errorf("creating %s %s of config/%s: %w", u.GetKind(), u.GetName(), dir, err)
+		}
+	}
+	return nil
 }
 
 // ReadObjects reads every object of a multi-document YAML (or JSON) file.

@@ -334,7 +334,7 @@ func (r *Reporter) loop() {
 	}
 }
 
-// adapt is the write interval after a write that took took and ended with err: doubled (up to
+// adapt is the write interval after a write that lasted took and ended with err: doubled (up to
 // maxInterval) when the API server pushed back — a 429, or a write slower than
 // max(base, SlowWrite) — unchanged after another failure (backoff handles it), and halfway back
 // to base after a write that went well (base itself once within an eighth of it).

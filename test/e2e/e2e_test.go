@@ -50,6 +50,21 @@ func runningPod(t *testing.T, ns, task string) corev1.Pod {
 // token bound to the pod.
 func report(t *testing.T, pod corev1.Pod, task string, args ...string) {
 	t.Helper()
+	if err := newRunner(t, pod, task).run(args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runner reports progress as a task's pod does (the progress CLI with the runner's token bound
+// to the pod), returning errors instead of failing the test, for use off the test goroutine.
+type runner struct {
+	pod        corev1.Pod
+	task       string
+	kubeconfig string
+}
+
+func newRunner(t *testing.T, pod corev1.Pod, task string) runner {
+	t.Helper()
 	cs := kubernetes.NewForConfigOrDie(cluster.Admin)
 	token, err := kubeauth.Token(context.Background(), cs, pod.Namespace, task+"-runner", kubeauth.TokenOptions{BoundTo: kubeauth.BoundToPod(&pod)})
 	if err != nil {
@@ -59,13 +74,24 @@ func report(t *testing.T, pod corev1.Pod, task string, args ...string) {
 	if err := devcluster.WriteKubeconfig(kubeconfig, cluster.TokenConfig(token)); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(cliBin, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, workflowv1alpha1.EnvTaskName+"="+task,
-		workflowv1alpha1.EnvTaskNamespace+"="+pod.Namespace, workflowv1alpha1.EnvPodName+"="+pod.Name)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("workflowtask-progress %v: %v\n%s", args, err, out)
-	}
+	return runner{pod: pod, task: task, kubeconfig: kubeconfig}
 }
+
+// run runs the progress CLI with args (e.g. set TYPE CURRENT/TOTAL).
+func (r runner) run(args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cliBin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+r.kubeconfig, workflowv1alpha1.EnvTaskName+"="+r.task,
+		workflowv1alpha1.EnvTaskNamespace+"="+r.pod.Namespace, workflowv1alpha1.EnvPodName+"="+r.pod.Name)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("workflowtask-progress %v: %w\n%s", args, err, out)
+	}
+	return nil
+}
+
+// set runs `workflowtask-progress set TYPE CURRENT/TOTAL`.
+func (r runner) set(entry ...string) error { return r.run(append([]string{"set"}, entry...)...) }
 
 func completePod(t *testing.T, pod corev1.Pod) {
 	t.Helper()

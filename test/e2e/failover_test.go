@@ -116,7 +116,7 @@ func TestFailover(t *testing.T) {
 		applyTask(t, name, "", "") // created while nobody holds a valid lease
 	}
 	answersFor(standby.ProgressURL, first)(g) // at once: the standby serves without the lease (held by the dead leader for 15 s)
-	for _, name := range second { // the standby takes over: the new tasks get their Jobs
+	for _, name := range second {             // the standby takes over: the new tasks get their Jobs
 		pod := runningPod(t, "default", name)
 		report(t, pod, name, "set", "relocate", "1/2")
 		g.Eventually(func() string { ids[name] = jsonpath(t, "default", "wft", name, "{.status.id}"); return ids[name] }).ShouldNot(gomega.BeEmpty())

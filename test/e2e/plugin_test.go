@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,12 +17,9 @@ import (
 
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 
-	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
-	"github.com/taskops/workflowtask-operator/internal/devcluster"
-	"github.com/taskops/workflowtask-operator/internal/kubeauth"
 	"github.com/taskops/workflowtask-operator/internal/plugin"
+	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
 
 // kubectl-workflowtask watch in a real terminal: tmux gives it a TTY of a fixed size, and what
@@ -172,7 +168,7 @@ func TestPluginExitCodes(t *testing.T) {
 		const task = "plugin-fail"
 		pod := pluginTask(t, task, "  backoffLimit: 0") // the first failed pod fails the Job
 		report(t, pod, task, "set", "upload", "1/2")
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		w := startPlugin(t, &out, "watch", task, "-n", "default", "--timeout", "5m")
 		gomega.NewWithT(t).Eventually(out.String).Should(gomega.ContainSubstring("upload"), "the watch has started")
 		kubectl(t, "annotate", "pod", "-n", "default", pod.Name, "workflow.taskops.dev/simulate=fail")
@@ -186,10 +182,10 @@ func TestPluginExitCodes(t *testing.T) {
 		const task = "plugin-cancel"
 		pod := pluginTask(t, task, "")
 		report(t, pod, task, "set", "upload", "1/2")
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		w := startPlugin(t, &out, "watch", task, "-n", "default", "--timeout", "5m")
 		gomega.NewWithT(t).Eventually(out.String).Should(gomega.ContainSubstring("upload"), "the watch has started")
-		var cancelOut syncBuffer
+		var cancelOut testutil.SyncBuffer
 		if code := startPlugin(t, &cancelOut, "cancel", task, "-n", "default").wait(); code != 0 {
 			t.Fatalf("kubectl-workflowtask cancel: exit %d\n%s", code, cancelOut.String())
 		}
@@ -202,7 +198,7 @@ func TestPluginExitCodes(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		const task = "plugin-timeout"
 		pluginTask(t, task, "")
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		w := startPlugin(t, &out, "watch", task, "-n", "default", "--timeout", "2s")
 		if code := w.wait(); code != plugin.ExitTimeout {
 			t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, plugin.ExitTimeout, out.String(), w.stderr.String())
@@ -213,7 +209,7 @@ func TestPluginExitCodes(t *testing.T) {
 	})
 
 	t.Run("not found", func(t *testing.T) {
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		w := startPlugin(t, &out, "watch", "plugin-no-such-task", "-n", "default")
 		if code := w.wait(); code != plugin.ExitCannotWatch {
 			t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, plugin.ExitCannotWatch, out.String(), w.stderr.String())
@@ -241,7 +237,7 @@ func pluginTask(t *testing.T, name, extraSpec string) corev1.Pod {
 type pluginProc struct {
 	args   []string
 	done   chan error
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 }
 
 // startPlugin starts kubectl-workflowtask with args and the admin kubeconfig, its stdout going to
@@ -251,7 +247,7 @@ func startPlugin(t *testing.T, out io.Writer, args ...string) *pluginProc {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	args = append(args, "--kubeconfig", cluster.Kubeconfig)
 	cmd := exec.CommandContext(ctx, pluginBin, args...)
-	p := &pluginProc{args: args, done: make(chan error, 1), stderr: &syncBuffer{}}
+	p := &pluginProc{args: args, done: make(chan error, 1), stderr: &testutil.SyncBuffer{}}
 	cmd.Stdout, cmd.Stderr = out, p.stderr
 	if err := cmd.Start(); err != nil {
 		cancel()
@@ -277,7 +273,7 @@ func (p *pluginProc) wait() int {
 }
 
 // expect checks the exit code and that stdout ends with the final phase line.
-func (p *pluginProc) expect(t *testing.T, code int, out *syncBuffer, task, phase string) {
+func (p *pluginProc) expect(t *testing.T, code int, out *testutil.SyncBuffer, task, phase string) {
 	t.Helper()
 	got := p.wait()
 	t.Logf("kubectl-workflowtask %s: exit %d\n%s", strings.Join(p.args, " "), got, out.String())
@@ -294,41 +290,6 @@ func (p *pluginProc) expect(t *testing.T, code int, out *syncBuffer, task, phase
 // not complete, the reason after it in parentheses.
 func finalLine(task, phase string) *regexp.Regexp {
 	return regexp.MustCompile(`^default/` + regexp.QuoteMeta(task) + `: ` + phase + `( \(.+\))?$`)
-}
-
-// runner reports progress as a task's pod does (the progress CLI with the runner's token bound
-// to the pod), returning errors instead of failing the test, for use off the test goroutine.
-type runner struct {
-	pod        corev1.Pod
-	task       string
-	kubeconfig string
-}
-
-func newRunner(t *testing.T, pod corev1.Pod, task string) runner {
-	t.Helper()
-	cs := kubernetes.NewForConfigOrDie(cluster.Admin)
-	token, err := kubeauth.Token(context.Background(), cs, pod.Namespace, task+"-runner", kubeauth.TokenOptions{BoundTo: kubeauth.BoundToPod(&pod)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "runner.kubeconfig")
-	if err := devcluster.WriteKubeconfig(kubeconfig, cluster.TokenConfig(token)); err != nil {
-		t.Fatal(err)
-	}
-	return runner{pod: pod, task: task, kubeconfig: kubeconfig}
-}
-
-// set runs `workflowtask-progress set TYPE CURRENT/TOTAL`.
-func (r runner) set(entry ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, cliBin, append([]string{"set"}, entry...)...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+r.kubeconfig, workflowv1alpha1.EnvTaskName+"="+r.task,
-		workflowv1alpha1.EnvTaskNamespace+"="+r.pod.Namespace, workflowv1alpha1.EnvPodName+"="+r.pod.Name)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("workflowtask-progress set %v: %w\n%s", entry, err, out)
-	}
-	return nil
 }
 
 // tmuxServer is a private tmux server (its own socket, no user configuration), killed with
@@ -433,21 +394,3 @@ func barFill(line string) (int, bool) {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-// syncBuffer is a bytes.Buffer a process writes to while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

@@ -6,7 +6,6 @@ package apf_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"testing"
@@ -32,20 +31,6 @@ func TestMain(m *testing.M) {
 	os.Exit(testenv.Main(m, testenv.Suite{Eventually: 30 * time.Second, Manager: true,
 		BeforeManager: func(ctx context.Context, e *testenv.Env) error {
 			env, adminCfg, k8sClient = e.Environment, e.Admin, e.Client
-			return installAPF(ctx)
+			return testenv.Install(ctx, k8sClient, env.ControlPlane.KubectlPath, "apf")
 		}}, func(*testenv.Env) {}))
-}
-
-// installAPF applies config/apf as kustomize renders it: the objects a user installs.
-func installAPF(ctx context.Context) error {
-	objs, err := testenv.Kustomize(env.ControlPlane.KubectlPath, "apf")
-	if err != nil {
-		return err
-	}
-	for _, u := range objs {
-		if err := k8sClient.Create(ctx, u); err != nil {
-			return fmt.Errorf("creating %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-	}
-	return nil
 }

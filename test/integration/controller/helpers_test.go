@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 	wfprogress "github.com/taskops/workflowtask-operator/pkg/progress"
 )
@@ -85,13 +86,7 @@ func waitJob(t *testing.T, task *workflowv1alpha1.WorkflowTask) *batchv1.Job {
 // updateJobStatus changes the Job's status as the Job controller would.
 func updateJobStatus(t *testing.T, job *batchv1.Job, mutate func(*batchv1.JobStatus)) {
 	t.Helper()
-	gomega.NewWithT(t).Eventually(func() error {
-		if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(job), job); err != nil {
-			return err
-		}
-		mutate(&job.Status)
-		return k8sClient.Status().Update(context.Background(), job)
-	}).Should(gomega.Succeed())
+	testenv.UpdateJobStatus(t, k8sClient, job, mutate)
 }
 
 // runJob: one pod of the Job is running and ready.

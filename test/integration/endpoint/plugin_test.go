@@ -1,12 +1,10 @@
 package endpoint_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,30 +18,13 @@ import (
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/internal/plugin"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
 
-// syncBuffer is the plugin's stdout: written by the plugin, read by the test meanwhile.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // pluginRun is kubectl-workflowtask running in the background as a user (their kubeconfig).
 type pluginRun struct {
-	out, errOut *syncBuffer
+	out, errOut *testutil.SyncBuffer
 	code        chan int
 }
 
@@ -63,7 +44,7 @@ func kubeconfigFor(t *testing.T, u *envtest.AuthenticatedUser) string {
 func startPlugin(t *testing.T, kubeconfig string, args ...string) *pluginRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &pluginRun{out: &syncBuffer{}, errOut: &syncBuffer{}, code: make(chan int, 1)}
+	r := &pluginRun{out: &testutil.SyncBuffer{}, errOut: &testutil.SyncBuffer{}, code: make(chan int, 1)}
 	go func() {
 		r.code <- plugin.Run(ctx, append(args, "--kubeconfig", kubeconfig), genericiooptions.IOStreams{In: strings.NewReader(""), Out: r.out, ErrOut: r.errOut})
 	}()
@@ -209,14 +190,9 @@ func TestPluginWatchExitCodes(t *testing.T) {
 func finishJob(t *testing.T, task *workflowv1alpha1.WorkflowTask, steps []func(*batchv1.JobStatus)) {
 	t.Helper()
 	job := &batchv1.Job{}
+	job.Namespace, job.Name = task.Namespace, task.Name
 	for _, step := range steps {
-		gomega.NewWithT(t).Eventually(func() error {
-			if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), job); err != nil {
-				return err
-			}
-			step(&job.Status)
-			return k8sClient.Status().Update(context.Background(), job)
-		}).Should(gomega.Succeed())
+		testenv.UpdateJobStatus(t, k8sClient, job, step)
 	}
 }
 

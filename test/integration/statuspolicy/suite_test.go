@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 	os.Exit(testenv.Main(m, testenv.Suite{Eventually: 20 * time.Second, Manager: true,
 		BeforeManager: func(ctx context.Context, e *testenv.Env) error {
 			env, adminCfg, k8sClient = e.Environment, e.Admin, e.Client
-			if err := installAdmission(ctx); err != nil {
+			if err := testenv.Install(ctx, k8sClient, env.ControlPlane.KubectlPath, "admission"); err != nil {
 				return err
 			}
 			return waitForPolicy(ctx)
@@ -59,19 +59,4 @@ func waitForPolicy(ctx context.Context) error {
 			return fmt.Errorf("the status policy is not enforced after 30s: last write: %w", err)
 		}
 	}
-}
-
-// installAdmission applies config/admission as kustomize renders it: the manifests a user
-// installs, not a copy of them.
-func installAdmission(ctx context.Context) error {
-	objs, err := testenv.Kustomize(env.ControlPlane.KubectlPath, "admission")
-	if err != nil {
-		return err
-	}
-	for _, u := range objs {
-		if err := k8sClient.Create(ctx, u); err != nil {
-			return fmt.Errorf("creating %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-	}
-	return nil
 }
