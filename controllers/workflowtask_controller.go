@@ -10,13 +10,11 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -146,22 +144,6 @@ func requeueAfter(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.
 		return d
 	}
 	return ttlRequeueAfter(task, rec, now)
-}
-
-// CacheOptions limits the manager's cache of the kinds the controller owns to the objects it
-// created (by label), so it does not hold every Job, ServiceAccount and Role of the cluster.
-func CacheOptions() cache.Options {
-	managed := labels.SelectorFromSet(labels.Set{workflowv1alpha1.LabelManagedBy: workflowv1alpha1.ManagedByValue})
-	return cache.Options{
-		// managedFields grow with every writer of a task (one entry per reporter pod) and
-		// nothing here reads them.
-		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			&batchv1.Job{}:           {Label: managed},
-			&corev1.ServiceAccount{}: {Label: managed},
-			&rbacv1.Role{}:           {Label: managed},
-			&rbacv1.RoleBinding{}:    {Label: managed},
-		}}
 }
 
 // SetupWithManager registers the controller: tasks, and the Jobs and runner objects they own.
