@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -144,6 +145,14 @@ func TestProgressWritesHaveTheirOwnPriorityLevel(t *testing.T) {
 		gotClass := seen.get("PATCH " + statusPath)
 		if c.exactFS && gotClass != [2]string{c.fs, c.pl} {
 			t.Errorf("%s's status patch: %v, want workflowtask-operator/workload-high %v", who, gotClass, [2]string{c.fs, c.pl})
+		}
+		if c.exactFS { // all its requests, not only on tasks (its leader-election Lease: losing it under a storm stops the operator)
+			if err := cl.Get(ctx, client.ObjectKeyFromObject(task), &batchv1.Job{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := seen.get("GET /apis/batch/v1/namespaces/apf/jobs/storm"); got != [2]string{c.fs, c.pl} {
+				t.Errorf("%s's read of a Job: %v, want workflowtask-operator/workload-high %v", who, got, [2]string{c.fs, c.pl})
+			}
 		}
 		if !c.exactFS && (gotClass[0] == progressFS || gotClass[0] == operatorFS || gotClass[1] == progressPL) {
 			t.Errorf("%s's status patch was classified by config/apf: %v", who, gotClass)
