@@ -218,6 +218,17 @@ func (m *Manager) Stop() {
 	}
 }
 
+// Exited reports whether the manager process has ended (for example after losing its
+// leader-election lease, which makes a controller-runtime manager exit).
+func (m *Manager) Exited() bool {
+	select {
+	case <-m.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Kill stops the manager abruptly (as a crashed or evicted operator).
 func (m *Manager) Kill() {
 	_ = m.cmd.Process.Kill()

@@ -1,0 +1,349 @@
+package scale_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+)
+
+// tasksResult is what one N-task run measured.
+type tasksResult struct {
+	n                          int
+	toJobs, toProcessing       time.Duration
+	requestsPerTask            float64
+	heapMiB, rssMiB            float64
+	endpoint, kubeGet, viaAggr endpointResult
+	resyncServing, resyncAll   time.Duration
+}
+
+type endpointResult struct {
+	p50, p99 time.Duration
+	rps      float64
+}
+
+func (e endpointResult) String() string {
+	return fmt.Sprintf("p50 %.1f ms, p99 %.1f ms, %.0f req/s", ms(e.p50), ms(e.p99), e.rps)
+}
+
+// measureTasks creates n tasks in a namespace of their own and measures: time to every Job and
+// to every task Processing, the manager's API requests per task, its memory, the endpoint at n
+// beside kube-apiserver's GET and the aggregated path (same client, same request count and
+// concurrency, one run), and a full resync (the manager killed and started again).
+func measureTasks(t testing.TB, n, requests int, resync bool) tasksResult {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := newNamespace(t, fmt.Sprintf("tasks-%d-%s", n, runID))
+	f := follow(ctx, t, ns, nil)
+	before := managerMetrics(t)
+	start := time.Now()
+	createTasks(t, ns, n)
+	r := tasksResult{n: n}
+	r.toJobs = waitCount(t, ns+": Jobs", f.nJobs.Load, n, 30*time.Minute).Sub(start)
+	r.toProcessing = waitCount(t, ns+": tasks Processing", f.nRunning.Load, n, 30*time.Minute).Sub(start)
+	time.Sleep(2 * time.Second) // the last status writes
+	after := managerMetrics(t)
+	r.requestsPerTask = (after["rest_client_requests_total"] - before["rest_client_requests_total"]) / float64(n)
+	r.heapMiB = after["go_memstats_heap_inuse_bytes"] / (1 << 20)
+	r.rssMiB = after["process_resident_memory_bytes"] / (1 << 20)
+
+	// One task with progress, read three ways as its owner.
+	task := &workflowv1alpha1.WorkflowTask{}
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: taskName(0)}, task); err != nil {
+		t.Fatal(err)
+	}
+	token, err := cluster.Token(ctx, ns, owner, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := runners(t, ns, 1)[0]
+	rep.Set("upload", 1, 2)
+	if err := rep.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := task.Status.ID
+	hasProgress := func(b []byte) bool { return strings.Contains(string(b), `"upload":{"total":2,"current":1`) }
+	isTask := func(b []byte) bool { return strings.Contains(string(b), `"name":"`+taskName(0)+`"`) }
+	endpointURL := manager.ProgressURL + "/workflow/progress/" + id
+	eventually(t, func() error { return getter(endpointURL, token, hasProgress)() }).Should(gomega.Succeed())
+	for _, c := range []struct {
+		into *endpointResult
+		get  func() error
+	}{
+		{&r.endpoint, getter(endpointURL, token, hasProgress)},
+		{&r.kubeGet, getter(cluster.Admin.Host+"/apis/workflow.taskops.dev/v1alpha1/namespaces/"+ns+"/workflowtasks/"+taskName(0), token, isTask)},
+		{&r.viaAggr, getter(cluster.Admin.Host+"/apis/progress.taskops.dev/v1alpha1/progress/"+id, token, hasProgress)},
+	} {
+		lat, rps := load(t, requests, 8, c.get)
+		*c.into = endpointResult{p50: lat.quantile(0.5), p99: lat.quantile(0.99), rps: rps}
+	}
+
+	if resync {
+		manager.Kill()
+		restart := time.Now()
+		if err := startManager(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() error { return getter(endpointURL, token, hasProgress)() }).Should(gomega.Succeed())
+		r.resyncServing = time.Since(restart)
+		// Caught up: every task of every namespace reconciled once by the new process, and
+		// nothing queued.
+		var all workflowv1alpha1.WorkflowTaskList
+		if err := admin.List(ctx, &all); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func(g gomega.Gomega) {
+			m := managerMetrics(t)
+			g.Expect(m["controller_runtime_reconcile_total"]).To(gomega.BeNumerically(">=", len(all.Items)))
+			g.Expect(m["workqueue_depth"]).To(gomega.BeZero())
+		}).Should(gomega.Succeed())
+		r.resyncAll = time.Since(restart)
+	}
+	return r
+}
+
+// stormResult is what one storm of m writers measured.
+type stormResult struct {
+	m                  int
+	apf                bool
+	writesPerSec       float64 // the reporters' applies
+	controllerPerSec   float64 // the controller's status updates meanwhile
+	throttledPerSec    float64
+	freshP50, freshP99 time.Duration
+	idleP99, stormP99  time.Duration
+	reporterThrottled  int64
+	reporterErrors     int64
+	finalsLanded       int
+	// operatorExited: the manager process ended during the storm (it lost its lease).
+	operatorExited bool
+}
+
+// storm runs m tasks whose pods (m reporters, the library, real runner tokens) each update
+// progress every 10 ms for d, and measures: status writes per second kube-apiserver answered
+// (and refused with 429), freshness (a value set until a watch sees it), the latency of the
+// control plane's other work — a ServiceAccount listing pods every 100 ms — idle and during the
+// storm, and whether every reporter's final value lands.
+func storm(t testing.TB, m int, apf bool, d time.Duration) stormResult {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if apf {
+		if _, err := cluster.Kubectl(ctx, "apply", "-k", "config/apf"); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _, _ = cluster.Kubectl(context.Background(), "delete", "-k", "config/apf") }()
+	}
+	ns := newNamespace(t, fmt.Sprintf("storm-%d-apf-%t-%s", m, apf, runID))
+	var (
+		freshMu  sync.Mutex
+		fresh    latencies
+		storming atomic.Bool
+	)
+	createTasks(t, ns, m)
+	allProcessing(ctx, t, ns, m, func(task *workflowv1alpha1.WorkflowTask, at time.Time) {
+		if !storming.Load() {
+			return
+		}
+		for _, e := range task.Status.Progress {
+			if e.Type == "upload" && e.Current > 0 {
+				freshMu.Lock()
+				fresh = append(fresh, at.Sub(time.UnixMilli(e.Current)))
+				freshMu.Unlock()
+			}
+		}
+	})
+	reporters := runners(t, ns, m)
+
+	// The probe: another client's ordinary work, as a ServiceAccount (not exempt from APF).
+	token, err := cluster.Token(ctx, ns, owner, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := getter(cluster.Admin.Host+"/api/v1/namespaces/"+ns+"/pods?limit=50", token, func([]byte) bool { return true })
+	sample := func(until time.Time) latencies {
+		var l latencies
+		for time.Now().Before(until) {
+			t0 := time.Now()
+			if err := probe(); err != nil {
+				t.Fatal(err)
+			}
+			l = append(l, time.Since(t0))
+			time.Sleep(100 * time.Millisecond)
+		}
+		return l
+	}
+	r := stormResult{m: m, apf: apf}
+	r.idleP99 = sample(time.Now().Add(min(d, 5*time.Second))).quantile(0.99)
+
+	w0 := apiserverStatusWrites(t)
+	storming.Store(true)
+	start := time.Now()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, rep := range reporters {
+		wg.Go(func() {
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					rep.Set("upload", time.Now().UnixMilli(), 0)
+				}
+			}
+		})
+	}
+	stormLat := sample(start.Add(d))
+	close(stop)
+	wg.Wait()
+	elapsed := time.Since(start)
+	w1 := apiserverStatusWrites(t)
+	storming.Store(false)
+	r.stormP99 = stormLat.quantile(0.99)
+	r.writesPerSec = (w1.apply - w0.apply) / elapsed.Seconds()
+	r.controllerPerSec = (w1.update - w0.update) / elapsed.Seconds()
+	r.throttledPerSec = (w1.throttled - w0.throttled) / elapsed.Seconds()
+	freshMu.Lock()
+	r.freshP50, r.freshP99 = fresh.quantile(0.5), fresh.quantile(0.99)
+	freshMu.Unlock()
+
+	// The final values: every reporter sets one and closes; count those that landed.
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer closeCancel()
+	var closing sync.WaitGroup
+	for _, rep := range reporters {
+		closing.Go(func() {
+			rep.Set("final", 1, 1)
+			_ = rep.Close(closeCtx)
+		})
+	}
+	closing.Wait()
+	for _, rep := range reporters {
+		s := rep.Stats()
+		r.reporterThrottled += s.Throttled
+		r.reporterErrors += s.Error
+	}
+	if r.operatorExited = manager.Exited(); r.operatorExited { // measured; started again for what follows
+		if err := startManager(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var list workflowv1alpha1.WorkflowTaskList
+	if err := admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range list.Items {
+		for _, e := range task.Status.Progress {
+			if e.Type == "final" && e.Current == 1 {
+				r.finalsLanded++
+			}
+		}
+	}
+	return r
+}
+
+// The harness on a small scale, in make test, so that it cannot rot: counts, not durations.
+func TestScaleSmoke(t *testing.T) {
+	const n, m = 50, 10
+	r := measureTasks(t, n, 200, true)
+	t.Logf("N=%d: Jobs after %s, Processing after %s, %.1f manager requests per task, heap %.0f MiB, RSS %.0f MiB; "+
+		"endpoint %s | kube-apiserver GET %s | aggregated %s; resync: serving after %s, caught up after %s",
+		n, r.toJobs.Round(time.Millisecond), r.toProcessing.Round(time.Millisecond), r.requestsPerTask, r.heapMiB, r.rssMiB,
+		r.endpoint, r.kubeGet, r.viaAggr, r.resyncServing.Round(time.Millisecond), r.resyncAll.Round(time.Millisecond))
+	// Each task: one Job, exactly.
+	jobs := &batchv1.JobList{}
+	if err := admin.List(context.Background(), jobs, client.InNamespace(fmt.Sprintf("tasks-%d-%s", n, runID))); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs.Items) != n {
+		t.Errorf("%d Jobs for %d tasks", len(jobs.Items), n)
+	}
+	// Creating a task and bringing it to Processing is a handful of requests (4 creates, a few
+	// status writes and reads): a bound that catches a reconcile loop, whatever the machine.
+	if r.requestsPerTask < 4 || r.requestsPerTask > 25 {
+		t.Errorf("%.1f manager requests per task; want 4..25", r.requestsPerTask)
+	}
+	for _, apf := range []bool{false, true} {
+		s := storm(t, m, apf, 3*time.Second)
+		t.Logf("M=%d apf=%t: %.0f progress writes/s (+%.0f/s by the controller, %.0f/s refused), freshness p50 %.0f ms p99 %.0f ms, probe p99 idle %.1f ms storm %.1f ms, "+
+			"reporters throttled %d errors %d, finals %d/%d", m, apf, s.writesPerSec, s.controllerPerSec, s.throttledPerSec, ms(s.freshP50), ms(s.freshP99),
+			ms(s.idleP99), ms(s.stormP99), s.reporterThrottled, s.reporterErrors, s.finalsLanded, m)
+		if s.operatorExited {
+			t.Errorf("apf=%t: the operator exited during a storm of %d writers", apf, m)
+		}
+		if s.finalsLanded != m {
+			t.Errorf("apf=%t: %d of %d final values landed", apf, s.finalsLanded, m)
+		}
+		if s.writesPerSec <= 0 {
+			t.Errorf("apf=%t: no status write reached kube-apiserver", apf)
+		}
+	}
+}
+
+// BenchmarkScale measures N tasks for each N of -scale.tasks (run once: -benchtime 1x).
+func BenchmarkScale(b *testing.B) {
+	for _, n := range ints(*tasksFlag) {
+		b.Run("N="+strconv.Itoa(n), func(b *testing.B) {
+			for range b.N {
+				r := measureTasks(b, n, 2000, true)
+				b.ReportMetric(r.toJobs.Seconds(), "s-to-jobs")
+				b.ReportMetric(r.toProcessing.Seconds(), "s-to-processing")
+				b.ReportMetric(r.requestsPerTask, "requests/task")
+				b.ReportMetric(r.heapMiB, "heap-MiB")
+				b.ReportMetric(r.rssMiB, "rss-MiB")
+				b.ReportMetric(ms(r.endpoint.p50), "endpoint-p50-ms")
+				b.ReportMetric(ms(r.endpoint.p99), "endpoint-p99-ms")
+				b.ReportMetric(r.endpoint.rps, "endpoint-req/s")
+				b.ReportMetric(ms(r.kubeGet.p50), "kube-get-p50-ms")
+				b.ReportMetric(ms(r.kubeGet.p99), "kube-get-p99-ms")
+				b.ReportMetric(r.kubeGet.rps, "kube-get-req/s")
+				b.ReportMetric(ms(r.viaAggr.p50), "aggregated-p50-ms")
+				b.ReportMetric(ms(r.viaAggr.p99), "aggregated-p99-ms")
+				b.ReportMetric(r.viaAggr.rps, "aggregated-req/s")
+				b.ReportMetric(r.resyncServing.Seconds(), "s-resync-serving")
+				b.ReportMetric(r.resyncAll.Seconds(), "s-resync-caught-up")
+			}
+		})
+	}
+}
+
+// BenchmarkStorm measures M writers for each M of -scale.writers, without and with config/apf
+// (one after the other in one run).
+func BenchmarkStorm(b *testing.B) {
+	for _, m := range ints(*writersFlag) {
+		for _, apf := range []bool{false, true} {
+			b.Run(fmt.Sprintf("M=%d/apf=%t", m, apf), func(b *testing.B) {
+				for range b.N {
+					s := storm(b, m, apf, *stormFlag)
+					b.ReportMetric(s.writesPerSec, "writes/s")
+					b.ReportMetric(s.controllerPerSec, "controller-writes/s")
+					b.ReportMetric(s.throttledPerSec, "429/s")
+					b.ReportMetric(ms(s.freshP50), "fresh-p50-ms")
+					b.ReportMetric(ms(s.freshP99), "fresh-p99-ms")
+					b.ReportMetric(ms(s.idleP99), "probe-idle-p99-ms")
+					b.ReportMetric(ms(s.stormP99), "probe-storm-p99-ms")
+					b.ReportMetric(float64(s.finalsLanded)/float64(m), "finals-landed")
+					b.ReportMetric(float64(s.reporterThrottled), "reporter-429s")
+					b.ReportMetric(float64(btoi(s.operatorExited)), "operator-lost-lease")
+				}
+			})
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
