@@ -74,6 +74,9 @@ func newActionCommand(o *options, a action) *cobra.Command {
 		Example: "  kubectl workflowtask " + a.verb + " upload-7f3a",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := validName(args[0]); err != nil {
+				return err
+			}
 			c, ns, err := o.clientIn()
 			if err != nil {
 				return err

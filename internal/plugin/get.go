@@ -53,6 +53,11 @@ func newGetCommand(o *options) *cobra.Command {
 }
 
 func (g *getOptions) run(cmd *cobra.Command, args []string) error {
+	if len(args) == 1 {
+		if err := validName(args[0]); err != nil {
+			return err
+		}
+	}
 	c, ns, err := g.clientIn()
 	if err != nil {
 		return err

@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/rest"
@@ -58,6 +60,9 @@ func (o *options) namespace() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading the namespace from the kubeconfig: %w", err)
 	}
+	if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+		return "", fmt.Errorf("%q is not a namespace: %s", ns, strings.Join(msgs, "; "))
+	}
 	return ns, nil
 }
 
@@ -79,6 +84,15 @@ func (o *options) client() (client.WithWatch, error) {
 		return nil, fmt.Errorf("connecting to the cluster: %w", err)
 	}
 	return c, nil
+}
+
+// validName refuses a task name (from the command line) that no task can have, before it goes
+// into a request path or a field selector.
+func validName(name string) error {
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return fmt.Errorf("%q is not a task name: %s", name, strings.Join(msgs, "; "))
+	}
+	return nil
 }
 
 // clientIn is a client and the namespace the user works in (-n, else the kubeconfig's).

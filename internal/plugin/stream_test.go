@@ -1,17 +1,21 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
@@ -165,5 +169,51 @@ func TestStreamSourceReconnects(t *testing.T) {
 				t.Errorf("run = %T, want a refusedError", err)
 			}
 		})
+	}
+}
+
+// Hostile command lines get a clear answer before anything reaches the cluster (here: a
+// kubeconfig pointing nowhere, so any request would fail differently) and the right exit code.
+func TestHostileArguments(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u, namespace: default}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		inStderr string
+	}{
+		{[]string{"watch", "../../api/v1/secrets"}, ExitCannotWatch, "is not a task name"},
+		{[]string{"watch", "a/b"}, ExitCannotWatch, "is not a task name"},
+		{[]string{"watch", "x\x1b[2J"}, ExitCannotWatch, "is not a task name"},
+		{[]string{"watch", strings.Repeat("a", 300)}, ExitCannotWatch, "is not a task name"},
+		{[]string{"watch", "--id", "../x"}, ExitCannotWatch, "is not a task ID"},
+		{[]string{"watch", "--id", "AAAAAAAAAA", "extra"}, ExitCannotWatch, "watch takes a NAME"},
+		{[]string{"watch", "-l", "a in (", "-A"}, ExitCannotWatch, "bad selector"},
+		{[]string{"watch", "t", "--timeout", "-5s"}, ExitCannotWatch, "negative"},
+		{[]string{"watch", "t", "-n", "Bad/NS"}, ExitCannotWatch, "is not a namespace"},
+		{[]string{"watch"}, ExitCannotWatch, "watch takes a NAME"},
+		{[]string{"get", "../x"}, ExitFailed, "is not a task name"},
+		{[]string{"get", "-o", "jsonpath={}"}, ExitFailed, "unknown output format"},
+		{[]string{"describe", "a/b"}, ExitFailed, "is not a task name"},
+		{[]string{"cancel", ".."}, ExitFailed, "is not a task name"},
+		{[]string{"frobnicate"}, ExitFailed, "unknown command"},
+	} {
+		var out, errOut bytes.Buffer
+		code := Run(context.Background(), append(tc.args, "--kubeconfig", kubeconfig),
+			genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+		if code != tc.code || !strings.Contains(errOut.String(), tc.inStderr) {
+			t.Errorf("%q: exit code %d, stderr %q; want %d and %q", tc.args, code, errOut.String(), tc.code, tc.inStderr)
+		}
+		if strings.ContainsRune(errOut.String()+out.String(), 0x1b) {
+			t.Errorf("%q: an escape code reached the terminal: %q", tc.args, errOut.String())
+		}
 	}
 }

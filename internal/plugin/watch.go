@@ -74,6 +74,14 @@ func (w *watchOptions) run(ctx context.Context, cmd *cobra.Command, args []strin
 	if n := btoi(name != "") + btoi(w.selector != "" || w.allNamespaces) + btoi(id != ""); n != 1 {
 		return cannot(errors.New("watch takes a NAME, or -l SELECTOR and/or -A, or --id ID"))
 	}
+	if name != "" {
+		if err := validName(name); err != nil {
+			return cannot(err)
+		}
+	}
+	if w.timeout < 0 {
+		return cannot(fmt.Errorf("--timeout %s is negative", w.timeout))
+	}
 	src, err := w.source(ctx, name, id)
 	if err != nil {
 		return cannot(err)
