@@ -40,6 +40,8 @@ type WorkflowTaskReconciler struct {
 
 	// progressClock times progress entries that carry no believable updateTime.
 	progressClock *progressClock
+	// summaries paces writes that change only progressSummary.
+	summaries *summaryPacer
 }
 
 var _ reconcile.Reconciler = (*WorkflowTaskReconciler)(nil)
@@ -55,6 +57,7 @@ func NewWorkflowTaskReconciler(mgr ctrl.Manager, opts Options) *WorkflowTaskReco
 		Clock:         clock.RealClock{},
 		Pods:          PodDefaults{ProgressImage: opts.ProgressImage, ProgressInterval: opts.ProgressInterval},
 		progressClock: newProgressClock(),
+		summaries:     newSummaryPacer(),
 	}
 }
 
@@ -85,6 +88,7 @@ func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request
 	task := &workflowv1alpha1.WorkflowTask{}
 	if err := r.Get(ctx, req.NamespacedName, task); err != nil {
 		r.progressClock.forget(req.NamespacedName)
+		r.summaries.forget(req.NamespacedName)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !task.DeletionTimestamp.IsZero() {
@@ -106,8 +110,10 @@ func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request
 	status, newRec := computeStatus(task, in)
 	if newRec.finished() {
 		r.progressClock.forget(req.NamespacedName)
+		r.summaries.forget(req.NamespacedName)
 	}
 	old := task.Status.DeepCopy()
+	status, summaryWait := r.summaries.pace(req.NamespacedName, old, &status, now)
 	if err := r.writeRecordIfChanged(ctx, task, rec, newRec); err != nil {
 		return ctrl.Result{}, errors.Join(reconcileErr, err)
 	}
@@ -121,7 +127,15 @@ func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request
 	if reconcileErr != nil {
 		return ctrl.Result{}, reconcileErr
 	}
-	return ctrl.Result{RequeueAfter: requeueAfter(task, &status, newRec, in.seen, now)}, nil
+	return ctrl.Result{RequeueAfter: sooner(requeueAfter(task, &status, newRec, in.seen, now), summaryWait)}, nil
+}
+
+// sooner is the earlier of two requeue delays, 0 meaning none.
+func sooner(a, b time.Duration) time.Duration {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // reconcileOwned brings the objects a task owns in line and says what it saw of the Job. A

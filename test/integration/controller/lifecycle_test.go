@@ -60,6 +60,16 @@ func TestLifecycleCompleted(t *testing.T) {
 	gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
 		g.Expect(getTask(g, task).Status.ProgressSummary).To(gomega.Equal("25/34"))
 	}).Should(gomega.Succeed())
+	// A burst of progress writes: the summary is paced (one write per SummaryInterval), and the
+	// last value lands without any further event.
+	for i := int64(26); i <= 30; i++ {
+		if err := writeProgress(context.Background(), k8sClient, task, "pod-a", progress("upload_count", i, 34)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
+		g.Expect(getTask(g, task).Status.ProgressSummary).To(gomega.Equal("30/34"))
+	}).Should(gomega.Succeed())
 
 	completeJob(t, job)
 	done := waitPhase(t, task, workflowv1alpha1.TaskPhaseCompleted)
