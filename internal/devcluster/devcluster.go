@@ -88,12 +88,24 @@ func (c *Cluster) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 }
 
 // InstallOperator applies config/local (config/default without the Deployment, the endpoint's
-// Service pointing at localhost) and waits for the CRD.
+// Service pointing at localhost:9443) and waits for the CRD.
 func (c *Cluster) InstallOperator(ctx context.Context) error {
 	if _, err := c.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "-k", "config/local"); err != nil {
 		return err
 	}
 	_, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/workflowtasks.workflow.taskops.dev")
+	return err
+}
+
+// InstallOperatorAt is InstallOperator with the aggregation layer sent to the endpoint on
+// progressPort of localhost (a manager started with ManagerOptions.ProgressPort), for suites that
+// run beside make run's cluster.
+func (c *Cluster) InstallOperatorAt(ctx context.Context, progressPort int) error {
+	if err := c.InstallOperator(ctx); err != nil {
+		return err
+	}
+	_, err := c.Kubectl(ctx, "patch", "apiservice", "v1alpha1.progress.taskops.dev", "--type=merge",
+		"-p", fmt.Sprintf(`{"spec":{"service":{"port":%d}}}`, progressPort))
 	return err
 }
 

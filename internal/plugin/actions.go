@@ -74,10 +74,7 @@ func newActionCommand(o *options, a action) *cobra.Command {
 		Example: "  kubectl workflowtask " + a.verb + " upload-7f3a",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := validName(args[0]); err != nil {
-				return err
-			}
-			c, ns, err := o.clientIn()
+			c, ns, err := o.clientFor(args[0])
 			if err != nil {
 				return err
 			}

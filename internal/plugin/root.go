@@ -108,6 +108,15 @@ func (o *options) clientIn() (client.WithWatch, string, error) {
 	return c, ns, nil
 }
 
+// clientFor is clientIn for a command about the task named on its command line, refused
+// before anything is sent when no task can have that name.
+func (o *options) clientFor(name string) (client.WithWatch, string, error) {
+	if err := validName(name); err != nil {
+		return nil, "", err
+	}
+	return o.clientIn()
+}
+
 // NewCommand is `kubectl workflowtask` with its subcommands.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	o := &options{flags: genericclioptions.NewConfigFlags(true), streams: streams, now: time.Now}

@@ -98,11 +98,7 @@ func run(m *testing.M) int {
 		return fail(fmt.Errorf("%w (log: %s)", err, clusterLog.Name()))
 	}
 	defer func() { _ = cluster.Down(true) }()
-	if err := cluster.InstallOperator(ctx); err != nil {
-		return fail(err)
-	}
-	if _, err := cluster.Kubectl(ctx, "patch", "apiservice", "v1alpha1.progress.taskops.dev", "--type=merge",
-		"-p", fmt.Sprintf(`{"spec":{"service":{"port":%d}}}`, progressPort)); err != nil {
+	if err := cluster.InstallOperatorAt(ctx, progressPort); err != nil {
 		return fail(err)
 	}
 	if err := startManager(ctx); err != nil {
