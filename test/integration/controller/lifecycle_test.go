@@ -84,7 +84,7 @@ func TestLifecycleCompleted(t *testing.T) {
 			t.Errorf("%s = %+v, want %s at generation %d", typ, c, want, done.Generation)
 		}
 	}
-	if got := done.Status.Progress; len(got) != 1 || got[0].Current != 25 {
+	if got := done.Status.Progress; len(got) != 1 || got[0].Current != 30 {
 		t.Errorf("progress lost: %+v", got)
 	}
 	gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
