@@ -163,9 +163,14 @@ func TestRunnerAccessEndsWithTheTask(t *testing.T) {
 			g.Eventually(func() bool {
 				return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ends-runner"}, binding))
 			}).Should(gomega.BeTrue(), "runner RoleBinding removed")
+			// kube-apiserver's RBAC authorizer sees the binding's removal through its own informer, so
+			// a write may still land just after the binding is gone: probe with the value already
+			// stored, and send a different value only once the probe is refused.
 			g.Eventually(func() bool {
-				return apierrors.IsForbidden(writeProgress(ctx, runner, task, "pod-0", progress("upload", 10, 10)))
+				return apierrors.IsForbidden(writeProgress(ctx, runner, task, "pod-0", progress("upload", 9, 10)))
 			}).Should(gomega.BeTrue(), "a finished task's runner token may write no more")
+			g.Expect(writeProgress(ctx, runner, task, "pod-0", progress("upload", 10, 10))).To(
+				gomega.Satisfy(apierrors.IsForbidden), "once refused, refused for good")
 			for _, obj := range []client.Object{&corev1.ServiceAccount{}, &rbacv1.Role{}} {
 				g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ends-runner"}, obj)).To(gomega.Succeed(), "%T stays", obj)
 			}
