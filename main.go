@@ -41,6 +41,7 @@ func main() {
 		leaderElectNS string
 		kubeAPIQPS    float64
 		kubeAPIBurst  int
+		pprofAddr     string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
@@ -56,6 +57,8 @@ func main() {
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", -1,
 		"Requests per second the manager may send to kube-apiserver; negative: no client-side limit, kube-apiserver's API Priority and Fairness decides (controller-runtime's default).")
 	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 30, "Requests the manager may send at once above --kube-api-qps (when that is not negative).")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0",
+		"Address Go's /debug/pprof handlers bind to (plain HTTP, unauthenticated: loopback only); 0 disables them.")
 	ctrlOpts := controllers.NewOptions()
 	ctrlOpts.AddFlags(flag.CommandLine)
 	progressOpts := apiserver.NewOptions()
@@ -87,6 +90,7 @@ func main() {
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "workflowtask-operator.taskops.dev",
 		LeaderElectionNamespace: leaderElectNS,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -213,6 +215,32 @@ func managerMetrics(t testing.TB) map[string]float64 {
 // server-side applies and the controller's updates it answered with success, and the writes it
 // refused with 429.
 type statusWrites struct{ apply, update, throttled float64 }
+
+// keepManagerHeap records the manager's heap profile (after a GC) into file.
+func keepManagerHeap(t testing.TB, file string) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", pprofPort)) //nolint:gosec // loopback
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the manager's heap profile: %d %v", resp.StatusCode, err)
+	}
+	keepFile(t, file, raw)
+}
+
+// keepFile writes raw into file, creating its directory.
+func keepFile(t testing.TB, file string, raw []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func apiserverStatusWrites(t testing.TB) statusWrites {
 	t.Helper()

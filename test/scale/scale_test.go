@@ -3,6 +3,7 @@ package scale_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,9 @@ func measureTasks(t testing.TB, n, requests int, resync bool) tasksResult {
 	r.requestsPerTask = (after["rest_client_requests_total"] - before["rest_client_requests_total"]) / float64(n)
 	r.heapMiB = after["go_memstats_heap_inuse_bytes"] / (1 << 20)
 	r.rssMiB = after["process_resident_memory_bytes"] / (1 << 20)
+	if *profileDir != "" {
+		keepManagerHeap(t, filepath.Join(*profileDir, fmt.Sprintf("manager-heap-%d.pprof", n)))
+	}
 
 	// One task with progress, read three ways as its owner.
 	task := &workflowv1alpha1.WorkflowTask{}

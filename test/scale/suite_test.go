@@ -33,6 +33,7 @@ import (
 const (
 	progressPort = 29443
 	probePort    = 28081
+	pprofPort    = 28082
 	metricsPort  = 28443
 )
 
@@ -40,6 +41,7 @@ var (
 	tasksFlag   = flag.String("scale.tasks", "100,1000,10000", "BenchmarkScale: the task counts N to measure, in order")
 	writersFlag = flag.String("scale.writers", "10,100,1000", "BenchmarkStorm: the numbers M of job pods writing progress at once")
 	stormFlag   = flag.Duration("scale.storm", 20*time.Second, "BenchmarkStorm: how long each storm lasts")
+	profileDir  = flag.String("scale.profile", "", "a directory to keep profiles in: the manager's heap at each N (BenchmarkScale), kube-apiserver's CPU during one round of each kind (BenchmarkStatusWrite)")
 	capacity    = flag.Int("scale.capacity", 0, "pods the kwok node may run; 0: room for the tasks of every N and M above (and the smoke's) at once")
 
 	root       string
@@ -125,7 +127,8 @@ func startManager(ctx context.Context) error {
 		return err
 	}
 	manager, err = cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, ProgressPort: progressPort, ProbePort: probePort, Log: log,
-		ExtraArgs: []string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false"}})
+		ExtraArgs: []string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
+			fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort)}})
 	return err
 }
 
