@@ -74,9 +74,11 @@ type WorkflowTaskSpec struct {
 	Owner string `json:"owner"`
 
 	// template is the pod template of the task's Job. The controller adds the task's identity
-	// (environment variables) and the runner ServiceAccount to it. Immutable.
+	// (environment variables) and the runner ServiceAccount to it. Immutable: the admission
+	// policy template.workflow.taskops.dev refuses a change (not a CEL rule of this schema,
+	// which would compare the whole template on every progress write; see
+	// config/admission/template_policy.yaml).
 	// +required
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="template is immutable"
 	Template corev1.PodTemplateSpec `json:"template"`
 
 	// backoffLimit is the number of retries before the task's Job is marked failed; passed to the

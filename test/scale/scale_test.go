@@ -277,6 +277,14 @@ func TestScaleSmoke(t *testing.T) {
 	if r.requestsPerTask < 4 || r.requestsPerTask > 25 {
 		t.Errorf("%.1f manager requests per task; want 4..25", r.requestsPerTask)
 	}
+	cost := measureWriteCost(t, 10, 4, 1, 2*time.Second, "")
+	for _, k := range []writeKind{taskKind, minimalKind, bareKind} {
+		r := total(cost[k.name])
+		t.Logf("status writes to %s: %.0f/s, %.2f ms of kube-apiserver CPU each", k.name, r.perSec(), r.cpuPerWrite())
+		if r.writes == 0 || r.apiserverCPU <= 0 {
+			t.Errorf("status writes to %s: %d writes, %.2f s of kube-apiserver CPU", k.name, r.writes, r.apiserverCPU)
+		}
+	}
 	for _, apf := range []bool{false, true} {
 		s := storm(t, m, apf, 3*time.Second)
 		t.Logf("M=%d apf=%t: %.0f progress writes/s (+%.0f/s by the controller, %.0f/s refused), freshness p50 %.0f ms p99 %.0f ms, probe p99 idle %.1f ms storm %.1f ms, "+
