@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	"unique"
+
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,28 +32,66 @@ func CacheOptions() cache.Options {
 
 // trimForCache drops from an object what nothing in the manager reads, so that its memory
 // grows with the number of tasks, not with the size of their pod templates or the number of
-// their writers:
+// their writers, and shares the strings that thousands of cached objects repeat:
 //   - managedFields (an entry per writer: one per reporter pod of a task);
-//   - a Job's pod template (the controller reads a Job's status and spec.suspend; it patches
-//     only spec.suspend, computed between two trimmed copies);
+//   - a Job's pod template, selector, pod failure and success policies and uncounted pods (the
+//     controller reads a Job's status and spec.suspend; it patches only spec.suspend, computed
+//     between two trimmed copies);
 //   - a task's pod template once its record says the Job was created: the template is read only
 //     to create the Job, which never happens again (a Job gone later is a deleted Job, an error),
 //     and the endpoint serves progress only. The record is metadata, which the task's pods
-//     cannot write.
+//     cannot write;
+//   - repeated strings (namespace, label keys and values, owner references' apiVersion and kind,
+//     conditions' type, status, reason and message) are interned: one copy however many objects
+//     hold them (BenchmarkCacheMemory measures what is left per task).
 //
-// Every write the controller makes is a patch of the fields it changes, never an update of a
-// whole cached object, so nothing trimmed here is ever written back.
+// Every write the controller makes is a patch of the fields it changes, or an update of an
+// object whose every field the controller sets (the runner identity, which is not trimmed), never
+// an update of a trimmed object, so nothing trimmed here is ever written back.
 func trimForCache(obj any) (any, error) {
 	if o, ok := obj.(client.Object); ok {
 		o.SetManagedFields(nil)
+		internMeta(o)
 	}
 	switch o := obj.(type) {
 	case *batchv1.Job:
 		o.Spec.Template = corev1.PodTemplateSpec{}
+		o.Spec.Selector, o.Spec.PodFailurePolicy, o.Spec.SuccessPolicy = nil, nil, nil
+		o.Status.UncountedTerminatedPods = nil
+		for i := range o.Status.Conditions {
+			c := &o.Status.Conditions[i]
+			c.Type, c.Status = batchv1.JobConditionType(intern(string(c.Type))), corev1.ConditionStatus(intern(string(c.Status)))
+			c.Reason, c.Message = intern(c.Reason), intern(c.Message)
+		}
 	case *workflowv1alpha1.WorkflowTask:
 		if readRecord(o).JobCreated {
 			o.Spec.Template = corev1.PodTemplateSpec{}
 		}
+		for i := range o.Status.Conditions {
+			c := &o.Status.Conditions[i]
+			c.Type, c.Status = intern(c.Type), metav1.ConditionStatus(intern(string(c.Status)))
+			c.Reason, c.Message = intern(c.Reason), intern(c.Message)
+		}
 	}
 	return obj, nil
 }
+
+// internMeta interns the metadata strings that many cached objects repeat.
+func internMeta(o client.Object) {
+	o.SetNamespace(intern(o.GetNamespace()))
+	if l := o.GetLabels(); len(l) > 0 {
+		interned := make(map[string]string, len(l))
+		for k, v := range l {
+			interned[intern(k)] = intern(v)
+		}
+		o.SetLabels(interned)
+	}
+	refs := o.GetOwnerReferences()
+	for i := range refs {
+		refs[i].APIVersion, refs[i].Kind = intern(refs[i].APIVersion), intern(refs[i].Kind)
+	}
+}
+
+// intern returns the one copy of s that every interned equal string shares (kept while any
+// cached object holds it).
+func intern(s string) string { return unique.Make(s).Value() }

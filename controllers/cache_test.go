@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	"encoding/json"
 	"testing"
+	"unsafe"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -58,5 +61,52 @@ func TestTrimForCache(t *testing.T) {
 	}
 	if !*j.Spec.Suspend || j.Status.Active != 1 {
 		t.Errorf("Job lost what the controller reads: suspend %v, active %d", *j.Spec.Suspend, j.Status.Active)
+	}
+}
+
+// Objects decoded apart share the strings they repeat once trimmed, and keep their values.
+func TestTrimForCacheInterns(t *testing.T) {
+	decode := func() (*batchv1.Job, *workflowv1alpha1.WorkflowTask) {
+		job := testutil.MakeJob("t", "ns").Obj()
+		job.Labels = map[string]string{workflowv1alpha1.LabelManagedBy: workflowv1alpha1.ManagedByValue}
+		job.OwnerReferences = []metav1.OwnerReference{{APIVersion: workflowv1alpha1.GroupVersion.String(), Kind: "WorkflowTask", Name: "t", UID: "u"}}
+		job.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"batch.kubernetes.io/controller-uid": "u"}}
+		job.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "CompletionsReached", Message: "Reached expected number of succeeded pods"}}
+		task := testutil.MakeTask("t", "ns").Obj()
+		task.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Completed", Message: "done"}}
+		// Through JSON, as an informer decodes them: each string its own copy.
+		for _, o := range []any{job, task} {
+			raw, err := json.Marshal(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(raw, o); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := trimForCache(o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return job, task
+	}
+	j1, t1 := decode()
+	j2, t2 := decode()
+	same := func(what, a, b string) {
+		t.Helper()
+		if a != b || unsafe.StringData(a) != unsafe.StringData(b) {
+			t.Errorf("%s: %q and %q are not one shared string", what, a, b)
+		}
+	}
+	same("namespace", j1.Namespace, t2.Namespace)
+	same("label value", j1.Labels[workflowv1alpha1.LabelManagedBy], j2.Labels[workflowv1alpha1.LabelManagedBy])
+	same("owner apiVersion", j1.OwnerReferences[0].APIVersion, j2.OwnerReferences[0].APIVersion)
+	same("Job condition reason", j1.Status.Conditions[0].Reason, j2.Status.Conditions[0].Reason)
+	same("Job condition message", j1.Status.Conditions[0].Message, j2.Status.Conditions[0].Message)
+	same("task condition message", t1.Status.Conditions[0].Message, t2.Status.Conditions[0].Message)
+	if j1.Spec.Selector != nil {
+		t.Errorf("Job selector kept: %v", j1.Spec.Selector)
+	}
+	if j1.Status.Conditions[0].Type != batchv1.JobComplete || j1.Status.Conditions[0].Status != corev1.ConditionTrue || j1.OwnerReferences[0].Kind != "WorkflowTask" {
+		t.Errorf("interning changed values: %+v %+v", j1.Status.Conditions[0], j1.OwnerReferences[0])
 	}
 }

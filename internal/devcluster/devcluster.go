@@ -152,6 +152,8 @@ type ManagerOptions struct {
 	ProbePort    int       // 8081 unless set
 	Log          io.Writer // the manager's output
 	ExtraArgs    []string
+	// Env is added to the harness's environment (e.g. GOMEMLIMIT as the Deployment sets it).
+	Env []string
 }
 
 // StartManager runs the manager binary as the operator's ServiceAccount (the one config/
@@ -182,6 +184,9 @@ func (c *Cluster) StartManager(ctx context.Context, o ManagerOptions) (*Manager,
 	}, o.ExtraArgs...)
 	cmd := exec.Command(o.Binary, args...)
 	cmd.Stdout, cmd.Stderr = o.Log, o.Log
+	if len(o.Env) > 0 {
+		cmd.Env = append(os.Environ(), o.Env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", o.Binary, err)
 	}

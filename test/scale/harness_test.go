@@ -3,6 +3,7 @@ package scale_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -229,6 +230,35 @@ func keepManagerHeap(t testing.TB, file string) {
 		t.Fatalf("the manager's heap profile: %d %v", resp.StatusCode, err)
 	}
 	keepFile(t, file, raw)
+}
+
+// keepObjects writes the first task of ns and the objects the manager caches for it (its Job,
+// runner ServiceAccount, Role and RoleBinding), as kube-apiserver serves them, as JSON files
+// into dir: what the cache's memory is made of (controllers' BenchmarkCacheMemory reads such
+// files).
+func keepObjects(t testing.TB, ns, dir string) {
+	t.Helper()
+	key := client.ObjectKey{Namespace: ns, Name: taskName(0)}
+	runner := client.ObjectKey{Namespace: ns, Name: taskName(0) + "-runner"}
+	for file, o := range map[string]struct {
+		key client.ObjectKey
+		obj client.Object
+	}{
+		"workflowtask.json":   {key, &workflowv1alpha1.WorkflowTask{}},
+		"job.json":            {key, &batchv1.Job{}},
+		"serviceaccount.json": {runner, &corev1.ServiceAccount{}},
+		"role.json":           {runner, &rbacv1.Role{}},
+		"rolebinding.json":    {runner, &rbacv1.RoleBinding{}},
+	} {
+		if err := admin.Get(context.Background(), o.key, o.obj); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := json.MarshalIndent(o.obj, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keepFile(t, filepath.Join(dir, file), raw)
+	}
 }
 
 // keepFile writes raw into file, creating its directory.

@@ -24,6 +24,7 @@ type tasksResult struct {
 	toJobs, toProcessing       time.Duration
 	requestsPerTask            float64
 	heapMiB, rssMiB            float64
+	liveHeapMiB                float64 // after a collection
 	endpoint, kubeGet, viaAggr endpointResult
 	resyncServing, resyncAll   time.Duration
 }
@@ -57,9 +58,13 @@ func measureTasks(t testing.TB, n, requests int, resync bool) tasksResult {
 	r.requestsPerTask = (after["rest_client_requests_total"] - before["rest_client_requests_total"]) / float64(n)
 	r.heapMiB = after["go_memstats_heap_inuse_bytes"] / (1 << 20)
 	r.rssMiB = after["process_resident_memory_bytes"] / (1 << 20)
+	heapProfile := filepath.Join(t.TempDir(), "heap.pprof")
 	if *profileDir != "" {
-		keepManagerHeap(t, filepath.Join(*profileDir, fmt.Sprintf("manager-heap-%d.pprof", n)))
+		heapProfile = filepath.Join(*profileDir, fmt.Sprintf("manager-heap-%d.pprof", n))
+		keepObjects(t, ns, filepath.Join(*profileDir, "objects"))
 	}
+	keepManagerHeap(t, heapProfile) // (after a collection: what is left is live)
+	r.liveHeapMiB = managerMetrics(t)["go_memstats_heap_alloc_bytes"] / (1 << 20)
 
 	// One task with progress, read three ways as its owner.
 	task := &workflowv1alpha1.WorkflowTask{}
@@ -260,9 +265,9 @@ func storm(t testing.TB, m int, apf bool, d time.Duration) stormResult {
 func TestScaleSmoke(t *testing.T) {
 	const n, m = 50, 10
 	r := measureTasks(t, n, 200, true)
-	t.Logf("N=%d: Jobs after %s, Processing after %s, %.1f manager requests per task, heap %.0f MiB, RSS %.0f MiB; "+
+	t.Logf("N=%d: Jobs after %s, Processing after %s, %.1f manager requests per task, heap %.0f MiB (live %.0f), RSS %.0f MiB; "+
 		"endpoint %s | kube-apiserver GET %s | aggregated %s; resync: serving after %s, caught up after %s",
-		n, r.toJobs.Round(time.Millisecond), r.toProcessing.Round(time.Millisecond), r.requestsPerTask, r.heapMiB, r.rssMiB,
+		n, r.toJobs.Round(time.Millisecond), r.toProcessing.Round(time.Millisecond), r.requestsPerTask, r.heapMiB, r.liveHeapMiB, r.rssMiB,
 		r.endpoint, r.kubeGet, r.viaAggr, r.resyncServing.Round(time.Millisecond), r.resyncAll.Round(time.Millisecond))
 	// Each task: one Job, exactly.
 	jobs := &batchv1.JobList{}
@@ -312,6 +317,7 @@ func BenchmarkScale(b *testing.B) {
 				b.ReportMetric(r.toProcessing.Seconds(), "s-to-processing")
 				b.ReportMetric(r.requestsPerTask, "requests/task")
 				b.ReportMetric(r.heapMiB, "heap-MiB")
+				b.ReportMetric(r.liveHeapMiB, "live-heap-MiB")
 				b.ReportMetric(r.rssMiB, "rss-MiB")
 				b.ReportMetric(ms(r.endpoint.p50), "endpoint-p50-ms")
 				b.ReportMetric(ms(r.endpoint.p99), "endpoint-p99-ms")

@@ -22,6 +22,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -126,10 +127,42 @@ func startManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	memLimit, err := deploymentEnv("GOMEMLIMIT")
+	if err != nil {
+		return err
+	}
 	manager, err = cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, ProgressPort: progressPort, ProbePort: probePort, Log: log,
+		Env: []string{"GOMEMLIMIT=" + memLimit}, // as the Deployment runs it
 		ExtraArgs: []string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
 			fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort)}})
 	return err
+}
+
+// deploymentEnv is the value the operator's Deployment (config/manager) gives the manager
+// container's environment variable name.
+func deploymentEnv(name string) (string, error) {
+	objs, err := testenv.ReadObjects(filepath.Join(root, "config", "manager", "manager.yaml"))
+	if err != nil {
+		return "", err
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			c, _ := c.(map[string]any)
+			env, _, _ := unstructured.NestedSlice(c, "env")
+			for _, e := range env {
+				if e, _ := e.(map[string]any); e["name"] == name && c["name"] == "manager" {
+					if v, ok := e["value"].(string); ok {
+						return v, nil
+					}
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("config/manager: the manager container has no %s", name)
 }
 
 // ints parses a comma-separated list of counts.
