@@ -143,8 +143,9 @@ bench: controlplane ## Benchmarks: the reporter's hot path, and freshness throug
 	go test -run '^$$' -bench Streams -benchtime 5x ./test/integration/endpoint
 
 .PHONY: bench-scale
-bench-scale: controlplane cluster ## The scale harness (test/scale, loopback, ~30 min): N tasks, M writers with and without config/apf. SCALE_ARGS to narrow it.
-	go test -run '^$$' -bench 'Scale|Storm' -benchtime 1x -timeout 120m -v ./test/scale $(SCALE_ARGS)
+bench-scale: controlplane cluster ## The scale harness (test/scale, loopback, ~30 min): N tasks, M writers with and without config/apf, the cost of a status write. SCALE_ARGS to narrow it.
+	hack/debian-packages.sh wrk
+	go test -run '^$$' -bench 'Scale|Storm|StatusWrite' -benchtime 1x -timeout 120m -v ./test/scale $(SCALE_ARGS)
 
 .PHONY: bench-attack
 bench-attack: controlplane ## The attack on the endpoint (loopback, ~30 s): owner latency alone and under a junk-token flood.

@@ -9,49 +9,65 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
-// The manager's GOMEMLIMIT stays below its container's memory limit, close enough to it to
+// The operator's GOMEMLIMITs stay below their containers' memory limits, close enough to them to
 // matter: a soft limit above the hard one is no limit, and one far below makes the garbage
 // collector run for nothing.
-func TestManagerMemoryLimits(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join(root, "config/manager/manager.yaml"))
+func TestMemoryLimits(t *testing.T) {
+	for _, c := range []struct{ file, container string }{
+		{"config/manager/manager.yaml", "manager"},
+		{"config/endpoint/deployment.yaml", "endpoint"},
+	} {
+		t.Run(c.container, func(t *testing.T) {
+			container := deploymentContainer(t, c.file, c.container)
+			limit, ok := container.Resources.Limits.Memory().AsInt64()
+			if !ok || limit == 0 {
+				t.Fatalf("no memory limit: %v", container.Resources)
+			}
+			for _, e := range container.Env {
+				if e.Name != "GOMEMLIMIT" {
+					continue
+				}
+				soft, err := parseGoMemLimit(e.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if soft >= limit || soft < limit*3/4 {
+					t.Errorf("GOMEMLIMIT %s is %.0f%% of the memory limit %s; want 75%%..<100%%", e.Value, 100*float64(soft)/float64(limit), container.Resources.Limits.Memory())
+				}
+				return
+			}
+			t.Fatal("no GOMEMLIMIT")
+		})
+	}
+}
+
+// deploymentContainer is the named container of the Deployment in file.
+func deploymentContainer(t *testing.T, file, name string) corev1.Container {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, file))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d appsv1.Deployment
 	for _, doc := range strings.Split(string(raw), "\n---\n") {
-		if strings.Contains(doc, "\nkind: Deployment\n") {
-			if err := yaml.UnmarshalStrict([]byte(doc), &d); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, c := range d.Spec.Template.Spec.Containers {
-		if c.Name != "manager" {
+		if !strings.Contains(doc, "\nkind: Deployment\n") {
 			continue
 		}
-		limit, ok := c.Resources.Limits.Memory().AsInt64()
-		if !ok || limit == 0 {
-			t.Fatalf("the manager has no memory limit: %v", c.Resources)
+		var d appsv1.Deployment
+		if err := yaml.UnmarshalStrict([]byte(doc), &d); err != nil {
+			t.Fatalf("%s: %v", file, err)
 		}
-		for _, e := range c.Env {
-			if e.Name != "GOMEMLIMIT" {
-				continue
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name == name {
+				return c
 			}
-			soft, err := parseGoMemLimit(e.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if soft >= limit || soft < limit*3/4 {
-				t.Errorf("GOMEMLIMIT %s is %.0f%% of the memory limit %s; want 75%%..<100%%", e.Value, 100*float64(soft)/float64(limit), c.Resources.Limits.Memory())
-			}
-			return
 		}
-		t.Fatal("the manager has no GOMEMLIMIT")
 	}
-	t.Fatal("no manager container")
+	t.Fatalf("%s: no Deployment with a container %q", file, name)
+	return corev1.Container{}
 }
 
 // parseGoMemLimit reads GOMEMLIMIT's syntax (runtime/debug.SetMemoryLimit): bytes, with an

@@ -26,6 +26,8 @@ type tasksResult struct {
 	heapMiB, rssMiB            float64
 	liveHeapMiB                float64 // after a collection
 	endpoint, kubeGet, viaAggr endpointResult
+	// The same three under wrk, a second process (when asked for).
+	wrkEndpoint, wrkKubeGet, wrkViaAggr endpointResult
 	resyncServing, resyncAll   time.Duration
 }
 
@@ -41,8 +43,9 @@ func (e endpointResult) String() string {
 // measureTasks creates n tasks in a namespace of their own and measures: time to every Job and
 // to every task Processing, the manager's API requests per task, its memory, the endpoint at n
 // beside kube-apiserver's GET and the aggregated path (same client, same request count and
-// concurrency, one run), and a full resync (the manager killed and started again).
-func measureTasks(t testing.TB, n, requests int, resync bool) tasksResult {
+// concurrency, one run; and, when wrkFor is not 0, from wrk for that long each), and a full
+// resync (the manager killed and started again).
+func measureTasks(t testing.TB, n, requests int, resync bool, wrkFor time.Duration) tasksResult {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ns := newNamespace(t, fmt.Sprintf("tasks-%d-%s", n, runID))
@@ -85,16 +88,22 @@ func measureTasks(t testing.TB, n, requests int, resync bool) tasksResult {
 	isTask := func(b []byte) bool { return strings.Contains(string(b), `"name":"`+taskName(0)+`"`) }
 	endpointURL := manager.ProgressURL + "/workflow/progress/" + id
 	eventually(t, func() error { return getter(endpointURL, token, hasProgress)() }).Should(gomega.Succeed())
+	kubeGetURL := cluster.Admin.Host + "/apis/workflow.taskops.dev/v1alpha1/namespaces/" + ns + "/workflowtasks/" + taskName(0)
+	viaAggrURL := cluster.Admin.Host + "/apis/progress.taskops.dev/v1alpha1/progress/" + id
 	for _, c := range []struct {
-		into *endpointResult
-		get  func() error
+		into, wrkInto *endpointResult
+		url           string
+		get           func() error
 	}{
-		{&r.endpoint, getter(endpointURL, token, hasProgress)},
-		{&r.kubeGet, getter(cluster.Admin.Host+"/apis/workflow.taskops.dev/v1alpha1/namespaces/"+ns+"/workflowtasks/"+taskName(0), token, isTask)},
-		{&r.viaAggr, getter(cluster.Admin.Host+"/apis/progress.taskops.dev/v1alpha1/progress/"+id, token, hasProgress)},
+		{&r.endpoint, &r.wrkEndpoint, endpointURL, getter(endpointURL, token, hasProgress)},
+		{&r.kubeGet, &r.wrkKubeGet, kubeGetURL, getter(kubeGetURL, token, isTask)},
+		{&r.viaAggr, &r.wrkViaAggr, viaAggrURL, getter(viaAggrURL, token, hasProgress)},
 	} {
 		lat, rps := load(t, requests, 8, c.get)
 		*c.into = endpointResult{p50: lat.quantile(0.5), p99: lat.quantile(0.99), rps: rps}
+		if wrkFor > 0 {
+			*c.wrkInto = wrk(t, c.url, token, wrkFor)
+		}
 	}
 
 	if resync {
@@ -264,7 +273,7 @@ func storm(t testing.TB, m int, apf bool, d time.Duration) stormResult {
 // The harness on a small scale, in make test, so that it cannot rot: counts, not durations.
 func TestScaleSmoke(t *testing.T) {
 	const n, m = 50, 10
-	r := measureTasks(t, n, 200, true)
+	r := measureTasks(t, n, 200, true, 0)
 	t.Logf("N=%d: Jobs after %s, Processing after %s, %.1f manager requests per task, heap %.0f MiB (live %.0f), RSS %.0f MiB; "+
 		"endpoint %s | kube-apiserver GET %s | aggregated %s; resync: serving after %s, caught up after %s",
 		n, r.toJobs.Round(time.Millisecond), r.toProcessing.Round(time.Millisecond), r.requestsPerTask, r.heapMiB, r.liveHeapMiB, r.rssMiB,
@@ -312,7 +321,7 @@ func BenchmarkScale(b *testing.B) {
 	for _, n := range ints(*tasksFlag) {
 		b.Run("N="+strconv.Itoa(n), func(b *testing.B) {
 			for range b.N {
-				r := measureTasks(b, n, 2000, true)
+				r := measureTasks(b, n, 2000, true, *wrkFlag)
 				b.ReportMetric(r.toJobs.Seconds(), "s-to-jobs")
 				b.ReportMetric(r.toProcessing.Seconds(), "s-to-processing")
 				b.ReportMetric(r.requestsPerTask, "requests/task")
@@ -328,6 +337,16 @@ func BenchmarkScale(b *testing.B) {
 				b.ReportMetric(ms(r.viaAggr.p50), "aggregated-p50-ms")
 				b.ReportMetric(ms(r.viaAggr.p99), "aggregated-p99-ms")
 				b.ReportMetric(r.viaAggr.rps, "aggregated-req/s")
+				if *wrkFlag > 0 {
+					for _, m := range []struct {
+						name string
+						r    endpointResult
+					}{{"endpoint", r.wrkEndpoint}, {"kube-get", r.wrkKubeGet}, {"aggregated", r.wrkViaAggr}} {
+						b.ReportMetric(ms(m.r.p50), "wrk-"+m.name+"-p50-ms")
+						b.ReportMetric(ms(m.r.p99), "wrk-"+m.name+"-p99-ms")
+						b.ReportMetric(m.r.rps, "wrk-"+m.name+"-req/s")
+					}
+				}
 				b.ReportMetric(r.resyncServing.Seconds(), "s-resync-serving")
 				b.ReportMetric(r.resyncAll.Seconds(), "s-resync-caught-up")
 			}
