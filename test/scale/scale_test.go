@@ -28,7 +28,7 @@ type tasksResult struct {
 	endpoint, kubeGet, viaAggr endpointResult
 	// The same three under wrk, a second process (when asked for).
 	wrkEndpoint, wrkKubeGet, wrkViaAggr endpointResult
-	resyncServing, resyncAll   time.Duration
+	resyncServing, resyncAll            time.Duration
 }
 
 type endpointResult struct {
