@@ -5,6 +5,8 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
+	"net"
 	"os"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -70,6 +72,10 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
+	if err := loopbackOnly(pprofAddr); err != nil {
+		setupLog.Error(err, "Invalid --pprof-bind-address")
+		os.Exit(1)
+	}
 	if err := ctrlOpts.Validate(); err != nil {
 		setupLog.Error(err, "Invalid options")
 		os.Exit(1)
@@ -151,4 +157,20 @@ func main() {
 		setupLog.Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}
+}
+
+// loopbackOnly accepts "0" (off) or a loopback address (127.0.0.1:PORT, [::1]:PORT,
+// localhost:PORT): Go's profiling handlers answer anyone who reaches them.
+func loopbackOnly(addr string) error {
+	if addr == "0" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%q: profiling is unauthenticated, bind it to a loopback address (127.0.0.1:PORT) or 0", addr)
+	}
+	return nil
 }
