@@ -10,7 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -79,4 +82,33 @@ func DecodeObjects(r io.Reader) ([]*unstructured.Unstructured, error) {
 			objs = append(objs, u)
 		}
 	}
+}
+
+// DeploymentContainer is the container named container of the Deployment in the repository's
+// file (e.g. config/manager/manager.yaml), decoded strictly: a field its type does not have is
+// an error.
+func DeploymentContainer(file, container string) (corev1.Container, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return corev1.Container{}, err
+	}
+	objs, err := ReadObjects(filepath.Join(root, file))
+	if err != nil {
+		return corev1.Container{}, err
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		var d appsv1.Deployment
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(o.Object, &d, true); err != nil {
+			return corev1.Container{}, fmt.Errorf("%s: %w", file, err)
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name == container {
+				return c, nil
+			}
+		}
+	}
+	return corev1.Container{}, fmt.Errorf("%s: no Deployment with a container %q", file, container)
 }

@@ -1,16 +1,11 @@
 package config_test
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 )
 
 // The operator's GOMEMLIMITs stay below their containers' memory limits, close enough to them to
@@ -22,7 +17,10 @@ func TestMemoryLimits(t *testing.T) {
 		{"config/endpoint/deployment.yaml", "endpoint"},
 	} {
 		t.Run(c.container, func(t *testing.T) {
-			container := deploymentContainer(t, c.file, c.container)
+			container, err := testenv.DeploymentContainer(c.file, c.container)
+			if err != nil {
+				t.Fatal(err)
+			}
 			limit, ok := container.Resources.Limits.Memory().AsInt64()
 			if !ok || limit == 0 {
 				t.Fatalf("no memory limit: %v", container.Resources)
@@ -43,31 +41,6 @@ func TestMemoryLimits(t *testing.T) {
 			t.Fatal("no GOMEMLIMIT")
 		})
 	}
-}
-
-// deploymentContainer is the named container of the Deployment in file.
-func deploymentContainer(t *testing.T, file, name string) corev1.Container {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(root, file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, doc := range strings.Split(string(raw), "\n---\n") {
-		if !strings.Contains(doc, "\nkind: Deployment\n") {
-			continue
-		}
-		var d appsv1.Deployment
-		if err := yaml.UnmarshalStrict([]byte(doc), &d); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		for _, c := range d.Spec.Template.Spec.Containers {
-			if c.Name == name {
-				return c
-			}
-		}
-	}
-	t.Fatalf("%s: no Deployment with a container %q", file, name)
-	return corev1.Container{}
 }
 
 // parseGoMemLimit reads GOMEMLIMIT's syntax (runtime/debug.SetMemoryLimit): bytes, with an

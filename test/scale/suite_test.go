@@ -22,7 +22,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -141,25 +140,13 @@ func startManager(ctx context.Context) error {
 // deploymentEnv is the value the operator's Deployment (config/manager) gives the manager
 // container's environment variable name.
 func deploymentEnv(name string) (string, error) {
-	objs, err := testenv.ReadObjects(filepath.Join(root, "config", "manager", "manager.yaml"))
+	c, err := testenv.DeploymentContainer("config/manager/manager.yaml", "manager")
 	if err != nil {
 		return "", err
 	}
-	for _, o := range objs {
-		if o.GetKind() != "Deployment" {
-			continue
-		}
-		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-		for _, c := range containers {
-			c, _ := c.(map[string]any)
-			env, _, _ := unstructured.NestedSlice(c, "env")
-			for _, e := range env {
-				if e, _ := e.(map[string]any); e["name"] == name && c["name"] == "manager" {
-					if v, ok := e["value"].(string); ok {
-						return v, nil
-					}
-				}
-			}
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value, nil
 		}
 	}
 	return "", fmt.Errorf("config/manager: the manager container has no %s", name)
