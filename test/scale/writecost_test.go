@@ -90,7 +90,7 @@ func total(rs []writeRound) writeRound {
 // operator of that kind would have), the same server-side apply body, one field manager per
 // object, from concurrency goroutines as admin, in rounds alternating the kinds. Each round
 // counts the writes kube-apiserver answered and the CPU it spent meanwhile. The result has the
-// rounds of each kind, in kinds' order.
+// rounds of each kind, keyed by the kind's name.
 func measureWriteCost(t testing.TB, n, concurrency, rounds int, round time.Duration, profileDir string) map[string][]writeRound {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -100,13 +100,16 @@ func measureWriteCost(t testing.TB, n, concurrency, rounds int, round time.Durat
 	allProcessing(following, t, ns, n, nil)
 	stopFollowing() // the manager is the tasks' one watcher while they are written
 	dyn := dynamic.NewForConfigOrDie(fastConfig(cluster.Admin))
+	tasks := make([]*unstructured.Unstructured, n)
+	for i := range n {
+		var err error
+		if tasks[i], err = dyn.Resource(taskKind.gvr).Namespace(ns).Get(ctx, taskName(i), metav1.GetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, k := range []writeKind{minimalKind, bareKind} {
 		installSink(t, k)
-		for i := range n {
-			task, err := dyn.Resource(taskKind.gvr).Namespace(ns).Get(ctx, taskName(i), metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+		for i, task := range tasks {
 			sink := &unstructured.Unstructured{Object: map[string]any{
 				"apiVersion": k.gvr.GroupVersion().String(), "kind": k.kind,
 				"metadata": map[string]any{"name": taskName(i), "namespace": ns},
@@ -139,7 +142,7 @@ func measureWriteCost(t testing.TB, n, concurrency, rounds int, round time.Durat
 		start := time.Now()
 		for w := range concurrency {
 			wg.Go(func() {
-				for i := w; ; i = (i + concurrency) % n {
+				for i := w % n; ; i = (i + concurrency) % n {
 					select {
 					case <-stop:
 						return
