@@ -3,10 +3,8 @@
 package main
 
 import (
-	"crypto/tls"
+	"errors"
 	"flag"
-	"fmt"
-	"net"
 	"os"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -17,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -35,27 +32,16 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr   string
-		probeAddr     string
 		leaderElect   bool
-		secureMetrics bool
-		enableHTTP2   bool
 		leaderElectNS string
 		kubeAPIQPS    float64
 		kubeAPIBurst  int
 		pprofAddr     string
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
-		"Address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false,
 		"Elect a leader so that only one replica reconciles (the deployment turns this on).")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "",
 		"Namespace of the leader-election Lease; defaults to the pod's namespace.")
-	flag.BoolVar(&secureMetrics, "metrics-secure", true,
-		"Serve metrics over HTTPS, authenticated and authorized by the API server.")
-	flag.BoolVar(&enableHTTP2, "enable-http2", false,
-		"Allow HTTP/2 on the metrics server (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", -1,
 		"Requests per second the manager may send to kube-apiserver; negative: no client-side limit, kube-apiserver's API Priority and Fairness decides (controller-runtime's default).")
 	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 30, "Requests the manager may send at once above --kube-api-qps (when that is not negative).")
@@ -72,30 +58,24 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
-	if err := loopbackOnly(pprofAddr); err != nil {
+	if err := apiserver.LoopbackOnly(pprofAddr); err != nil {
 		setupLog.Error(err, "Invalid --pprof-bind-address")
 		os.Exit(1)
 	}
-	if err := ctrlOpts.Validate(); err != nil {
+	if err := errors.Join(ctrlOpts.Validate(), progressOpts.Validate()); err != nil {
 		setupLog.Error(err, "Invalid options")
 		os.Exit(1)
-	}
-
-	var tlsOpts []func(*tls.Config)
-	if !enableHTTP2 {
-		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
-	}
-	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics, TLSOpts: tlsOpts}
-	if secureMetrics {
-		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
 	restConfig := ctrl.GetConfigOrDie()
 	restConfig.QPS, restConfig.Burst = float32(kubeAPIQPS), kubeAPIBurst // (GetConfig's own default: QPS -1)
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme:                  scheme,
-		Metrics:                 metricsOpts,
-		HealthProbeBindAddress:  probeAddr,
+		Scheme: scheme,
+		// The metrics port and the health probes are served by the progress endpoint's server,
+		// behind the same front door (apiserver.Options: --metrics-bind-address,
+		// --health-probe-bind-address).
+		Metrics:                 metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:  "0",
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "workflowtask-operator.taskops.dev",
@@ -120,6 +100,7 @@ func main() {
 		setupLog.Error(nil, "Nothing to run: --controllers=false and --progress-bind-address=0")
 		os.Exit(1)
 	}
+	var readyChecks []func(*apiserver.Server)
 	ctx := ctrl.SetupSignalHandler()
 	var useCert []func(*apiserver.Config)
 	if certOpts.Enabled() {
@@ -132,24 +113,18 @@ func main() {
 		}
 		if source != nil {
 			useCert = append(useCert, func(c *apiserver.Config) { c.GetCertificate = source.GetCertificate })
-			if err := mgr.AddReadyzCheck("serving-cert", source.Ready); err != nil {
-				setupLog.Error(err, "Unable to set up the serving certificate's ready check")
-				os.Exit(1)
-			}
+			readyChecks = append(readyChecks, func(s *apiserver.Server) { s.AddReadyzCheck("serving-cert", source.Ready) })
 		}
 	}
-	if err := apiserver.SetupWithManager(ctx, mgr, progressOpts, useCert...); err != nil {
+	server, err := apiserver.SetupWithManager(ctx, mgr, progressOpts, useCert...)
+	if err != nil {
 		setupLog.Error(err, "Unable to set up the progress endpoint")
 		os.Exit(1)
 	}
-
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		setupLog.Error(err, "Unable to set up health check")
-		os.Exit(1)
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		setupLog.Error(err, "Unable to set up ready check")
-		os.Exit(1)
+	server.AddHealthzCheck("healthz", healthz.Ping)
+	server.AddReadyzCheck("readyz", healthz.Ping)
+	for _, add := range readyChecks {
+		add(server)
 	}
 
 	setupLog.Info("Starting manager")
@@ -157,20 +132,4 @@ func main() {
 		setupLog.Error(err, "Manager exited with an error")
 		os.Exit(1)
 	}
-}
-
-// loopbackOnly accepts "0" (off) or a loopback address (127.0.0.1:PORT, [::1]:PORT,
-// localhost:PORT): Go's profiling handlers answer anyone who reaches them.
-func loopbackOnly(addr string) error {
-	if addr == "0" {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("%q: %w", addr, err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("%q: profiling is unauthenticated, bind it to a loopback address (127.0.0.1:PORT) or 0", addr)
-	}
-	return nil
 }

@@ -91,3 +91,23 @@ func TestServingCertificate(t *testing.T) {
 		})
 	}
 }
+
+func TestLoopbackOnly(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"0":               true,
+		"127.0.0.1:6060":  true,
+		"[::1]:6060":      true,
+		"localhost:6060":  true,
+		":6060":           false, // every interface
+		"0.0.0.0:6060":    false,
+		"10.0.0.7:6060":   false,
+		"example.com:80":  false,
+		"127.0.0.1":       false, // no port
+		"":                false,
+		"[::1]:6060:junk": false,
+	} {
+		if err := LoopbackOnly(addr); (err == nil) != ok {
+			t.Errorf("LoopbackOnly(%q) = %v, want ok=%v", addr, err, ok)
+		}
+	}
+}

@@ -11,11 +11,11 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/uuid"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
 )
 
 // CorrelationIDHeader carries a request's correlation ID, in and out.
@@ -34,15 +34,11 @@ type taskReader interface {
 // namespaces/{ns}/tasks/{name}}.
 type handler struct {
 	prefix string
-	authn  authenticator.Request
+	authn  requestAuthenticator
 	authz  authorizer.Authorizer
 	tasks  taskReader
-	logins *loginLimiter
-	known  *knownTokens
-	// audiences a bearer token must be for; empty: the API server's own.
-	audiences authenticator.Audiences
-	debug     bool
-	log       logr.Logger
+	debug  bool
+	log    logr.Logger
 	// changes announces task changes to streams; streams bounds them.
 	changes *changeHub
 	streams *streamLimiter
@@ -52,6 +48,12 @@ type handler struct {
 	// shutdown is closed when the server shuts down: streams end (they never turn idle).
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
+}
+
+// requestAuthenticator identifies a request's caller: the front door's Authenticator (which,
+// on success, keeps the connection alive).
+type requestAuthenticator interface {
+	Authenticate(w http.ResponseWriter, r *http.Request) (user.Info, error)
 }
 
 // lookup finds the tasks a request names, or reports why it names none.
@@ -99,17 +101,10 @@ func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid stri
 	if wantsStream(r) {
 		credentials = r.Clone(r.Context())
 	}
-	u, err := h.authenticate(r)
+	u, err := h.authn.Authenticate(w, r)
 	switch {
-	case errors.Is(err, errLoginBudget):
-		// A client spending refused tokens is slowed down, not only refused: each of its
-		// connections gets an answer at most once per loginTarpit, so a flood costs this
-		// process next to nothing (the wait holds no review slot).
-		tarpit(r.Context(), loginTarpit)
+	case errors.Is(err, frontdoor.ErrLoginBudget), errors.Is(err, frontdoor.ErrIdentityBudget), errors.Is(err, frontdoor.ErrBusy):
 		w.Header().Set("Retry-After", "1")
-		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
-		return CodeTooMany, nil
-	case errors.Is(err, errBusy):
 		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
 		return CodeTooMany, nil
 	case err != nil:
@@ -119,7 +114,7 @@ func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid stri
 	if wantsStream(r) {
 		return h.stream(w, r, credentials, cid, u, find, named, key), u
 	}
-	body, code, err := h.progressFor(r.Context(), u, find, named)
+	body, _, code, err := h.progressFor(r.Context(), u, find, named)
 	if code != CodeSuccess {
 		return h.answerError(w, cid, code, err), u
 	}
@@ -130,15 +125,18 @@ func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid stri
 // progressFor is the body u sees for the request's task: its progress when u may see it, the
 // empty body otherwise (and when there is no such task); or a result code other than success
 // (429 when a review slot was not free, 40001 for a malformed ID, 50000 with the error).
-func (h *handler) progressFor(ctx context.Context, u user.Info, find lookup, named *byName) ([]byte, int, error) {
+// visible says u may see what the request names: a task of theirs or one they administer, or,
+// on the by-name path, the name whether or not a task has it yet (an admin's).
+func (h *handler) progressFor(ctx context.Context, u user.Info, find lookup, named *byName) (body []byte, visible bool, code int, err error) {
 	canSee := h.canSee
+	admin := false
 	if named != nil && validName(named) {
-		admin, err := h.isAdmin(ctx, u, named.namespace, named.name)
+		admin, err = h.isAdmin(ctx, u, named.namespace, named.name)
 		switch {
-		case errors.Is(err, errBusy):
-			return nil, CodeTooMany, nil
+		case errors.Is(err, frontdoor.ErrBusy):
+			return nil, false, CodeTooMany, nil
 		case err != nil && !admin:
-			return nil, CodeInternal, err
+			return nil, false, CodeInternal, err
 		}
 		canSee = func(_ context.Context, u user.Info, t *workflowv1alpha1.WorkflowTask) (bool, error) {
 			return admin || t.Spec.Owner == u.GetName(), nil
@@ -147,22 +145,22 @@ func (h *handler) progressFor(ctx context.Context, u user.Info, find lookup, nam
 	tasks, err := find(ctx)
 	switch {
 	case errors.Is(err, errBadID):
-		return nil, CodeParamErr, nil
+		return nil, false, CodeParamErr, nil
 	case err != nil:
-		return nil, CodeInternal, err
+		return nil, false, CodeInternal, err
 	}
 	for _, t := range tasks {
 		ok, err := canSee(ctx, u, t)
 		switch {
-		case errors.Is(err, errBusy):
-			return nil, CodeTooMany, nil
+		case errors.Is(err, frontdoor.ErrBusy):
+			return nil, false, CodeTooMany, nil
 		case err != nil:
-			return nil, CodeInternal, err
+			return nil, false, CodeInternal, err
 		case ok:
-			return progressBody(t.Status.Progress), CodeSuccess, nil
+			return progressBody(t.Status.Progress), true, CodeSuccess, nil
 		}
 	}
-	return emptyBody, CodeSuccess, nil
+	return emptyBody, admin, CodeSuccess, nil
 }
 
 // answerError writes the envelope of a result code progressFor returned.
@@ -176,19 +174,6 @@ func (h *handler) answerError(w http.ResponseWriter, cid string, code int, err e
 		code, _ = h.internal(w, cid, err, nil)
 	}
 	return code
-}
-
-// loginTarpit is how long a client over its failed-login budget waits for its 429.
-const loginTarpit = time.Second
-
-// tarpit waits d, or until ctx ends.
-func tarpit(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 func (h *handler) internal(w http.ResponseWriter, cid string, err error, u user.Info) (int, user.Info) {

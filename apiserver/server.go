@@ -2,29 +2,29 @@ package apiserver
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
-	toolscache "k8s.io/client-go/tools/cache"
-
-	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
-
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/netutil"
-	"k8s.io/apiserver/pkg/authentication/authenticator"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
 )
 
-// Server is the HTTPS progress endpoint; it runs inside the manager on every replica (it needs
-// no leader: it only reads).
+// Server runs the binary's listeners behind its one front door: the HTTPS progress endpoint,
+// the metrics port and the health probes. It runs inside the manager on every replica (it
+// needs no leader: it only reads).
 type Server struct {
 	cfg     CompletedConfig
 	handler *handler
+	checks  *probeChecks
 }
 
 var (
@@ -32,25 +32,27 @@ var (
 	_ manager.LeaderElectionRunnable = (*Server)(nil)
 )
 
-// RejectedTokenCacheBytesMetric is the counted size of the endpoint's cache of refused tokens
-// (bounded: a flood of junk tokens cannot grow it past a few MiB).
-const RejectedTokenCacheBytesMetric = "workflowtask_progress_rejected_token_cache_bytes"
+// Metrics of the endpoint's own memory, exposed on the manager's registry.
+const (
+	// RejectedTokenCacheBytesMetric is the counted size of the cache of refused tokens
+	// (bounded: a flood of junk tokens cannot grow it past a few MiB).
+	RejectedTokenCacheBytesMetric = "workflowtask_progress_rejected_token_cache_bytes"
+	// StreamWaitersMetric is the number of tasks event streams wait on (at most one per open
+	// stream) and StreamsMetric the number of open streams.
+	StreamWaitersMetric = "workflowtask_progress_stream_waiters"
+	StreamsMetric       = "workflowtask_progress_streams"
+)
 
-// New returns the server of a completed config, and exposes the size of its rejected-token
-// cache as a metric on the manager's registry (the first server of a process, when several).
+var registerMetricsOnce sync.Once
+
+// New returns the server of a completed config, and exposes its caches' sizes as metrics on the
+// manager's registry (of the first server of a process, when several).
 func (c CompletedConfig) New() *Server {
-	_ = ctrlmetrics.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: RejectedTokenCacheBytesMetric,
-		Help: "Counted bytes of the progress endpoint's cache of refused bearer tokens (hashes and reasons).",
-	}, func() float64 { return float64(c.rejected.Bytes()) }))
-	return &Server{cfg: c, handler: &handler{
+	h := &handler{
 		prefix:    c.Options.PathPrefix,
 		authn:     c.authn,
 		authz:     c.authz,
 		tasks:     cacheTasks{reader: c.Reader},
-		logins:    c.logins,
-		known:     newKnownTokens(c.Options.AuthCacheTTL),
-		audiences: authenticator.Audiences(c.Options.TokenAudiences),
 		debug:     c.Options.Debug,
 		log:       c.Log,
 		changes:   newChangeHub(),
@@ -59,16 +61,31 @@ func (c CompletedConfig) New() *Server {
 		lifetime:  c.Options.StreamLifetime,
 		reauth:    max(c.Options.AuthCacheTTL, time.Second),
 		shutdown:  make(chan struct{}),
-	}}
+	}
+	registerMetricsOnce.Do(func() {
+		for _, g := range []prometheus.Collector{
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: RejectedTokenCacheBytesMetric,
+				Help: "Counted bytes of the front door's cache of refused bearer tokens (hashes and reasons)."},
+				func() float64 { return float64(c.door.RejectedTokenCacheBytes()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: StreamWaitersMetric,
+				Help: "Tasks the progress endpoint's event streams wait on (at most one per open stream)."},
+				func() float64 { return float64(h.changes.size()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: StreamsMetric,
+				Help: "Event streams open on the progress endpoint."},
+				func() float64 { return float64(h.streams.open()) }),
+		} {
+			_ = ctrlmetrics.Registry.Register(g)
+		}
+	})
+	return &Server{cfg: c, handler: h, checks: newProbeChecks()}
 }
 
-// SetupWithManager indexes tasks by ID and adds the endpoint to the manager, when enabled.
-func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, configure ...func(*Config)) error {
+// SetupWithManager indexes tasks by ID and adds the server to the manager: the progress
+// endpoint when enabled, the metrics port and the health probes when theirs are. The
+// manager's own metrics and probe servers are to be off (their ports are served here).
+func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, configure ...func(*Config)) (*Server, error) {
 	if err := SetupIndex(ctx, mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
-	if !opts.Enabled() {
-		return nil
+		return nil, err
 	}
 	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Reader: mgr.GetCache(), Log: mgr.GetLogger().WithName("progress-endpoint")}
 	for _, c := range configure {
@@ -76,18 +93,23 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, c
 	}
 	completed, err := cfg.Complete()
 	if err != nil {
-		return fmt.Errorf("progress endpoint: %w", err)
+		return nil, fmt.Errorf("progress endpoint: %w", err)
 	}
 	srv := completed.New()
-	// Event streams learn of task changes from the informer.
-	informer, err := mgr.GetCache().GetInformer(ctx, &workflowv1alpha1.WorkflowTask{})
-	if err != nil {
-		return fmt.Errorf("progress endpoint: %w", err)
+	if opts.Enabled() {
+		// Event streams learn of task changes from the informer.
+		informer, err := mgr.GetCache().GetInformer(ctx, &workflowv1alpha1.WorkflowTask{})
+		if err != nil {
+			return nil, fmt.Errorf("progress endpoint: %w", err)
+		}
+		if _, err := informer.AddEventHandler(srv.TaskEvents()); err != nil {
+			return nil, fmt.Errorf("progress endpoint: %w", err)
+		}
 	}
-	if _, err := informer.AddEventHandler(srv.TaskEvents()); err != nil {
-		return fmt.Errorf("progress endpoint: %w", err)
+	if err := mgr.Add(srv); err != nil {
+		return nil, fmt.Errorf("progress endpoint: %w", err)
 	}
-	return mgr.Add(srv)
+	return srv, nil
 }
 
 // withTimeout gives every request a deadline: reviews and waits for a review slot end with it.
@@ -110,57 +132,99 @@ func (s *Server) TaskEvents() toolscache.ResourceEventHandler {
 	return s.handler.changes.eventHandler()
 }
 
-// Handler is the server's HTTP handler (for benchmarks and tests that serve it themselves).
-func (s *Server) Handler() http.Handler { return s.handler }
+// Handler is the progress endpoint's HTTP handler (for benchmarks and tests that serve it
+// themselves).
+func (s *Server) Handler() http.Handler { return withTimeout(s.handler, s.cfg.Options.RequestTimeout) }
+
+// AddHealthzCheck and AddReadyzCheck add checks to the probes' /healthz and /readyz.
+func (s *Server) AddHealthzCheck(name string, check healthz.Checker) { s.checks.add(true, name, check) }
+func (s *Server) AddReadyzCheck(name string, check healthz.Checker)  { s.checks.add(false, name, check) }
 
 // NeedLeaderElection is false: every replica serves.
 func (s *Server) NeedLeaderElection() bool { return false }
 
-// Start loads the authentication ConfigMap's CAs and headers and keeps them current, then
-// serves HTTPS until ctx ends, and shuts down gracefully.
+// Start loads the front door's CAs and keys and keeps them current, then serves every enabled
+// listener until ctx ends, and shuts them down gracefully. A listener that fails ends them all.
 func (s *Server) Start(ctx context.Context) error {
-	for _, c := range s.cfg.controllers {
-		if err := c.RunOnce(ctx); err != nil {
-			// Not fatal: without the ConfigMap (or permission to read it) front-proxy and
-			// client-certificate callers are not recognised, bearer tokens still are.
-			s.cfg.Log.Error(err, "Loading the API server's authentication settings; retrying in the background")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.cfg.door.Start(ctx)
+	for _, r := range s.cfg.reloaders {
+		if err := r.RunOnce(ctx); err != nil {
+			return fmt.Errorf("progress endpoint: serving certificate: %w", err)
 		}
-		go c.Run(ctx, 1)
+		go r.Run(ctx, 1)
 	}
-	ln := s.cfg.Listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", s.cfg.Options.BindAddress); err != nil {
-			return fmt.Errorf("progress endpoint: %w", err)
-		}
+	listeners, err := s.listeners()
+	if err != nil {
+		return err
 	}
-	ln = netutil.LimitListener(ln, s.cfg.Options.MaxConnections)
-	srv := &http.Server{
-		Handler:           withTimeout(s.handler, s.cfg.Options.RequestTimeout),
-		TLSConfig:         s.cfg.tls,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-	}
-	srv.RegisterOnShutdown(s.handler.closeStreams)
-	if !s.cfg.Options.EnableHTTP2 {
-		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	if len(listeners) == 0 {
 		<-ctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
-	}()
-	s.cfg.Log.Info("Serving the progress endpoint", "address", ln.Addr().String(), "pathPrefix", s.cfg.Options.PathPrefix)
-	err := srv.Serve(tls.NewListener(ln, s.cfg.tls))
-	if errors.Is(err, http.ErrServerClosed) {
-		<-done // graceful shutdown finished
 		return nil
 	}
-	return fmt.Errorf("progress endpoint: %w", err)
+	errs := make(chan error, len(listeners))
+	for _, l := range listeners {
+		go func() { errs <- frontdoor.Serve(ctx, s.cfg.Log, s.cfg.Options.Timeouts, l) }()
+	}
+	var first error
+	for range listeners {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// listeners are the enabled listeners, bound.
+func (s *Server) listeners() ([]frontdoor.Listener, error) {
+	o := s.cfg.Options
+	limits := frontdoor.ConnLimits{Total: o.MaxConnections, PerAddress: o.MaxConnectionsPerAddress}
+	var out []frontdoor.Listener
+	var bound []net.Listener
+	bind := func(given net.Listener, addr string) (net.Listener, error) {
+		if given != nil {
+			return given, nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, b := range bound {
+				_ = b.Close()
+			}
+			return nil, fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		bound = append(bound, ln)
+		return ln, nil
+	}
+	if o.Enabled() {
+		ln, err := bind(s.cfg.Listener, o.BindAddress)
+		if err != nil {
+			return nil, fmt.Errorf("progress endpoint: %w", err)
+		}
+		out = append(out, frontdoor.Listener{Name: "progress", Listener: ln, TLS: s.cfg.tls, Limits: limits,
+			Handler: s.Handler(), OnShutdown: s.handler.closeStreams})
+	}
+	if enabled(o.MetricsBindAddress) {
+		ln, err := bind(s.cfg.MetricsListener, o.MetricsBindAddress)
+		if err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		l := frontdoor.Listener{Name: "metrics", Listener: ln, Limits: limits,
+			Handler: withTimeout(newMetricsHandler(s.cfg.metricsAuthn, s.cfg.authz, ctrlmetrics.Registry), o.RequestTimeout)}
+		if o.MetricsSecure {
+			l.TLS = s.cfg.tls
+		} else {
+			l.Handler = newMetricsHandler(nil, nil, ctrlmetrics.Registry)
+		}
+		out = append(out, l)
+	}
+	if enabled(o.HealthProbeBindAddress) {
+		ln, err := bind(s.cfg.ProbesListener, o.HealthProbeBindAddress)
+		if err != nil {
+			return nil, fmt.Errorf("health probes: %w", err)
+		}
+		out = append(out, frontdoor.Listener{Name: "probes", Listener: ln, Limits: limits, Handler: s.checks.handler()})
+	}
+	return out, nil
 }

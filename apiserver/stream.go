@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"container/list"
 	"net/http"
 	"strings"
 	"sync"
@@ -65,91 +66,215 @@ func (c *changeHub) eventHandler() toolscache.ResourceEventHandler {
 		UpdateFunc: func(_, obj any) { announce(obj) }}
 }
 
-// changeHub hands out, per key, a channel closed at the key's next change.
+// changeHub tells the streams that follow a key of the key's changes. A key is held only while
+// a stream subscribes to it, and a stream subscribes only to what its caller may see: the hub
+// holds at most one key per open stream, so it is bounded by the stream slots.
 type changeHub struct {
 	mu      sync.Mutex
-	waiters map[string]chan struct{}
+	waiters map[string]*waiter
 }
 
-func newChangeHub() *changeHub { return &changeHub{waiters: map[string]chan struct{}{}} }
+// waiter is a key's channel, closed (and replaced) at each of its changes, and how many
+// subscriptions hold the key.
+type waiter struct {
+	ch   chan struct{}
+	refs int
+}
 
-// next returns a channel closed at key's next change.
-func (c *changeHub) next(key string) <-chan struct{} {
+func newChangeHub() *changeHub { return &changeHub{waiters: map[string]*waiter{}} }
+
+// subscription is one stream's hold on a key.
+type subscription struct {
+	hub *changeHub
+	key string
+}
+
+// subscribe holds key until the subscription is closed.
+func (c *changeHub) subscribe(key string) *subscription {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch, ok := c.waiters[key]
+	w, ok := c.waiters[key]
 	if !ok {
-		ch = make(chan struct{})
-		c.waiters[key] = ch
+		w = &waiter{ch: make(chan struct{})}
+		c.waiters[key] = w
 	}
-	return ch
+	w.refs++
+	return &subscription{hub: c, key: key}
+}
+
+// next is a channel closed at the key's next change. Take it before reading what changes, so
+// that no change is missed.
+func (s *subscription) next() <-chan struct{} {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.hub.waiters[s.key].ch
+}
+
+// close lets go of the key; the last subscription's close removes it.
+func (s *subscription) close() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	w := s.hub.waiters[s.key]
+	if w.refs--; w.refs == 0 {
+		delete(s.hub.waiters, s.key)
+	}
 }
 
 func (c *changeHub) notify(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ch, ok := c.waiters[key]; ok {
-		close(ch)
-		delete(c.waiters, key)
+	if w, ok := c.waiters[key]; ok {
+		close(w.ch)
+		w.ch = make(chan struct{})
 	}
 }
 
-// streamLimiter bounds open streams in total and per user.
+// size is the number of keys held.
+func (c *changeHub) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.waiters)
+}
+
+// streamLimiter shares the stream slots max-min fairly: at most maxPerUser per user, and when
+// all maxTotal are taken, a user with fewer streams than the user holding the most takes the
+// slot of that user's oldest stream (which ends; its client reconnects). So a crowd of
+// identities cannot keep a newcomer out, and a user below the fair share always gets a slot.
 type streamLimiter struct {
 	mu                   sync.Mutex
 	total                int
-	perUser              map[string]int
+	perUser              map[string]*list.List // of *streamSlot, oldest first
 	maxTotal, maxPerUser int
 }
 
-func newStreamLimiter(maxTotal, maxPerUser int) *streamLimiter {
-	return &streamLimiter{perUser: map[string]int{}, maxTotal: maxTotal, maxPerUser: maxPerUser}
+// streamSlot is one open stream's slot; evicted is closed when another user takes it.
+type streamSlot struct {
+	user    string
+	el      *list.Element
+	evicted chan struct{}
 }
 
-// acquire takes a stream for name, and returns its release; false when over a bound.
-func (l *streamLimiter) acquire(name string) (func(), bool) {
+func newStreamLimiter(maxTotal, maxPerUser int) *streamLimiter {
+	return &streamLimiter{perUser: map[string]*list.List{}, maxTotal: maxTotal, maxPerUser: maxPerUser}
+}
+
+// acquire takes a slot for name; false when name is at its cap, or every slot is taken by users
+// holding no more streams than name would.
+func (l *streamLimiter) acquire(name string) (*streamSlot, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.total >= l.maxTotal || l.perUser[name] >= l.maxPerUser {
+	mine := l.perUser[name]
+	held := 0
+	if mine != nil {
+		held = mine.Len()
+	}
+	if held >= l.maxPerUser {
 		return nil, false
 	}
-	l.total++
-	l.perUser[name]++
-	return func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		l.total--
-		if l.perUser[name]--; l.perUser[name] == 0 {
-			delete(l.perUser, name)
+	if l.total >= l.maxTotal {
+		var richest *list.List
+		for _, streams := range l.perUser {
+			if richest == nil || streams.Len() > richest.Len() {
+				richest = streams
+			}
 		}
-	}, true
+		if richest == nil || richest.Len() <= held+1 { // name would hold as many: no fairer
+			return nil, false
+		}
+		victim := richest.Front().Value.(*streamSlot)
+		l.releaseLocked(victim)
+		close(victim.evicted)
+	}
+	if mine = l.perUser[name]; mine == nil {
+		mine = list.New()
+		l.perUser[name] = mine
+	}
+	slot := &streamSlot{user: name, evicted: make(chan struct{})}
+	slot.el = mine.PushBack(slot)
+	l.total++
+	return slot, true
+}
+
+// release gives a slot back (once; an evicted slot is already given back).
+func (l *streamLimiter) release(s *streamSlot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.releaseLocked(s)
+}
+
+func (l *streamLimiter) releaseLocked(s *streamSlot) {
+	if s.el == nil {
+		return
+	}
+	streams := l.perUser[s.user]
+	streams.Remove(s.el)
+	s.el = nil
+	if streams.Len() == 0 {
+		delete(l.perUser, s.user)
+	}
+	l.total--
+}
+
+// open is the number of open streams.
+func (l *streamLimiter) open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
 }
 
 // stream serves the task's progress as server-sent events until the client leaves, the
-// stream's lifetime ends, the caller's token stops working, or the server shuts down.
-// credentials is a copy of the request as it arrived, to authenticate again.
+// stream's lifetime ends, the caller's token stops working, its slot goes to a fairer user, or
+// the server shuts down. credentials is a copy of the request as it arrived, to authenticate
+// again. The stream subscribes to the task's changes only while its caller may see the task;
+// otherwise it looks again at each re-authentication (and answers as for an unknown task).
 func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, cid string, u user.Info, find lookup, named *byName, key string) int {
-	release, ok := h.streams.acquire(u.GetName())
+	slot, ok := h.streams.acquire(u.GetName())
 	if !ok {
+		w.Header().Set("Retry-After", "1")
 		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
 		return CodeTooMany
 	}
-	defer release()
+	defer h.streams.release(slot)
 	ctx := r.Context()
-	changed := h.changes.next(key) // before the first read: no change is missed
-	body, code, err := h.progressFor(ctx, u, find, named)
+	body, visible, code, err := h.progressFor(ctx, u, find, named)
 	if code != CodeSuccess {
 		return h.answerError(w, cid, code, err)
 	}
+	var sub *subscription
+	var changed <-chan struct{} // nil (never ready) while not subscribed
+	defer func() {
+		if sub != nil {
+			sub.close()
+		}
+	}()
+	follow := func(visible bool) {
+		switch {
+		case visible && sub == nil:
+			sub = h.changes.subscribe(key)
+			changed = sub.next()
+		case !visible && sub != nil:
+			sub.close()
+			sub, changed = nil, nil
+		}
+	}
+	if visible { // subscribe, then read again: no change between the two reads is missed
+		follow(true)
+		if body, visible, code, err = h.progressFor(ctx, u, find, named); code != CodeSuccess {
+			return h.answerError(w, cid, code, err)
+		}
+		follow(visible)
+	}
+	rc := http.NewResponseController(w)
+	// The server's read and write timeouts are for one answer: a stream lives its own lifetime
+	// (the client's leaving still ends it), and sets a deadline for each write.
+	_ = rc.SetReadDeadline(time.Time{})
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream; charset=utf-8")
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
 	send := func(parts ...[]byte) bool {
-		// the server's write timeout is for one answer; a stream sets it for each write
 		_ = rc.SetWriteDeadline(time.Now().Add(h.heartbeat + 10*time.Second))
 		for _, p := range parts {
 			if _, err := w.Write(p); err != nil {
@@ -175,6 +300,8 @@ func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, ci
 			return CodeSuccess
 		case <-h.shutdown: // the server shuts down: end the stream, the client reconnects elsewhere
 			return CodeSuccess
+		case <-slot.evicted: // a user with fewer streams took the slot
+			return CodeSuccess
 		case <-lifetime.C: // the client reconnects (retry)
 			return CodeSuccess
 		case <-heartbeat.C:
@@ -183,16 +310,17 @@ func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, ci
 			}
 			continue
 		case <-reauth.C:
-			if u, err = h.authenticate(credentials.Clone(ctx)); err != nil {
+			if u, err = h.authn.Authenticate(w, credentials.Clone(ctx)); err != nil {
 				return CodeSuccess // the token stopped working
 			}
 		case <-changed:
-			changed = h.changes.next(key)
+			changed = sub.next()
 		}
-		body, code, _ := h.progressFor(ctx, u, find, named)
+		body, visible, code, _ := h.progressFor(ctx, u, find, named)
 		if code != CodeSuccess { // a review slot was busy or the lookup failed: next time
 			continue
 		}
+		follow(visible)
 		if !bytes.Equal(body, last) {
 			if !send(event(body)...) {
 				return CodeSuccess

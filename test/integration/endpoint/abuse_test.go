@@ -3,10 +3,12 @@ package endpoint_test
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
 	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
@@ -97,9 +100,11 @@ func TestWebSocketProtocolTokenIsRefused(t *testing.T) {
 	}
 }
 
-// A client over its budget of failed logins is answered 429 without a review; a token the
-// cache knows still works for it, and another client's new token is reviewed and served. (An
-// endpoint of its own whose budget does not refill within the test.)
+// A client over its budget of failed logins is answered 429 without a review for a token that
+// cannot be checked here; a token the cache knows still works for it; and a new token whose
+// signature the endpoint verified is never held to the address's budget, so a neighbour's junk
+// (a NAT, a proxy, a node's pods) cannot lock a user out. (An endpoint of its own whose budget
+// does not refill within the test.)
 func TestFailedLoginBudget(t *testing.T) {
 	ctx := context.Background()
 	const burst = 20
@@ -115,6 +120,7 @@ func TestFailedLoginBudget(t *testing.T) {
 		}
 		return callRequest(t, client, req)
 	}
+	waitForKeys(t, base)
 	if code := call(t, attacker, path, "Authorization", "Bearer "+owner.token); code != apiserver.CodeSuccess {
 		t.Fatalf("a valid token before the flood: code %d", code)
 	}
@@ -140,18 +146,18 @@ func TestFailedLoginBudget(t *testing.T) {
 	if code := call(t, attacker, path, "Authorization", "Bearer "+owner.token); code != apiserver.CodeSuccess {
 		t.Errorf("a cached valid token from the client over budget: code %d", code)
 	}
+	if n := tokenReviews.Load() - before; n != 0 {
+		t.Errorf("%d TokenReviews for a cached token", n)
+	}
 	fresh, err := testenv.Token(ctx, adminCfg, "users", "lara")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := call(t, attacker, path, "Authorization", "Bearer "+fresh); code != apiserver.CodeTooMany {
-		t.Errorf("a new token from the client over budget: code %d, want 429", code)
+	if code := call(t, attacker, path, "Authorization", "Bearer "+fresh); code != apiserver.CodeSuccess {
+		t.Errorf("a new, verifiable token from the address over budget (its neighbour's junk): code %d, want 0", code)
 	}
-	if n := tokenReviews.Load() - before; n != 0 {
-		t.Errorf("%d TokenReviews for a client over budget", n)
-	}
-	if code := call(t, clientFrom(net.IPv4(127, 0, 2, 2)), path, "Authorization", "Bearer "+fresh); code != apiserver.CodeSuccess {
-		t.Errorf("the same new token from another client: code %d", code)
+	if code := call(t, attacker, "/workflow/progress/AAAAAAAAAA", "Authorization", "Bearer "+junkJWT(999, 200)); code != apiserver.CodeTooMany {
+		t.Errorf("more junk from the address over budget: code %d, want 429", code)
 	}
 }
 
@@ -235,12 +241,12 @@ func TestJunkTokenFloodIsBounded(t *testing.T) {
 	reviews := tokenReviews.Load() - before
 	size4k := cacheBytes(t)
 	t.Logf("%d junk tokens of %d KB in %s: %d TokenReviews; rejected-token cache %d bytes (bound %d)",
-		n, size>>10, time.Since(start).Round(time.Millisecond), reviews, size4k, apiserver.MaxRejectedTokenCacheBytes)
+		n, size>>10, time.Since(start).Round(time.Millisecond), reviews, size4k, frontdoor.MaxRejectedTokenCacheBytes)
 	if reviews < n/2 {
 		t.Fatalf("only %d of %d junk tokens were reviewed: the flood did not reach the cache", reviews, n)
 	}
-	if size4k <= 0 || size4k > apiserver.MaxRejectedTokenCacheBytes {
-		t.Errorf("rejected-token cache holds %d bytes; want 0 < bytes <= %d", size4k, apiserver.MaxRejectedTokenCacheBytes)
+	if size4k <= 0 || size4k > frontdoor.MaxRejectedTokenCacheBytes {
+		t.Errorf("rejected-token cache holds %d bytes; want 0 < bytes <= %d", size4k, frontdoor.MaxRejectedTokenCacheBytes)
 	}
 }
 
@@ -262,30 +268,87 @@ func cacheBytes(t *testing.T) int {
 
 func metricValue(m *dto.Metric) float64 { return m.GetGauge().GetValue() }
 
-// The endpoint serves at most --progress-max-connections connections at once: with both of
-// two held open, a third is not served until one of them closes.
+// Connections are bounded per client address and in total, and accepting never waits: with
+// every connection of one address held by a client that never sent a request, another address
+// is served at once, and so is a newcomer from the same address (it takes the place of the
+// oldest connection that never authenticated); an authenticated connection in use is kept.
 func TestConnectionsAreBounded(t *testing.T) {
-	base := startEndpoint(t, func(o *apiserver.Options) { o.MaxConnections = 2 })
-	hold := func(ip byte) *http.Transport {
-		c := clientFrom(net.IPv4(127, 0, 9, ip))
-		if code := callRequest(t, c, bearerRequest(base+"/workflow/progress/AAAAAAAAAA", "")); code != apiserver.CodeLoginRequired {
-			t.Fatalf("code %d", code)
+	const perAddress = 8
+	base := startEndpoint(t, func(o *apiserver.Options) { o.MaxConnections, o.MaxConnectionsPerAddress = 3*perAddress, perAddress })
+	owner := newSAUser(t, "users", "connie")
+	task := createTaskWithProgress(t, testutil.MakeTask("conns", "team-d").Owner(owner.name), entry("upload", 1, 2, ""))
+	path := base + "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	attackerIP := net.IPv4(127, 0, 9, 1)
+	hold := func(n int) []net.Conn {
+		var out []net.Conn
+		for range n {
+			c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: attackerIP}}).Dial("tcp", strings.TrimPrefix(base, "https://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, c)
 		}
-		return c.Transport.(*http.Transport) // its connection stays open (keep-alive)
+		return out
 	}
-	first, second := hold(1), hold(2)
-	defer second.CloseIdleConnections()
-	answered := make(chan int, 1)
-	go func() {
-		answered <- callRequest(t, clientFrom(net.IPv4(127, 0, 9, 3)), bearerRequest(base+"/workflow/progress/AAAAAAAAAA", ""))
+	held := hold(4 * perAddress) // more than the address may hold, and more than the total
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
 	}()
-	select {
-	case code := <-answered:
-		t.Fatalf("a third connection was served (code %d) while two were held", code)
-	case <-time.After(time.Second):
+	if code := callRequest(t, clientFrom(net.IPv4(127, 0, 9, 2)), bearerRequest(path, owner.token)); code != apiserver.CodeSuccess {
+		t.Errorf("another address while one holds connections: code %d", code)
 	}
-	first.CloseIdleConnections()
-	if code := <-answered; code != apiserver.CodeLoginRequired {
-		t.Errorf("the third connection, once one closed: code %d", code)
+	// The owner on the attacker's own address.
+	ownerOnAttackerAddress := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: clientFrom(attackerIP).Transport.(*http.Transport).TLSClientConfig,
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: attackerIP}}).DialContext}}
+	if code := callRequest(t, ownerOnAttackerAddress, bearerRequest(path, owner.token)); code != apiserver.CodeSuccess {
+		t.Errorf("the owner on the attacker's address: code %d", code)
 	}
+	// Its connection, now authenticated and kept alive, outlives another wave of held ones.
+	more := hold(2 * perAddress)
+	defer func() {
+		for _, c := range more {
+			c.Close()
+		}
+	}()
+	reused := false
+	req := bearerRequest(path, owner.token)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}))
+	if code := callRequest(t, ownerOnAttackerAddress, req); code != apiserver.CodeSuccess || !reused {
+		t.Errorf("the owner's kept-alive connection after another wave: code %d, reused %t (want its idle authenticated connection kept while unauthenticated ones remained)", code, reused)
+	}
+	// The held connections were closed by the endpoint (evicted or refused): reading gives EOF.
+	closed := 0
+	for _, c := range held {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
+			closed++
+		}
+	}
+	if closed < len(held)-perAddress {
+		t.Errorf("%d of %d held connections closed by the endpoint; want at least %d", closed, len(held), len(held)-perAddress)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// waitForKeys waits until the endpoint at base has read the service-account issuer's keys: a
+// forged token of that issuer is then refused without a review.
+func waitForKeys(t testing.TB, base string) {
+	t.Helper()
+	gomega.NewWithT(t).Eventually(func() int64 {
+		before := tokenReviews.Load()
+		req, _ := http.NewRequest(http.MethodGet, base+"/workflow/progress/AAAAAAAAAA", nil)
+		req.Header.Set("Authorization", "Bearer "+forgedToken(t, "keys-probe"))
+		if code := callRequest(t, clientFrom(net.IPv4(127, 0, 2, 250)), req); code != apiserver.CodeLoginRequired {
+			t.Fatalf("a forged token: code %d", code)
+		}
+		return tokenReviews.Load() - before
+	}).Should(gomega.BeZero(), "the endpoint has the issuer's keys")
 }

@@ -29,6 +29,7 @@ import (
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
 	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
@@ -160,7 +161,7 @@ func TestLoginRequired(t *testing.T) {
 		"no credentials":               {},
 		"not a JWT":                    {token: "hunter2"},
 		"basic auth":                   {header: []string{"Authorization", "Basic YWxpY2U6cHc="}},
-		"oversized JWT-ish":            {token: strings.Repeat("a", apiserver.MaxTokenBytes) + ".e30.c2ln"},
+		"oversized JWT-ish":            {token: strings.Repeat("a", frontdoor.MaxTokenBytes) + ".e30.c2ln"},
 		"JWT-shaped garbage":           {token: base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256"}`)) + ".e30.c2ln", maxTokenRevs: 1},
 		"expired":                      {token: expiredToken(t, sa.token), maxTokenRevs: 1},
 		"wrong audience":               {token: wrongAudience, maxTokenRevs: 1},

@@ -106,7 +106,8 @@ func TestSplitEndpointIdentity(t *testing.T) {
 	}
 	opts := apiserver.NewOptions()
 	opts.BindAddress = ln.Addr().String()
-	if err := apiserver.SetupWithManager(ctx, m, opts, func(c *apiserver.Config) { c.Listener = ln }); err != nil {
+	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
+	if _, err := apiserver.SetupWithManager(ctx, m, opts, func(c *apiserver.Config) { c.Listener = ln }); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

@@ -106,6 +106,7 @@ func run(m *testing.M) int {
 	defer cancel()
 	opts := apiserver.NewOptions()
 	opts.BindAddress = ln.Addr().String()
+	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
 	if err := createCertSecret(ctx); err != nil {
 		return fail(err)
 	}
@@ -114,11 +115,12 @@ func run(m *testing.M) int {
 		if err != nil {
 			return err
 		}
-		return apiserver.SetupWithManager(ctx, m, opts, func(c *apiserver.Config) {
+		_, err = apiserver.SetupWithManager(ctx, m, opts, func(c *apiserver.Config) {
 			c.Listener = ln
 			c.ReviewConfig = countTokenReviews(c.ReviewConfig)
 			c.GetCertificate = source.GetCertificate
 		})
+		return err
 	})
 	if err != nil {
 		return fail(err)

@@ -1,4 +1,4 @@
-package apiserver
+package frontdoor
 
 import (
 	"crypto/sha256"
@@ -52,43 +52,5 @@ func TestRejectedAnswerHoldsNoToken(t *testing.T) {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated || resp.ContentLength > 200 {
 		t.Errorf("answer: %d, %d bytes", resp.StatusCode, resp.ContentLength)
-	}
-}
-
-// Each client address has its budget; IPv6 clients count by /64; the LRU of clients is bounded.
-func TestLoginLimiter(t *testing.T) {
-	l := newLoginLimiter(0.001, 3, 2)
-	now := time.Now()
-	for range 3 {
-		if !l.reserve("a", now) {
-			t.Fatal("over budget before spending it")
-		}
-	}
-	if l.reserve("a", now) {
-		t.Error("three failures of a budget of three: not over budget")
-	}
-	if !l.reserve("a", now.Add(1001*time.Second)) {
-		t.Error("the budget did not refill")
-	}
-	if !l.reserve("b", now) {
-		t.Error("one client's failures spent another's budget")
-	}
-	l.refund("b", now) // a login that succeeded gives its reservation back
-	for range 3 {
-		if !l.reserve("b", now) {
-			t.Error("a refunded reservation was not given back")
-		}
-	}
-	l.reserve("c", now) // a is the least recently seen of three: forgotten
-	if l.clients.Len() != 2 {
-		t.Errorf("%d clients held, bound 2", l.clients.Len())
-	}
-
-	key := func(addr string) string { return clientKey(&http.Request{RemoteAddr: addr}) }
-	if a, b := key("[2001:db8:1:2:aaaa::1]:443"), key("[2001:db8:1:2:bbbb::9]:1"); a != b || a != "2001:db8:1:2::/64" {
-		t.Errorf("IPv6 keys %q, %q: want one /64", a, b)
-	}
-	if k := key("10.1.2.3:5555"); k != "10.1.2.3" {
-		t.Errorf("IPv4 key %q", k)
 	}
 }

@@ -1,0 +1,166 @@
+package frontdoor
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Authenticator is the door's credential check for one listener.
+type Authenticator struct {
+	door      *Door
+	delegate  authenticator.Request
+	audiences authenticator.Audiences
+	known     *knownTokens
+}
+
+// TokensMetric counts bearer tokens by what the door concluded about them.
+const TokensMetric = "workflowtask_door_tokens_total"
+
+// Results of TokensMetric.
+const (
+	resultKnown          = "known"           // authenticated within the cache TTL: no review
+	resultNotJWT         = "refused_shape"   // not a JWT, oversized, or in the wrong place
+	resultForged         = "refused_locally" // the issuer's, but signature, time or audience fail
+	resultVerified       = "verified"        // the issuer's signature holds: reviewed
+	resultUnverifiable   = "unverifiable"    // not checkable here: reviewed within budget
+	resultAddressBudget  = "over_address_budget"
+	resultIdentityBudget = "over_identity_budget"
+)
+
+var tokensTotal = func() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: TokensMetric,
+		Help: "Bearer tokens presented at the operator's listeners, by what the front door concluded."}, []string{"result"})
+	_ = ctrlmetrics.Registry.Register(c)
+	return c
+}()
+
+// Authenticate identifies the caller of r, and on success keeps its connection alive (see the
+// package doc for the rules). Errors: ErrNotAuthenticated, ErrBusy, ErrLoginBudget (returned
+// after the tarpit), ErrIdentityBudget.
+func (a *Authenticator) Authenticate(w http.ResponseWriter, r *http.Request) (user.Info, error) {
+	cred := credentialOf(r)
+	if cred.refused {
+		tokensTotal.WithLabelValues(resultNotJWT).Inc()
+		return nil, ErrNotAuthenticated
+	}
+	if cred.token == "" { // a client certificate or the aggregation layer's front proxy: no review
+		u, err := a.review(r)
+		if err != nil {
+			return nil, err
+		}
+		trust(w, r)
+		return u, nil
+	}
+	now := time.Now()
+	if u, ok := a.known.get(cred.token, now); ok {
+		tokensTotal.WithLabelValues(resultKnown).Inc()
+		trust(w, r)
+		return u, nil
+	}
+	tok := parseJWT(cred.token)
+	if tok == nil {
+		tokensTotal.WithLabelValues(resultNotJWT).Inc()
+		return nil, ErrNotAuthenticated
+	}
+	var u user.Info
+	var err error
+	switch v, _ := a.door.keys.check(r.Context(), tok, a.audiences, now); v {
+	case forged:
+		tokensTotal.WithLabelValues(resultForged).Inc()
+		return nil, ErrNotAuthenticated
+	case verified:
+		u, err = a.reviewVerified(r, tok, now)
+	default:
+		u, err = a.reviewUnverifiable(r, now)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var expiry time.Time
+	if tok.claims.Expiry > 0 {
+		expiry = time.Unix(tok.claims.Expiry, 0)
+	}
+	a.known.add(cred.token, u, now, expiry)
+	trust(w, r)
+	return u, nil
+}
+
+// reviewVerified reviews a token whose signature held here, charged to its identity's budget
+// of new tokens: whoever can mint tokens cannot make the door review without bound.
+func (a *Authenticator) reviewVerified(r *http.Request, tok *bearerToken, now time.Time) (user.Info, error) {
+	tokensTotal.WithLabelValues(resultVerified).Inc()
+	id := tok.claims.Subject
+	if !a.door.identities.reserve(id, now) {
+		tokensTotal.WithLabelValues(resultIdentityBudget).Inc()
+		return nil, ErrIdentityBudget
+	}
+	u, err := a.review(r)
+	if errors.Is(err, ErrBusy) {
+		a.door.identities.refund(id, time.Now()) // not reviewed
+	}
+	return u, err
+}
+
+// reviewUnverifiable reviews a token that could not be checked here, charged to the client
+// address's budget of failed logins (given back when it authenticates, unless its identity is
+// over its budget of new tokens). A client over budget waits the tarpit for its refusal.
+func (a *Authenticator) reviewUnverifiable(r *http.Request, now time.Time) (user.Info, error) {
+	tokensTotal.WithLabelValues(resultUnverifiable).Inc()
+	client := a.door.clients.key(r)
+	if !a.door.logins.reserve(client, now) {
+		tokensTotal.WithLabelValues(resultAddressBudget).Inc()
+		// Slowed down, not only refused: each of the client's connections gets an answer at
+		// most once per tarpit, so a flood costs next to nothing (the wait holds no slot).
+		tarpit(r.Context(), a.door.opts.Tarpit)
+		return nil, ErrLoginBudget
+	}
+	u, err := a.review(r)
+	switch {
+	case errors.Is(err, ErrBusy):
+		a.door.logins.refund(client, time.Now())
+		return nil, err
+	case err != nil:
+		return nil, err // the failed login stays spent
+	case !a.door.identities.reserve(u.GetName(), now):
+		tokensTotal.WithLabelValues(resultIdentityBudget).Inc()
+		return nil, ErrIdentityBudget // and the client's failed login stays spent
+	}
+	a.door.logins.refund(client, time.Now())
+	return u, nil
+}
+
+// review asks k8s.io/apiserver's delegating authenticator: the front proxy's certificate and
+// headers, a client certificate, or the bearer token by TokenReview.
+func (a *Authenticator) review(r *http.Request) (user.Info, error) {
+	if len(a.audiences) > 0 { // as kube-apiserver's authentication filter does
+		r = r.WithContext(authenticator.WithAudiences(r.Context(), a.audiences))
+	}
+	resp, ok, err := a.delegate.AuthenticateRequest(r)
+	switch {
+	case errors.Is(err, ErrBusy):
+		return nil, ErrBusy
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil: // the request's own deadline
+		return nil, ErrBusy
+	case err != nil || !ok || resp == nil || resp.User == nil || resp.User.GetName() == "" ||
+		len(a.audiences) > 0 && len(resp.Audiences) > 0 && len(a.audiences.Intersect(resp.Audiences)) == 0:
+		return nil, ErrNotAuthenticated
+	}
+	return resp.User, nil
+}
+
+// tarpit waits d, or until ctx ends.
+func tarpit(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

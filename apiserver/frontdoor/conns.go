@@ -1,0 +1,261 @@
+package frontdoor
+
+import (
+	"container/list"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// ConnLimits bound one listener's connections.
+type ConnLimits struct {
+	// Total bounds the connections open at once.
+	Total int
+	// PerAddress bounds the connections open at once from one client address (IPv6: its /64).
+	PerAddress int
+}
+
+// connTable admits connections without ever blocking the accept loop (unlike
+// netutil.LimitListener, whose full queue kept every new client out). A new connection over a
+// bound takes the place of an older one that has not earned its keep: first the oldest that
+// never authenticated (still in its handshake, its first request, or a tarpit), else the oldest
+// idle authenticated one; a connection busy with an authenticated request is never closed. Over
+// PerAddress, the victim comes from the same address; over Total, from the address holding the
+// most connections (max-min fair). When there is no victim, the new connection is closed.
+type connTable struct {
+	limits ConnLimits
+
+	mu     sync.Mutex
+	total  int
+	seq    uint64
+	byAddr map[netip.Addr]*list.List // of *trackedConn, oldest first
+
+	evicted, refused atomic.Int64
+}
+
+func newConnTable(limits ConnLimits) *connTable {
+	return &connTable{limits: limits, byAddr: map[netip.Addr]*list.List{}}
+}
+
+// trackedConn is a connection the table holds.
+type trackedConn struct {
+	net.Conn
+	table *connTable
+	addr  netip.Addr
+	seq   uint64
+	el    *list.Element // nil once removed from the table
+	// trusted: the connection carried an authenticated request; idle: it waits between
+	// requests (http.Server's ConnState).
+	trusted, idle atomic.Bool
+	closeOnce     sync.Once
+}
+
+// Close removes the connection from its table and closes it.
+func (c *trackedConn) Close() error {
+	c.closeOnce.Do(func() { c.table.remove(c) })
+	return c.Conn.Close()
+}
+
+// addressKey is the table's key of a client address: the IP, or an IPv6 address's /64.
+func addressKey(a net.Addr) netip.Addr {
+	var ip netip.Addr
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		ip = tcp.AddrPort().Addr()
+	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		ip = ap.Addr()
+	}
+	return maskAddr(ip.Unmap())
+}
+
+// maskAddr keeps an IPv4 address whole and an IPv6 address's /64.
+func maskAddr(ip netip.Addr) netip.Addr {
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return ip
+}
+
+// admit takes c into the table, closing an older connection in its place when a bound is
+// reached; false: no room (c is to be closed).
+func (t *connTable) admit(c net.Conn) (*trackedConn, bool) {
+	addr := addressKey(c.RemoteAddr())
+	var victims [2]*trackedConn
+	t.mu.Lock()
+	conns := t.byAddr[addr]
+	if conns != nil && conns.Len() >= t.limits.PerAddress {
+		v := evictable(conns)
+		if v == nil {
+			t.mu.Unlock()
+			t.refused.Add(1)
+			return nil, false
+		}
+		t.removeLocked(v)
+		victims[0] = v
+	}
+	if t.total >= t.limits.Total {
+		v := t.globalVictimLocked()
+		if v == nil {
+			t.mu.Unlock()
+			t.refused.Add(1)
+			closeVictims(victims[:1], &t.evicted)
+			return nil, false
+		}
+		t.removeLocked(v)
+		victims[1] = v
+	}
+	t.seq++
+	tc := &trackedConn{Conn: c, table: t, addr: addr, seq: t.seq}
+	if conns = t.byAddr[addr]; conns == nil {
+		conns = list.New()
+		t.byAddr[addr] = conns
+	}
+	tc.el = conns.PushBack(tc)
+	t.total++
+	t.mu.Unlock()
+	closeVictims(victims[:], &t.evicted)
+	return tc, true
+}
+
+func closeVictims(victims []*trackedConn, counter *atomic.Int64) {
+	for _, v := range victims {
+		if v != nil {
+			_ = v.Conn.Close()
+			counter.Add(1)
+		}
+	}
+}
+
+// evictable is the connection of conns to close first: the oldest that never authenticated,
+// else the oldest idle authenticated one, else none.
+func evictable(conns *list.List) *trackedConn {
+	var idle *trackedConn
+	for el := conns.Front(); el != nil; el = el.Next() {
+		c := el.Value.(*trackedConn)
+		if !c.trusted.Load() {
+			return c
+		}
+		if idle == nil && c.idle.Load() {
+			idle = c
+		}
+	}
+	return idle
+}
+
+// globalVictimLocked is the connection to close when the table is full: the oldest untrusted
+// one of the address holding the most connections that has one, else the oldest idle trusted
+// connection anywhere.
+func (t *connTable) globalVictimLocked() *trackedConn {
+	var best *trackedConn
+	bestLen := 0
+	var idle *trackedConn
+	for _, conns := range t.byAddr {
+		if conns.Len() <= bestLen && idle != nil {
+			continue
+		}
+		v := evictable(conns)
+		switch {
+		case v == nil:
+		case !v.trusted.Load():
+			if conns.Len() > bestLen {
+				best, bestLen = v, conns.Len()
+			}
+		case idle == nil || v.seq < idle.seq:
+			idle = v
+		}
+	}
+	if best != nil {
+		return best
+	}
+	return idle
+}
+
+func (t *connTable) remove(c *trackedConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removeLocked(c)
+}
+
+func (t *connTable) removeLocked(c *trackedConn) {
+	if c.el == nil {
+		return
+	}
+	conns := t.byAddr[c.addr]
+	conns.Remove(c.el)
+	c.el = nil
+	if conns.Len() == 0 {
+		delete(t.byAddr, c.addr)
+	}
+	t.total--
+}
+
+// open is the number of connections the table holds.
+func (t *connTable) open() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.total
+}
+
+// limitedListener admits accepted connections through the table.
+type limitedListener struct {
+	net.Listener
+	table *connTable
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := l.table.admit(c); ok {
+			return tc, nil
+		}
+		_ = c.Close()
+	}
+}
+
+// tracked returns the table's connection under c (a TLS connection or itself).
+func tracked(c net.Conn) *trackedConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	t, _ := c.(*trackedConn)
+	return t
+}
+
+type connKey struct{}
+
+// connContext puts the request's connection in its context (http.Server.ConnContext).
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if t := tracked(c); t != nil {
+		return context.WithValue(ctx, connKey{}, t)
+	}
+	return ctx
+}
+
+// connState follows whether a connection waits between requests (http.Server.ConnState).
+func connState(c net.Conn, state http.ConnState) {
+	if t := tracked(c); t != nil {
+		switch state {
+		case http.StateIdle:
+			t.idle.Store(true)
+		case http.StateActive:
+			t.idle.Store(false)
+		}
+	}
+}
+
+// trust marks the request's connection as one that carried an authenticated request: it is
+// kept alive, and closed for a newcomer only when idle.
+func trust(w http.ResponseWriter, r *http.Request) {
+	if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok {
+		c.trusted.Store(true)
+	}
+	w.Header().Del("Connection")
+}
