@@ -111,7 +111,7 @@ func editorRole(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefixed(objs[0])
+	testenv.Prefixed(objs[0])
 	if err := k8sClient.Create(context.Background(), objs[0]); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}

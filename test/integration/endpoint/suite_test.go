@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -59,10 +57,6 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	defer os.RemoveAll(dir)
-	caFile, certFile, keyFile, err := frontProxyCerts(dir)
-	if err != nil {
-		return fail(err)
-	}
 	if env, err = testenv.New(); err != nil {
 		return fail(err)
 	}
@@ -79,15 +73,10 @@ func run(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
-	api.Configure().
-		Set("authentication-config", authConfig).
-		Set("requestheader-client-ca-file", caFile).
-		Set("requestheader-allowed-names", "front-proxy-client").
-		Set("requestheader-username-headers", "X-Remote-User").
-		Set("requestheader-group-headers", "X-Remote-Group").
-		Set("requestheader-extra-headers-prefix", "X-Remote-Extra-").
-		Set("proxy-client-cert-file", certFile).
-		Set("proxy-client-key-file", keyFile)
+	api.Configure().Set("authentication-config", authConfig)
+	if err := testenv.ConfigureAggregation(env, dir); err != nil {
+		return fail(err)
+	}
 	if adminCfg, err = env.Start(); err != nil {
 		return fail(err)
 	}
@@ -125,7 +114,7 @@ func run(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
-	if err := installAggregation(ctx, port); err != nil {
+	if err := testenv.InstallAggregation(ctx, k8sClient, port, nil); err != nil {
 		return fail(err)
 	}
 	return m.Run()
@@ -154,72 +143,6 @@ func countTokenReviews(cfg *rest.Config) *rest.Config {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// installAggregation applies config/apiserver's APIService (no insecureSkipTLSVerify: the
-// operator injects its CA bundle) and roles and config/admission, and routes the APIService to
-// the endpoint through an ExternalName Service to localhost (the aggregator then dials
-// localhost:<APIService port>, verifying the certificate for the Service's DNS name).
-func installAggregation(ctx context.Context, port int) error {
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		return err
-	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "workflowtask-progress", Namespace: "workflowtask-system"},
-		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "localhost"},
-	}
-	if err := k8sClient.Create(ctx, svc); err != nil {
-		return fmt.Errorf("creating the ExternalName Service: %w", err)
-	}
-	for _, f := range []string{"apiserver/apiservice.yaml", "apiserver/progress_admin_role.yaml", "apiserver/progress_reader_role.yaml",
-		"admission/owner_policy.yaml", "admission/owner_assigner_role.yaml"} {
-		objs, err := readObjects(filepath.Join(root, "config", f))
-		if err != nil {
-			return err
-		}
-		for _, u := range objs {
-			switch u.GetKind() {
-			case "APIService":
-				if err := unstructured.SetNestedField(u.Object, int64(port), "spec", "service", "port"); err != nil {
-					return err
-				}
-			case "ClusterRole", "ClusterRoleBinding":
-				prefixed(u) // as config/operator's namePrefix does
-			}
-			if err := k8sClient.Create(ctx, u); err != nil {
-				return fmt.Errorf("creating %s %s from %s: %w", u.GetKind(), u.GetName(), f, err)
-			}
-		}
-	}
-	// Ready when the aggregator finds it available.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		u := &unstructured.Unstructured{}
-		u.SetAPIVersion("apiregistration.k8s.io/v1")
-		u.SetKind("APIService")
-		if err := k8sClient.Get(ctx, client.ObjectKey{Name: "v1alpha1.progress.taskops.dev"}, u); err == nil {
-			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-			for _, c := range conds {
-				if m, _ := c.(map[string]any); m["type"] == "Available" && m["status"] == "True" {
-					return nil
-				}
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("APIService not available: %v", conds)
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func prefixed(u *unstructured.Unstructured) {
-	if !strings.HasPrefix(u.GetName(), "workflowtask-") {
-		u.SetName("workflowtask-" + u.GetName())
-	}
-	if ref, ok, _ := unstructured.NestedString(u.Object, "roleRef", "name"); ok && !strings.HasPrefix(ref, "workflowtask-") && !strings.HasPrefix(ref, "system:") {
-		_ = unstructured.SetNestedField(u.Object, "workflowtask-"+ref, "roleRef", "name")
-	}
-}
 
 // readObjects reads every object of a multi-document YAML file.
 func readObjects(path string) ([]*unstructured.Unstructured, error) { return testenv.ReadObjects(path) }

@@ -61,7 +61,7 @@ func createCertSecret(ctx context.Context) error {
 	if _, _, err := testenv.ServiceAccountConfig(ctx, adminCfg, certSecret.Namespace, "cert-test"); err != nil { // the namespace
 		return err
 	}
-	prefixed(objs[0])
+	testenv.Prefixed(objs[0])
 	objs[0].SetNamespace(certSecret.Namespace)
 	if objs[0].GetName() != certSecret.Name {
 		return fmt.Errorf("config/apiserver's Secret is %s, the manager's default %s", objs[0].GetName(), certSecret.Name)
