@@ -63,7 +63,9 @@ func doors(t *testing.T) []door {
 		doorsList = []door{{
 			name: "progress", base: progressURL, path: "/workflow/progress/AAAAAAAAAA",
 			victim: func(_ *testing.T, fresh bool) (string, []string) { return ownerPath, bearer(owner, fresh) },
-			served: func(a answer) bool { return a.code() == apiserver.CodeSuccess && strings.Contains(string(a.body), `"upload"`) },
+			served: func(a answer) bool {
+				return a.code() == apiserver.CodeSuccess && strings.Contains(string(a.body), `"upload"`)
+			},
 			refused: func(a answer) bool {
 				return a.code() == apiserver.CodeLoginRequired || a.code() == apiserver.CodeTooMany
 			},
@@ -105,13 +107,19 @@ func carriers(t *testing.T) []carrier {
 	valid := newSAUser(t, "users", "stolen")
 	return []carrier{
 		{name: "Authorization: unique junk JWTs (no issuer)", budgeted: true,
-			header: func(*testing.T, int) []string { return []string{"Authorization", "Bearer " + junkJWT(int(junkSeq.Add(1)), 300)} }},
+			header: func(*testing.T, int) []string {
+				return []string{"Authorization", "Bearer " + junkJWT(int(junkSeq.Add(1)), 300)}
+			}},
 		{name: "Authorization: unique forged service-account tokens",
 			header: func(t *testing.T, _ int) []string { return []string{"Authorization", "Bearer " + forgedToken(t)} }},
 		{name: "Authorization: huge tokens",
-			header: func(*testing.T, int) []string { return []string{"Authorization", "Bearer " + junkJWT(int(junkSeq.Add(1)), 20<<10)} }},
+			header: func(*testing.T, int) []string {
+				return []string{"Authorization", "Bearer " + junkJWT(int(junkSeq.Add(1)), 20<<10)}
+			}},
 		{name: "Authorization: not a JWT",
-			header: func(_ *testing.T, i int) []string { return []string{"Authorization", "Bearer x" + strings.Repeat("y", i%50)} }},
+			header: func(_ *testing.T, i int) []string {
+				return []string{"Authorization", "Bearer x" + strings.Repeat("y", i%50)}
+			}},
 		{name: "Authorization: another scheme",
 			header: func(_ *testing.T, i int) []string { return []string{"Authorization", "Basic " + junkJWT(i, 100)} }},
 		{name: "WebSocket subprotocol: a valid token",

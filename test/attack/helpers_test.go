@@ -234,4 +234,3 @@ func closeIdle() {
 		return true
 	})
 }
-
