@@ -21,6 +21,10 @@ const (
 	// EventStatusCorrected: the status claimed what the operator did not write (a forged phase,
 	// time or condition); the operator restored it from its own observations.
 	EventStatusCorrected = "StatusCorrected"
+	// EventRecordCorrected: the record annotation (workflow.taskops.dev/record) was removed or
+	// garbled, and the operator rebuilt it; or it claimed a verdict the task's running Job
+	// contradicts, and the operator dropped it.
+	EventRecordCorrected = "RecordCorrected"
 )
 
 // event is one event to record on a task once its status is written.

@@ -38,8 +38,13 @@ type taskRecord struct {
 // finished reports whether the controller has reached a verdict on the task.
 func (r taskRecord) finished() bool { return r.Phase.IsFinished() }
 
+// empty reports whether the record holds nothing: the annotation is missing, cannot be parsed,
+// or is "{}". The controller writes its record as soon as it has created the Job, so a task with
+// an empty record either has no Job yet or lost its record to someone else's edit.
+func (r taskRecord) empty() bool { return !r.JobCreated && r.StartTime == nil && !r.finished() }
+
 // readRecord returns the task's record. A record the controller cannot parse (edited by hand)
-// counts as none: the controller then rebuilds it from what it observes.
+// counts as none: trustRecord then rebuilds it from the Job and the status.
 func readRecord(task *workflowv1alpha1.WorkflowTask) taskRecord {
 	var rec taskRecord
 	raw, ok := task.Annotations[workflowv1alpha1.AnnotationRecord]

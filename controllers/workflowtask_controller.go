@@ -10,6 +10,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -81,9 +82,11 @@ func (r *WorkflowTaskReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	return res, err
 }
 
-// reconcile: get → expire → ensure owned objects → compute status → record, one status write,
-// events. The status it writes comes from the controller's own record and what it observes
-// now, never from the status it reads back; it is written on the error path too.
+// reconcile: get → check the record → expire → ensure owned objects → compute status → record,
+// one status write, events. The status it writes comes from the controller's own record and
+// what it observes now, never from the status it reads back; it is written on the error path
+// too. The record itself is checked against the Job first (trustRecord): rebuilt when lost, a
+// verdict the running Job contradicts dropped.
 func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	task := &workflowv1alpha1.WorkflowTask{}
 	if err := r.Get(ctx, req.NamespacedName, task); err != nil {
@@ -96,7 +99,12 @@ func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request
 	}
 	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("workflowtask", klog.KObj(task)))
 	now := r.Clock.Now()
-	rec := readRecord(task)
+	stored := readRecord(task)
+	job, err := r.cachedJob(ctx, task)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	rec, recordEvent := trustRecord(task, stored, job, metav1.NewTime(now).Rfc3339Copy())
 
 	if deleted, err := r.deleteIfExpired(ctx, task, rec, now); deleted || err != nil {
 		return ctrl.Result{}, err
@@ -114,14 +122,18 @@ func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request
 	}
 	old := task.Status.DeepCopy()
 	status, summaryWait := r.summaries.pace(req.NamespacedName, old, &status, now)
-	if err := r.writeRecordIfChanged(ctx, task, rec, newRec); err != nil {
+	if err := r.writeRecordIfChanged(ctx, task, stored, newRec); err != nil {
 		return ctrl.Result{}, errors.Join(reconcileErr, err)
 	}
 	observeFinished(task, rec, newRec)
 	if err := r.updateStatusIfChanged(ctx, task, status); err != nil {
 		return ctrl.Result{}, errors.Join(reconcileErr, err)
 	}
-	for _, e := range statusEvents(old, &status, obs) {
+	events := statusEvents(old, &status, obs)
+	if recordEvent != nil {
+		events = append([]event{*recordEvent}, events...)
+	}
+	for _, e := range events {
 		r.Recorder.Eventf(task, nil, e.eventType, e.reason, e.action, "%s", e.note)
 	}
 	if reconcileErr != nil {
