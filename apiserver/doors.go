@@ -24,14 +24,21 @@ const metricsPath = "/metrics"
 // "get" the path (non-resource URL /metrics: bind the metrics-reader ClusterRole), as
 // controller-runtime's metrics filter does. authn nil: unauthenticated (loopback only, checked
 // by Options.Validate).
+//
+// A scrape is costly (every metric gathered and encoded): each identity may scrape at most
+// scrapesPerSecond, scrapeBurst at once; over that it waits the tarpit and gets 429.
 func newMetricsHandler(authn *frontdoor.Authenticator, authz authorizer.Authorizer, gatherer prometheus.Gatherer) http.Handler {
 	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4})
+	scrapes := frontdoor.NewBudget(scrapesPerSecond, scrapeBurst, maxScrapers)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != metricsPath {
-			http.NotFound(w, r)
-			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if r.URL.Path != metricsPath || r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if authn != nil {
+				authn.Refused(r)
+			}
+			if r.URL.Path != metricsPath {
+				http.NotFound(w, r)
+				return
+			}
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "Method not allowed", http.StatusMethodNotAllowed)
 			return
@@ -57,10 +64,22 @@ func newMetricsHandler(authn *frontdoor.Authenticator, authz authorizer.Authoriz
 				http.Error(w, "Forbidden", http.StatusForbidden)
 				return
 			}
+			if !scrapes.Take(r.Context(), u.GetName()) {
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "Too many requests", http.StatusTooManyRequests)
+				return
+			}
 		}
 		metrics.ServeHTTP(w, r)
 	})
 }
+
+// Each identity's budget of scrapes (Prometheus scrapes every 15–60 s).
+const (
+	scrapesPerSecond = 1
+	scrapeBurst      = 5
+	maxScrapers      = 1000
+)
 
 // probeChecks are the checks of /healthz and /readyz.
 type probeChecks struct {
@@ -83,8 +102,10 @@ func (p *probeChecks) add(liveness bool, name string, check healthz.Checker) {
 }
 
 // handler serves /healthz and /readyz (and their per-check subpaths) with controller-runtime's
-// handler, as the manager's own probe server does. Probes carry no credentials.
-func (p *probeChecks) handler() http.Handler {
+// handler, as the manager's own probe server does. Probes carry no credentials: every answer is
+// charged to the client address's budget of unauthenticated answers (the kubelet probes a few
+// times a minute; a flood is paced).
+func (p *probeChecks) handler(door *frontdoor.Door) http.Handler {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	mux := http.NewServeMux()
@@ -93,5 +114,8 @@ func (p *probeChecks) handler() http.Handler {
 		mux.Handle(path, h)
 		mux.Handle(path+"/", h)
 	}
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		door.Refused(r)
+		mux.ServeHTTP(w, r)
+	})
 }

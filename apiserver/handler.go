@@ -54,6 +54,9 @@ type handler struct {
 // on success, keeps the connection alive).
 type requestAuthenticator interface {
 	Authenticate(w http.ResponseWriter, r *http.Request) (user.Info, error)
+	// Refused charges an answer given without authentication to the client's budget; over
+	// it, after a tarpit, it reports true.
+	Refused(r *http.Request) bool
 }
 
 // lookup finds the tasks a request names, or reports why it names none.
@@ -71,16 +74,21 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.log.WithValues("correlationID", cid, "method", r.Method, "path", truncate(r.URL.Path, 200))
 
 	if r.URL.Path == discoveryPath {
+		// Public, but paced like any unauthenticated answer (the aggregator's own requests
+		// authenticate with the front proxy's certificate).
+		_, _ = h.authn.Authenticate(w, r)
 		serveDiscovery(w, r)
 		return
 	}
 	find, named, key, ok := h.route(r.URL.Path)
 	if !ok {
+		h.authn.Refused(r)
 		writeError(w, CodeNotFound, MsgNotFound, cid, nil, h.debug)
 		log.V(1).Info("Progress request", "code", CodeNotFound)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		h.authn.Refused(r)
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, CodeMethod, MsgMethod, cid, nil, h.debug)
 		log.V(1).Info("Progress request", "code", CodeMethod)

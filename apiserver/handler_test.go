@@ -70,6 +70,8 @@ func (f authenticateFunc) Authenticate(w http.ResponseWriter, r *http.Request) (
 	return f(w, r)
 }
 
+func (authenticateFunc) Refused(*http.Request) bool { return false }
+
 func serve(h http.Handler, method, target string, token string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, "https://progress.example", nil)
 	req.URL.Path = target // any bytes, as a raw client could send

@@ -224,7 +224,7 @@ func (s *Server) listeners() ([]frontdoor.Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("health probes: %w", err)
 		}
-		out = append(out, frontdoor.Listener{Name: "probes", Listener: ln, Limits: limits, Handler: s.checks.handler()})
+		out = append(out, frontdoor.Listener{Name: "probes", Listener: ln, Limits: limits, Handler: s.checks.handler(s.cfg.door)})
 	}
 	return out, nil
 }

@@ -42,54 +42,70 @@ var tokensTotal = func() *prometheus.CounterVec {
 }()
 
 // Authenticate identifies the caller of r, and on success keeps its connection alive (see the
-// package doc for the rules). Errors: ErrNotAuthenticated, ErrBusy, ErrLoginBudget (returned
-// after the tarpit), ErrIdentityBudget.
+// package doc for the rules). A refusal is charged to the client address's budget of failed
+// logins; over it, the refusal waits the tarpit and is ErrLoginBudget. Errors:
+// ErrNotAuthenticated, ErrBusy, ErrLoginBudget, ErrIdentityBudget.
 func (a *Authenticator) Authenticate(w http.ResponseWriter, r *http.Request) (user.Info, error) {
+	u, charged, err := a.identify(r)
+	switch {
+	case err == nil:
+		trust(w, r)
+		return u, nil
+	case errors.Is(err, ErrNotAuthenticated) && !charged && a.door.Refused(r):
+		return nil, ErrLoginBudget
+	}
+	return nil, err
+}
+
+// Refused charges an answer given without authentication to the client's budget (see
+// Door.Refused).
+func (a *Authenticator) Refused(r *http.Request) bool { return a.door.Refused(r) }
+
+// identify is Authenticate's work; charged says a failed login was already taken from the
+// client's budget (a token reviewed because it could not be checked here).
+func (a *Authenticator) identify(r *http.Request) (user.Info, bool, error) {
 	cred := credentialOf(r)
 	if cred.refused {
 		tokensTotal.WithLabelValues(resultNotJWT).Inc()
-		return nil, ErrNotAuthenticated
+		return nil, false, ErrNotAuthenticated
 	}
 	if cred.token == "" { // a client certificate or the aggregation layer's front proxy: no review
 		u, err := a.review(r)
-		if err != nil {
-			return nil, err
-		}
-		trust(w, r)
-		return u, nil
+		return u, false, err
 	}
 	now := time.Now()
 	if u, ok := a.known.get(cred.token, now); ok {
 		tokensTotal.WithLabelValues(resultKnown).Inc()
-		trust(w, r)
-		return u, nil
+		return u, false, nil
 	}
 	tok := parseJWT(cred.token)
 	if tok == nil {
 		tokensTotal.WithLabelValues(resultNotJWT).Inc()
-		return nil, ErrNotAuthenticated
+		return nil, false, ErrNotAuthenticated
 	}
 	var u user.Info
 	var err error
 	switch v, _ := a.door.keys.check(r.Context(), tok, a.audiences, now); v {
 	case forged:
 		tokensTotal.WithLabelValues(resultForged).Inc()
-		return nil, ErrNotAuthenticated
+		return nil, false, ErrNotAuthenticated
 	case verified:
 		u, err = a.reviewVerified(r, tok, now)
 	default:
 		u, err = a.reviewUnverifiable(r, now)
+		if err != nil {
+			return nil, true, err
+		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var expiry time.Time
 	if tok.claims.Expiry > 0 {
 		expiry = time.Unix(tok.claims.Expiry, 0)
 	}
 	a.known.add(cred.token, u, now, expiry)
-	trust(w, r)
-	return u, nil
+	return u, false, nil
 }
 
 // reviewVerified reviews a token whose signature held here, charged to its identity's budget

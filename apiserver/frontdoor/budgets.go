@@ -1,6 +1,7 @@
 package frontdoor
 
 import (
+	"context"
 	"hash/maphash"
 	"net"
 	"net/http"
@@ -68,6 +69,27 @@ func (b *budget) refund(key string, now time.Time) {
 	defer b.mu.Unlock()
 	bk := b.bucketOf(key, now)
 	bk.tokens = min(b.burst, bk.tokens+1)
+}
+
+// Budget is a per-key budget for a listener's own use (e.g. scrapes per identity).
+type Budget struct {
+	b      *budget
+	tarpit time.Duration
+}
+
+// NewBudget gives every key burst at once, refilled at perSecond; at most maxKeys are held.
+func NewBudget(perSecond float64, burst, maxKeys int) *Budget {
+	return &Budget{b: newBudget(perSecond, burst, maxKeys), tarpit: time.Second}
+}
+
+// Take takes one from key's budget; over it, it waits a tarpit (or until ctx ends) and
+// reports false.
+func (b *Budget) Take(ctx context.Context, key string) bool {
+	if b.b.reserve(key, time.Now()) {
+		return true
+	}
+	tarpit(ctx, b.tarpit)
+	return false
 }
 
 // knownTokens remembers, by a keyed hash, the bearer tokens that authenticated within ttl and

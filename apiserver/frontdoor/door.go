@@ -11,10 +11,12 @@
 // Credentials: a bearer token from the Authorization header only (never a WebSocket
 // subprotocol), JWT-shaped and bounded in size. A token of the cluster's service-account issuer
 // is checked here against the keys kube-apiserver publishes: a forged, expired or
-// wrong-audience one is refused at once with no review; a verified one goes to TokenReview
-// (which decides revocation and bound objects) within its identity's budget of new tokens. A
-// token that cannot be checked here (OIDC, legacy) goes to TokenReview within its client
-// address's budget of failed logins (over it: a tarpit, then 429). A token that authenticated
+// wrong-audience one is refused with no review; a verified one goes to TokenReview (which
+// decides revocation and bound objects) within its identity's budget of new tokens, and never
+// spends its address's budget, so a neighbour cannot lock it out. A token that cannot be checked
+// here (OIDC, legacy) goes to TokenReview within its client address's budget of failed logins,
+// which every refusal also spends (over it: a tarpit, then 429), so that no address gets
+// refusals — each a TLS handshake — faster than the budget allows. A token that authenticated
 // within the cache TTL is answered from memory. Reviews in flight are bounded, and only real
 // reviews take a slot; refused tokens are remembered by hash. Client certificates and the
 // aggregation layer's front proxy are checked against kube-apiserver's CAs.
@@ -24,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -192,6 +195,21 @@ func (d *Door) Start(ctx context.Context) {
 		go c.Run(ctx, 1)
 	}
 	go d.keys.Run(ctx)
+}
+
+// Refused charges a refused request (no credential, or one refused without a review) to its
+// client address's budget of failed logins; over the budget it waits the tarpit and reports
+// true. Listeners call it for every answer they give without authenticating (the health
+// probes, unknown paths), so that no address gets unauthenticated answers — each a TLS
+// handshake, as such answers close their connection — faster than its budget allows, while a
+// neighbour with a token the door can verify is never held to it.
+func (d *Door) Refused(r *http.Request) bool {
+	if d.logins.reserve(d.clients.key(r), time.Now()) {
+		return false
+	}
+	tokensTotal.WithLabelValues(resultAddressBudget).Inc()
+	tarpit(r.Context(), d.opts.Tarpit)
+	return true
 }
 
 // Keys is the service-account key set the door checks tokens against.

@@ -143,7 +143,7 @@ func carriers(t *testing.T) []carrier {
 // the attacker's own — with a token the door has never seen, after the attacker spent the
 // address's budget. Then every goroutine of the attacks is gone.
 func TestEveryDoorEveryCarrier(t *testing.T) {
-	const n, workers = 60, 8
+	const n, workers = 24, 8
 	baseline := runtime.NumGoroutine()
 	for _, d := range doors(t) {
 		for _, c := range carriers(t) {
