@@ -14,8 +14,8 @@ package attack_test
 
 import (
 	"context"
-	"flag"
 	"crypto/tls"
+	"flag"
 	"net"
 	"net/http"
 	"os"
