@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"math/big"
+	"slices"
 	"time"
 )
 
@@ -22,19 +23,40 @@ type keyPair struct {
 	key             crypto.Signer
 }
 
-// plan returns the Secret data wanted at now and whether it differs from data.
+// secrets are the data of the two Secrets the plan reads and writes.
+type secrets struct {
+	ca      map[string][]byte // the CA Secret's: the operator's alone
+	serving map[string][]byte // the serving Secret's: what serving pods may read
+}
+
+// caNamePrefix starts the common name of every CA this package makes.
+const caNamePrefix = "workflowtask-progress-ca@"
+
+// plan returns the Secrets' data wanted at now and the CA bundle.
 //
 // The CA that signs (ca.crt) is renewed in two steps: when a third of its life is left a next
 // CA (ca-next.crt) is made and added to the bundle; once it has been there for Propagation it
-// becomes the signing CA, and the serving certificate is signed by it. The serving certificate
-// is renewed when a third of its life is left, when it is not valid for the DNS names, or when
-// the signing CA did not sign it. The bundle keeps every CA not yet expired, so a certificate
-// some replica still serves stays trusted. Whatever does not parse (an edited Secret) is
-// replaced.
-func (o *Options) plan(data map[string][]byte, now time.Time) (map[string][]byte, bool, error) {
+// becomes the signing CA, the old one is retired (ca-retired.crt, trusted until it expires),
+// and the serving certificate is signed by the new one. The serving certificate is renewed
+// when a third of its life is left, when it is not valid for the DNS names, or when the
+// signing CA did not sign it. Whatever does not parse (an edited Secret) is replaced.
+//
+// The bundle is the next, the signing and the retired CAs still valid, read from the CA Secret
+// alone: nothing published (the ConfigMap, the APIService, the serving Secret) is read back, so
+// a CA planted there never enters it. A CA Secret without a CA adopts the one the serving Secret held before the CA
+// moved out (ca.crt, ca.key, ca-next.*, and the other CAs of its ca-bundle.crt), so an
+// upgrade serves no certificate the injected bundle does not already trust; those keys then
+// leave the serving Secret.
+func (o *Options) plan(in secrets, now time.Time) (secrets, []*x509.Certificate, error) {
 	valid := func(p *keyPair) bool { return p != nil && p.cert.IsCA && now.Before(p.cert.NotAfter) }
-	cur := parseKeyPair(data[CACertKey], data[CAKeyKey])
-	next := parseKeyPair(data[NextCACertKey], data[NextCAKeyKey])
+	cur := parseKeyPair(in.ca[CACertKey], in.ca[CAKeyKey])
+	next := parseKeyPair(in.ca[NextCACertKey], in.ca[NextCAKeyKey])
+	retired := parseCerts(in.ca[RetiredCACertKey])
+	if cur == nil && next == nil {
+		cur = parseKeyPair(in.serving[legacyCACertKey], in.serving[legacyCAKeyKey])
+		next = parseKeyPair(in.serving[legacyNextCACertKey], in.serving[legacyNextCAKeyKey])
+		retired = parseCerts(in.serving[legacyBundleKey])
+	}
 	previous := cur
 	switch {
 	case valid(next) && !now.Before(issued(next.cert).Add(o.Propagation)):
@@ -46,58 +68,72 @@ func (o *Options) plan(data map[string][]byte, now time.Time) (map[string][]byte
 	switch {
 	case !valid(cur): // a fresh Secret, or nothing left to keep trusting
 		if cur, err = newCA(now, o.CAValidity); err != nil {
-			return nil, false, err
+			return secrets{}, nil, err
 		}
 		next = nil
 	case due(cur.cert, now) && next == nil:
 		if next, err = newCA(now, o.CAValidity); err != nil {
-			return nil, false, err
+			return secrets{}, nil, err
 		}
 	}
-	bundle := trusted(now, append([]*keyPair{next, cur, previous}, asKeyPairs(parseCerts(data[BundleKey]))...))
+	if previous != nil {
+		retired = append([]*x509.Certificate{previous.cert}, retired...)
+	}
+	bundle := trusted(now, append([]*x509.Certificate{certOf(next), cur.cert}, retired...))
 
-	serving := parseKeyPair(data[CertKey], data[KeyKey])
+	serving := parseKeyPair(in.serving[CertKey], in.serving[KeyKey])
 	if serving == nil || due(serving.cert, now) || !o.validFor(serving.cert, bundle, now) || serving.cert.CheckSignatureFrom(cur.cert) != nil {
 		if serving, err = newServing(cur, now, o.CertValidity, o.DNSNames); err != nil {
-			return nil, false, err
+			return secrets{}, nil, err
 		}
 	}
 
-	want := maps.Clone(data)
-	if want == nil {
-		want = map[string][]byte{}
-	}
-	want[CACertKey], want[CAKeyKey] = cur.certPEM, cur.keyPEM
-	delete(want, NextCACertKey)
-	delete(want, NextCAKeyKey)
+	out := secrets{ca: cloneData(in.ca), serving: cloneData(in.serving)}
+	out.ca[CACertKey], out.ca[CAKeyKey] = cur.certPEM, cur.keyPEM
+	delete(out.ca, NextCACertKey)
+	delete(out.ca, NextCAKeyKey)
 	if next != nil {
-		want[NextCACertKey], want[NextCAKeyKey] = next.certPEM, next.keyPEM
+		out.ca[NextCACertKey], out.ca[NextCAKeyKey] = next.certPEM, next.keyPEM
 	}
-	want[CertKey], want[KeyKey] = serving.certPEM, serving.keyPEM
-	want[BundleKey] = encodeCerts(bundle)
-	return want, !maps.EqualFunc(data, want, bytes.Equal), nil
+	delete(out.ca, RetiredCACertKey)
+	if kept := slices.DeleteFunc(slices.Clone(bundle), func(c *x509.Certificate) bool {
+		return c.Equal(cur.cert) || (next != nil && c.Equal(next.cert))
+	}); len(kept) > 0 {
+		out.ca[RetiredCACertKey] = encodeCerts(kept)
+	}
+	for _, k := range []string{legacyCACertKey, legacyCAKeyKey, legacyNextCACertKey, legacyNextCAKeyKey, legacyBundleKey} {
+		delete(out.serving, k)
+	}
+	out.serving[CertKey], out.serving[KeyKey] = serving.certPEM, serving.keyPEM
+	return out, bundle, nil
 }
 
-// trusted is the bundle: the given CAs in order (the next CA, the signing CA, the previous
-// one, the previous bundle), each once, not yet expired, at most maxBundled.
-func trusted(now time.Time, candidates []*keyPair) []*x509.Certificate {
+func cloneData(data map[string][]byte) map[string][]byte {
+	if data == nil {
+		return map[string][]byte{}
+	}
+	return maps.Clone(data)
+}
+
+func certOf(p *keyPair) *x509.Certificate {
+	if p == nil {
+		return nil
+	}
+	return p.cert
+}
+
+// trusted is the bundle: the given CAs in order (the next CA, the signing CA, the retired
+// ones), each once, not yet expired, at most maxBundled.
+func trusted(now time.Time, candidates []*x509.Certificate) []*x509.Certificate {
 	var out []*x509.Certificate
-	for _, p := range candidates {
+	for _, c := range candidates {
 		if len(out) == maxBundled {
 			break
 		}
-		if p == nil || !p.cert.IsCA || !now.Before(p.cert.NotAfter) || contains(out, p.cert) {
+		if c == nil || !c.IsCA || !now.Before(c.NotAfter) || contains(out, c) {
 			continue
 		}
-		out = append(out, p.cert)
-	}
-	return out
-}
-
-func asKeyPairs(certs []*x509.Certificate) []*keyPair {
-	out := make([]*keyPair, len(certs))
-	for i, c := range certs {
-		out[i] = &keyPair{cert: c}
+		out = append(out, c)
 	}
 	return out
 }
@@ -142,7 +178,7 @@ func renewAt(c *x509.Certificate) time.Time {
 
 func newCA(now time.Time, validity time.Duration) (*keyPair, error) {
 	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: fmt.Sprintf("workflowtask-progress-ca@%d", now.Unix())},
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("%s%d", caNamePrefix, now.Unix())},
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,

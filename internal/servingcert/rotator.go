@@ -3,9 +3,11 @@ package servingcert
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,15 +22,16 @@ import (
 // retryAfterError is how soon a failed round is tried again.
 const retryAfterError = 5 * time.Second
 
-// Rotator issues and renews the certificate in the Secret and injects the bundle into the
-// APIServices. It runs on the leader only and needs get and update on the Secret, get and
-// patch on the APIServices — no list or watch: it reads both again every Interval, and wakes
-// when a renewal falls due.
+// Rotator issues and renews the certificate (the CA Secret, then the serving Secret), injects
+// the bundle into the APIServices and publishes it in the bundle ConfigMap; with cert-manager
+// keeping the certificate (Manage false) it only publishes. It runs on the leader only and
+// needs get and update on the two Secrets and the ConfigMap, get and patch on the APIServices —
+// no list or watch: it reads them again every Interval, and wakes when a renewal falls due.
 type Rotator struct {
 	opts   *Options
 	reader client.Reader // uncached: no informer over every Secret
 	writer client.Writer
-	// written is told after the Secret changed (the Source loads it at once).
+	// written is told after the serving Secret changed (the Source loads it at once).
 	written func()
 }
 
@@ -58,38 +61,123 @@ func (r *Rotator) Start(ctx context.Context) error {
 	}
 }
 
-// Sync does one round: the Secret brought to plan, then the bundle into every APIService. It
-// returns how long until the next round.
+// Sync does one round: the CA Secret brought to plan, the bundle into every APIService and the
+// ConfigMap, then the serving Secret — a new serving certificate is written only once the
+// bundle that trusts it is published. It returns how long until the next round.
 func (r *Rotator) Sync(ctx context.Context) (time.Duration, error) {
-	now := r.opts.Clock.Now()
-	secret := &corev1.Secret{}
-	if err := r.reader.Get(ctx, r.opts.Secret, secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			return 0, fmt.Errorf("the Secret %s is missing (config/ ships it empty; create it with kubectl create secret generic %s -n %s): %w",
-				r.opts.Secret, r.opts.Secret.Name, r.opts.Secret.Namespace, err)
-		}
-		return 0, fmt.Errorf("reading the Secret %s: %w", r.opts.Secret, err)
+	if !r.opts.Manage {
+		return r.publishIssued(ctx)
 	}
-	want, changed, err := r.opts.plan(secret.Data, now)
+	now := r.opts.Clock.Now()
+	caSecret, err := r.secret(ctx, r.opts.CASecret())
 	if err != nil {
 		return 0, err
 	}
-	if changed {
-		secret.Data = want
-		if err := r.writer.Update(ctx, secret); err != nil { // resourceVersion: a concurrent writer wins
+	serving, err := r.secret(ctx, r.opts.Secret)
+	if err != nil {
+		return 0, err
+	}
+	want, bundle, err := r.opts.plan(secrets{ca: caSecret.Data, serving: serving.Data}, now)
+	if err != nil {
+		return 0, err
+	}
+	logger := log.FromContext(ctx)
+	if !maps.EqualFunc(caSecret.Data, want.ca, bytes.Equal) {
+		caSecret.Data = want.ca
+		if err := r.writer.Update(ctx, caSecret); err != nil { // resourceVersion: a concurrent writer wins
+			return 0, fmt.Errorf("writing the CA Secret %s: %w", r.opts.CASecret(), err)
+		}
+		logger.Info("Updated the progress endpoint's CA", "caSecret", r.opts.CASecret(), "ca", subject(want.ca[CACertKey]),
+			"next", subject(want.ca[NextCACertKey]), "trusted", len(bundle))
+	}
+	bundlePEM := encodeCerts(bundle)
+	for _, name := range r.opts.APIServices {
+		if err := r.inject(ctx, name, bundlePEM); err != nil {
+			return 0, err
+		}
+	}
+	if err := r.publish(ctx, bundlePEM); err != nil {
+		return 0, err
+	}
+	if !maps.EqualFunc(serving.Data, want.serving, bytes.Equal) {
+		moved := len(serving.Data[legacyCAKeyKey]) > 0
+		serving.Data = want.serving
+		if err := r.writer.Update(ctx, serving); err != nil {
 			return 0, fmt.Errorf("writing the Secret %s: %w", r.opts.Secret, err)
 		}
-		log.FromContext(ctx).Info("Renewed the progress endpoint's certificates", "ca", subject(want[CACertKey]), "serving", subject(want[CertKey]))
+		if moved {
+			logger.Info("Moved the CA out of the serving Secret", "caSecret", r.opts.CASecret())
+		}
+		logger.Info("Renewed the progress endpoint's serving certificate", "serving", subject(want.serving[CertKey]))
 		if r.written != nil {
 			r.written()
 		}
 	}
-	for _, name := range r.opts.APIServices {
-		if err := r.inject(ctx, name, want[BundleKey]); err != nil {
-			return 0, err
+	return r.next(want, now), nil
+}
+
+// secret reads a Secret the Rotator needs.
+func (r *Rotator) secret(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	if err := r.reader.Get(ctx, key, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("the Secret %s is missing (config/ ships it empty; create it with kubectl create secret generic %s -n %s): %w",
+				key, key.Name, key.Namespace, err)
+		}
+		return nil, fmt.Errorf("reading the Secret %s: %w", key, err)
+	}
+	return secret, nil
+}
+
+// publishIssued publishes the CA that issued the serving certificate someone else keeps in the
+// Secret (cert-manager writes it as ca.crt): only CAs in ca.crt that signed tls.crt and have not
+// expired. Nothing yet issued: nothing published.
+func (r *Rotator) publishIssued(ctx context.Context) (time.Duration, error) {
+	secret, err := r.secret(ctx, r.opts.Secret)
+	if err != nil {
+		return 0, err
+	}
+	served := parseCerts(secret.Data[CertKey])
+	if len(served) == 0 {
+		return r.opts.Interval, nil
+	}
+	now := r.opts.Clock.Now()
+	var bundle []*x509.Certificate
+	for _, ca := range parseCerts(secret.Data[issuerCACertKey]) {
+		if ca.IsCA && now.Before(ca.NotAfter) && served[0].CheckSignatureFrom(ca) == nil && !contains(bundle, ca) {
+			bundle = append(bundle, ca)
 		}
 	}
-	return r.next(want, now), nil
+	if len(bundle) == 0 {
+		return 0, fmt.Errorf("the Secret %s holds no %s that signed its %s", r.opts.Secret, issuerCACertKey, CertKey)
+	}
+	return r.opts.Interval, r.publish(ctx, encodeCerts(bundle))
+}
+
+// publish puts the bundle into the ConfigMap as its only data (ca.crt), unless it is already so.
+func (r *Rotator) publish(ctx context.Context, bundle []byte) error {
+	if r.opts.BundleConfigMap == "" {
+		return nil
+	}
+	key := r.opts.BundleConfigMapName()
+	cm := &corev1.ConfigMap{}
+	if err := r.reader.Get(ctx, key, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("the ConfigMap %s is missing (config/ ships it empty; create it with kubectl create configmap %s -n %s): %w",
+				key, key.Name, key.Namespace, err)
+		}
+		return fmt.Errorf("reading the ConfigMap %s: %w", key, err)
+	}
+	want := map[string]string{BundleKey: string(bundle)}
+	if maps.Equal(cm.Data, want) && len(cm.BinaryData) == 0 {
+		return nil
+	}
+	cm.Data, cm.BinaryData = want, nil
+	if err := r.writer.Update(ctx, cm); err != nil {
+		return fmt.Errorf("writing the ConfigMap %s: %w", key, err)
+	}
+	log.FromContext(ctx).Info("Published the CA bundle", "configMap", key, "cas", len(parseCerts(bundle)))
+	return nil
 }
 
 // inject sets the APIService's caBundle (and clears insecureSkipTLSVerify, which the API
@@ -119,20 +207,20 @@ func (r *Rotator) inject(ctx context.Context, name string, bundle []byte) error 
 
 // next is how long until the next round: the Interval, or sooner when a certificate falls
 // due or a next CA has propagated.
-func (r *Rotator) next(data map[string][]byte, now time.Time) time.Duration {
+func (r *Rotator) next(data secrets, now time.Time) time.Duration {
 	wait := r.opts.Interval
 	soonest := func(t time.Time) {
 		if d := t.Sub(now); d > 0 && d < wait {
 			wait = max(d, time.Second)
 		}
 	}
-	if ca := parseKeyPair(data[CACertKey], data[CAKeyKey]); ca != nil {
+	if ca := parseKeyPair(data.ca[CACertKey], data.ca[CAKeyKey]); ca != nil {
 		soonest(renewAt(ca.cert))
 	}
-	if next := parseKeyPair(data[NextCACertKey], data[NextCAKeyKey]); next != nil {
+	if next := parseKeyPair(data.ca[NextCACertKey], data.ca[NextCAKeyKey]); next != nil {
 		soonest(issued(next.cert).Add(r.opts.Propagation))
 	}
-	if serving := parseKeyPair(data[CertKey], data[KeyKey]); serving != nil {
+	if serving := parseKeyPair(data.serving[CertKey], data.serving[KeyKey]); serving != nil {
 		soonest(renewAt(serving.cert))
 	}
 	return wait

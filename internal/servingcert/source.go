@@ -18,8 +18,9 @@ import (
 // loadingInterval is how often a Source without a certificate reads the Secret.
 const loadingInterval = time.Second
 
-// Source serves the certificate the Secret holds. It runs on every replica and needs only get
-// on the Secret; it keeps the last good certificate when the Secret is unreadable or broken.
+// Source serves the certificate the serving Secret holds. It runs on every replica and needs
+// only get on that Secret (never the CA Secret); it keeps the last good certificate when the
+// Secret is unreadable or broken.
 type Source struct {
 	opts    *Options
 	reader  client.Reader
@@ -32,8 +33,8 @@ var (
 	_ manager.LeaderElectionRunnable = (*Source)(nil)
 )
 
-// Setup adds to mgr what opts ask for: the Rotator when they manage the certificate, and,
-// when serve, a Source for the endpoint's TLS (returned; nil otherwise).
+// Setup adds to mgr what opts ask for: the Rotator when they manage the certificate or publish
+// its CA bundle, and, when serve, a Source for the endpoint's TLS (returned; nil otherwise).
 func Setup(mgr manager.Manager, opts *Options, serve bool) (*Source, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
@@ -45,7 +46,7 @@ func Setup(mgr manager.Manager, opts *Options, serve bool) (*Source, error) {
 			return nil, err
 		}
 	}
-	if opts.Manage {
+	if opts.Manage || opts.BundleConfigMap != "" {
 		r := &Rotator{opts: opts, reader: mgr.GetAPIReader(), writer: mgr.GetClient(), written: src.Reload}
 		if err := mgr.Add(r); err != nil {
 			return nil, err

@@ -96,7 +96,7 @@ func run(m *testing.M) int {
 	opts := apiserver.NewOptions()
 	opts.BindAddress = ln.Addr().String()
 	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
-	if err := createCertSecret(ctx); err != nil {
+	if err := createCertObjects(ctx); err != nil {
 		return fail(err)
 	}
 	mgr, err = testenv.StartManager(ctx, adminCfg, func(m ctrl.Manager) error {

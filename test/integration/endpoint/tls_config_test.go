@@ -71,9 +71,10 @@ func resourceNames(role *unstructured.Unstructured, resource string) []string {
 
 const manager = "workflowtask-controller-manager"
 
-// No overlay of config/ skips TLS verification, and each one's pieces fit: the Secret the
-// manager is told to keep exists (or cert-manager makes it), its RBAC names that Secret and the
-// APIService, the split endpoint mounts it.
+// No overlay of config/ skips TLS verification, and each one's pieces fit: the Secrets the
+// manager is told to keep exist (or cert-manager makes the serving one), its RBAC names those
+// Secrets, the bundle ConfigMap and the APIService, no other role reaches the CA Secret, the
+// split endpoint mounts the serving certificate and key only.
 func TestConfigVerifiesTLS(t *testing.T) {
 	for _, dir := range []string{"default", "local", "split", "certmanager"} {
 		t.Run(dir, func(t *testing.T) {
@@ -88,11 +89,31 @@ func TestConfigVerifiesTLS(t *testing.T) {
 			if ca, _, _ := unstructured.NestedString(svc.Object, "spec", "caBundle"); ca != "" {
 				t.Error("the APIService ships a fixed caBundle")
 			}
-			if role := objs.find("Role", "workflowtask-progress-cert-role"); role == nil || !slices.Equal(resourceNames(role, "secrets"), []string{servingcert.DefaultSecretName}) {
-				t.Errorf("the manager's Role for the certificate's Secret: %v", role)
+			role := objs.find("Role", "workflowtask-progress-cert-role")
+			if role == nil || !slices.Equal(resourceNames(role, "secrets"), []string{servingcert.DefaultSecretName}) ||
+				!slices.Equal(resourceNames(role, "configmaps"), []string{servingcert.DefaultBundleConfigMap}) {
+				t.Errorf("the manager's Role for the serving Secret and the bundle ConfigMap: %v", role)
+			}
+			if objs.find("ConfigMap", servingcert.DefaultBundleConfigMap) == nil {
+				t.Error("no CA bundle ConfigMap shipped")
 			}
 			if role := objs.find("ClusterRole", "workflowtask-progress-cabundle-role"); role == nil || !slices.Equal(resourceNames(role, "apiservices"), []string{servingcert.DefaultAPIService}) {
 				t.Errorf("the manager's ClusterRole for the APIService: %v", role)
+			}
+			// Only the manager's CA Role may reach the CA Secret (by name or by granting every Secret).
+			for _, r := range objs {
+				if (r.GetKind() == "Role" || r.GetKind() == "ClusterRole") && r.GetName() != "workflowtask-progress-ca-role" && reachesSecret(r, servingcert.DefaultCASecretName) {
+					t.Errorf("%s %s may read the CA Secret", r.GetKind(), r.GetName())
+				}
+			}
+			caRole := objs.find("Role", "workflowtask-progress-ca-role")
+			caShipped := objs.find("Secret", servingcert.DefaultCASecretName) != nil
+			if dir == "certmanager" {
+				if caRole != nil || caShipped {
+					t.Errorf("with cert-manager the operator keeps no CA: its Role %v, its Secret shipped %v", caRole != nil, caShipped)
+				}
+			} else if caRole == nil || !slices.Equal(resourceNames(caRole, "secrets"), []string{servingcert.DefaultCASecretName}) || !caShipped {
+				t.Errorf("the manager's Role for the CA Secret: %v; the CA Secret shipped: %v", caRole, caShipped)
 			}
 			if dir == "local" { // no Deployment: make run's manager uses the defaults
 				return
@@ -140,7 +161,38 @@ func TestConfigVerifiesTLS(t *testing.T) {
 				if name, _, _ := unstructured.NestedString(volumes[0].(map[string]any), "secret", "secretName"); name != servingcert.DefaultSecretName {
 					t.Errorf("the split endpoint mounts the Secret %q", name)
 				}
+				items, _, _ := unstructured.NestedSlice(volumes[0].(map[string]any), "secret", "items")
+				var keys []string
+				for _, it := range items {
+					k, _, _ := unstructured.NestedString(it.(map[string]any), "key")
+					keys = append(keys, k)
+				}
+				if !slices.Equal(keys, []string{servingcert.CertKey, servingcert.KeyKey}) {
+					t.Errorf("the split endpoint mounts the keys %v of the Secret, want tls.crt and tls.key only", keys)
+				}
 			}
 		})
 	}
+}
+
+// reachesSecret reports whether a role lets its holders read the Secret name: a rule on
+// secrets (or every resource) of the core group with a reading verb, for that name or for all.
+func reachesSecret(role *unstructured.Unstructured, name string) bool {
+	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+	for _, r := range rules {
+		m := r.(map[string]any)
+		groups, _, _ := unstructured.NestedStringSlice(m, "apiGroups")
+		resources, _, _ := unstructured.NestedStringSlice(m, "resources")
+		verbs, _, _ := unstructured.NestedStringSlice(m, "verbs")
+		names, _, _ := unstructured.NestedStringSlice(m, "resourceNames")
+		if !slices.ContainsFunc(groups, func(g string) bool { return g == "" || g == "*" }) ||
+			!slices.ContainsFunc(resources, func(r string) bool { return r == "secrets" || r == "*" }) ||
+			!slices.ContainsFunc(verbs, func(v string) bool { return v == "get" || v == "list" || v == "watch" || v == "*" }) {
+			continue
+		}
+		if len(names) == 0 || slices.Contains(names, name) {
+			return true
+		}
+	}
+	return false
 }

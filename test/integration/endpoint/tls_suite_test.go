@@ -31,7 +31,12 @@ const (
 	testPropagation = 5 * time.Minute
 )
 
-var certSecret = types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: servingcert.DefaultSecretName}
+// The certificate's objects, as config/ names and places them.
+var (
+	certSecret      = types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: servingcert.DefaultSecretName}
+	caSecret        = types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: servingcert.DefaultCASecretName}
+	bundleConfigMap = types.NamespacedName{Namespace: testenv.OperatorNamespace, Name: servingcert.DefaultBundleConfigMap}
+)
 
 func certOptions(dnsNames []string) *servingcert.Options {
 	o := servingcert.NewOptions()
@@ -45,26 +50,32 @@ func certOptions(dnsNames []string) *servingcert.Options {
 	return o
 }
 
-// createCertSecret creates config/apiserver's empty Secret, named as config/operator names it.
-func createCertSecret(ctx context.Context) error {
+// createCertObjects creates config/apiserver's empty serving Secret, CA Secret and CA bundle
+// ConfigMap, named as config/operator names them.
+func createCertObjects(ctx context.Context) error {
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		return err
 	}
-	objs, err := readObjects(filepath.Join(root, "config", "apiserver", "cert_secret.yaml"))
-	if err != nil {
-		return err
-	}
-	if len(objs) != 1 {
-		return fmt.Errorf("config/apiserver/cert_secret.yaml holds %d objects", len(objs))
-	}
 	if _, _, err := testenv.ServiceAccountConfig(ctx, adminCfg, certSecret.Namespace, "cert-test"); err != nil { // the namespace
 		return err
 	}
-	testenv.Prefixed(objs[0])
-	objs[0].SetNamespace(certSecret.Namespace)
-	if objs[0].GetName() != certSecret.Name {
-		return fmt.Errorf("config/apiserver's Secret is %s, the manager's default %s", objs[0].GetName(), certSecret.Name)
+	for file, want := range map[string]types.NamespacedName{"cert_secret.yaml": certSecret, "ca_secret.yaml": caSecret, "ca_bundle.yaml": bundleConfigMap} {
+		objs, err := readObjects(filepath.Join(root, "config", "apiserver", file))
+		if err != nil {
+			return err
+		}
+		if len(objs) != 1 {
+			return fmt.Errorf("config/apiserver/%s holds %d objects", file, len(objs))
+		}
+		testenv.Prefixed(objs[0])
+		objs[0].SetNamespace(want.Namespace)
+		if objs[0].GetName() != want.Name {
+			return fmt.Errorf("config/apiserver/%s holds %s, the manager's default %s", file, objs[0].GetName(), want.Name)
+		}
+		if err := k8sClient.Create(ctx, objs[0]); err != nil {
+			return fmt.Errorf("creating %s: %w", want, err)
+		}
 	}
-	return k8sClient.Create(ctx, objs[0])
+	return nil
 }

@@ -64,10 +64,21 @@ func availableStatus(u *unstructured.Unstructured) string {
 	return status
 }
 
-func certSecretData(g gomega.Gomega) map[string][]byte {
+func certSecretData(g gomega.Gomega) map[string][]byte { return secretData(g, certSecret) }
+
+func caSecretData(g gomega.Gomega) map[string][]byte { return secretData(g, caSecret) }
+
+func secretData(g gomega.Gomega, key client.ObjectKey) map[string][]byte {
 	s := &corev1.Secret{}
-	g.Expect(k8sClient.Get(context.Background(), certSecret, s)).To(gomega.Succeed())
+	g.Expect(k8sClient.Get(context.Background(), key, s)).To(gomega.Succeed())
 	return s.Data
+}
+
+// publishedBundle is the CA bundle ConfigMap's ca.crt.
+func publishedBundle(g gomega.Gomega) []byte {
+	cm := &corev1.ConfigMap{}
+	g.Expect(k8sClient.Get(context.Background(), bundleConfigMap, cm)).To(gomega.Succeed())
+	return []byte(cm.Data[servingcert.BundleKey])
 }
 
 // servedCert is the certificate the endpoint presents now (a new connection).
@@ -86,6 +97,20 @@ func trustedBy(cert *x509.Certificate, bundle []byte) error {
 	roots.AppendCertsFromPEM(bundle)
 	_, err := cert.Verify(x509.VerifyOptions{DNSName: serviceName, Roots: roots})
 	return err
+}
+
+// certsOf parses every certificate of a PEM bundle.
+func certsOf(g gomega.Gomega, pemData []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		if block, pemData = pem.Decode(pemData); block == nil {
+			return out
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		g.Expect(err).NotTo(gomega.HaveOccurred())
+		out = append(out, c)
+	}
 }
 
 func firstCert(g gomega.Gomega, pemData []byte) *x509.Certificate {
@@ -112,16 +137,16 @@ func otherCA(t *testing.T) []byte {
 }
 
 // kube-apiserver verifies the endpoint's certificate: config/'s APIService carries no
-// insecureSkipTLSVerify, the operator injected the Secret's bundle as its caBundle and it is
-// Available; the same Service behind an APIService with another CA fails verification (x509),
+// insecureSkipTLSVerify, the operator injected the bundle it publishes as its caBundle and it
+// is Available; the same Service behind an APIService with another CA fails verification (x509),
 // and with the injected bundle it does not.
 func TestAPIServerVerifiesTheEndpoint(t *testing.T) {
 	g := gomega.NewWithT(t)
 	svc := apiService(g, servingcert.DefaultAPIService)
 	skip, found, _ := unstructured.NestedBool(svc.Object, "spec", "insecureSkipTLSVerify")
 	g.Expect(found && skip).To(gomega.BeFalse(), "insecureSkipTLSVerify")
-	bundle := certSecretData(g)[servingcert.BundleKey]
-	g.Expect(caBundle(g, svc)).To(gomega.Equal(bundle), "the APIService's caBundle is the Secret's bundle")
+	bundle := publishedBundle(g)
+	g.Expect(caBundle(g, svc)).To(gomega.Equal(bundle), "the APIService's caBundle is the published bundle")
 	g.Expect(availableStatus(svc)).To(gomega.Equal("True"))
 	g.Expect(trustedBy(servedCert(g), bundle)).To(gomega.Succeed())
 
@@ -191,7 +216,8 @@ func TestCertificateRotationKeepsAPIServiceAvailable(t *testing.T) {
 		}
 	}()
 
-	before := certSecretData(g)
+	before := caSecretData(g)
+	beforeBundle := publishedBundle(g)
 	oldCA := firstCert(g, before[servingcert.CACertKey])
 	oldServing := servedCert(g)
 	g.Expect(oldServing.CheckSignatureFrom(oldCA)).To(gomega.Succeed())
@@ -201,10 +227,12 @@ func TestCertificateRotationKeepsAPIServiceAvailable(t *testing.T) {
 	certClock.set(time.Until(issued.Add(testCAValidity*2/3 + time.Minute)))
 	var next *x509.Certificate
 	g.Eventually(func(g gomega.Gomega) {
-		data := certSecretData(g)
+		data := caSecretData(g)
 		g.Expect(data).To(gomega.HaveKey(servingcert.NextCACertKey))
 		next = firstCert(g, data[servingcert.NextCACertKey])
-		g.Expect(caBundle(g, apiService(g, servingcert.DefaultAPIService))).To(gomega.Equal(data[servingcert.BundleKey]))
+		bundle := publishedBundle(g)
+		g.Expect(certsOf(g, bundle)).To(gomega.ContainElement(gomega.Satisfy(next.Equal)), "the next CA is published")
+		g.Expect(caBundle(g, apiService(g, servingcert.DefaultAPIService))).To(gomega.Equal(bundle))
 	}).Should(gomega.Succeed())
 	g.Consistently(func(g gomega.Gomega) {
 		served := servedCert(g)
@@ -220,7 +248,8 @@ func TestCertificateRotationKeepsAPIServiceAvailable(t *testing.T) {
 		bundle := caBundle(g, apiService(g, servingcert.DefaultAPIService))
 		g.Expect(trustedBy(served, bundle)).To(gomega.Succeed())
 		g.Expect(trustedBy(oldServing, bundle)).To(gomega.Succeed(), "the old CA stays trusted")
-		g.Expect(firstCert(g, certSecretData(g)[servingcert.CACertKey]).Equal(next)).To(gomega.BeTrue())
+		g.Expect(publishedBundle(g)).To(gomega.Equal(bundle), "the ConfigMap holds what the APIService trusts")
+		g.Expect(firstCert(g, caSecretData(g)[servingcert.CACertKey]).Equal(next)).To(gomega.BeTrue())
 	}).Should(gomega.Succeed())
 	g.Expect(availableStatus(apiService(g, servingcert.DefaultAPIService))).To(gomega.Equal("True"))
 
@@ -233,7 +262,7 @@ func TestCertificateRotationKeepsAPIServiceAvailable(t *testing.T) {
 	if ok.Load() < 20 {
 		t.Errorf("only %d requests went through the aggregator during the renewal", ok.Load())
 	}
-	if !strings.Contains(string(before[servingcert.BundleKey]), "CERTIFICATE") {
-		t.Error("the Secret held no bundle before the renewal")
+	if !strings.Contains(string(beforeBundle), "CERTIFICATE") {
+		t.Error("no bundle was published before the renewal")
 	}
 }
