@@ -16,7 +16,8 @@
 //     certificate kube-apiserver does not trust;
 //   - the bundle is computed from the CA Secret alone, never read back from where it is
 //     published (the serving Secret, the ConfigMap, the APIService): a CA planted there is
-//     dropped at the next round.
+//     dropped at the next round. The CAs kept are the operator's own: the signing and next CA
+//     (with their keys) and the CAs it retired itself (self-signed, its subject).
 //
 // The Rotator (leader only) issues, renews, injects and publishes; with cert-manager keeping
 // the certificate (Manage false) it only publishes the serving Secret's ca.crt. A Source

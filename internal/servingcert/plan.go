@@ -13,6 +13,7 @@ import (
 	"maps"
 	"math/big"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -43,8 +44,9 @@ const caNamePrefix = "workflowtask-progress-ca@"
 //
 // The bundle is the next, the signing and the retired CAs still valid, read from the CA Secret
 // alone: nothing published (the ConfigMap, the APIService, the serving Secret) is read back, so
-// a CA planted there never enters it. A CA Secret without a CA adopts the one the serving Secret held before the CA
-// moved out (ca.crt, ca.key, ca-next.*, and the other CAs of its ca-bundle.crt), so an
+// a CA planted there never enters it. Retired CAs count only if they are the operator's own
+// (see ours). A CA Secret without a CA adopts the one the serving Secret held before the CA
+// moved out (ca.crt, ca.key, ca-next.*, and the operator's own CAs of its ca-bundle.crt), so an
 // upgrade serves no certificate the injected bundle does not already trust; those keys then
 // leave the serving Secret.
 func (o *Options) plan(in secrets, now time.Time) (secrets, []*x509.Certificate, error) {
@@ -79,6 +81,7 @@ func (o *Options) plan(in secrets, now time.Time) (secrets, []*x509.Certificate,
 	if previous != nil {
 		retired = append([]*x509.Certificate{previous.cert}, retired...)
 	}
+	retired = slices.DeleteFunc(retired, func(c *x509.Certificate) bool { return !ours(c) })
 	bundle := trusted(now, append([]*x509.Certificate{certOf(next), cur.cert}, retired...))
 
 	serving := parseKeyPair(in.serving[CertKey], in.serving[KeyKey])
@@ -106,6 +109,15 @@ func (o *Options) plan(in secrets, now time.Time) (secrets, []*x509.Certificate,
 	}
 	out.serving[CertKey], out.serving[KeyKey] = serving.certPEM, serving.keyPEM
 	return out, bundle, nil
+}
+
+// ours reports whether a retired CA is one this package made: a self-signed CA with its
+// subject. Retired CAs come from the CA Secret (or, once, the old bundle), which the operator
+// alone writes; the check keeps a certificate pasted there by hand that is not one of its CAs
+// out of the bundle.
+func ours(c *x509.Certificate) bool {
+	return c.IsCA && strings.HasPrefix(c.Subject.CommonName, caNamePrefix) &&
+		bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
 
 func cloneData(data map[string][]byte) map[string][]byte {

@@ -226,6 +226,75 @@ func foreignCA(t *testing.T, name string) *keyPair {
 	return p
 }
 
+// The bundle holds the operator's own CAs only: a CA pasted into the retired list, into the
+// old bundle an upgrade adopts from, or posing under the operator's CA name but signed by
+// another, is dropped; so is anything in the old bundle key once the CA Secret holds a CA (it
+// is never read back, even a self-signed CA under the operator's name); the operator's own
+// retired CA stays.
+func TestPlanDropsForeignCAs(t *testing.T) {
+	o := testOptions()
+	o.CertValidity = 60 * 24 * time.Hour
+	fresh, _ := planned(t, o, secrets{}, t0)
+	caDue := t0.Add(o.CAValidity * 2 / 3)
+	rotating, _ := planned(t, o, fresh, caDue)
+	rotated, _ := planned(t, o, rotating, caDue.Add(o.Propagation))
+	own := parseCerts(rotated.ca[RetiredCACertKey])
+	if len(own) != 1 {
+		t.Fatalf("%d retired CAs after a renewal, want 1", len(own))
+	}
+
+	someone := foreignCA(t, "someone else")
+	// Named like the operator's CAs, but signed by someone else's key.
+	imposter, err := sign(&x509.Certificate{Subject: pkix.Name{CommonName: caNamePrefix + "1"}, NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(365 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}, someone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := string(someone.certPEM) + string(imposter.certPEM)
+	// Self-signed under the operator's CA name: told apart only by where it is found.
+	mimic := foreignCA(t, caNamePrefix+"2")
+	legacy := legacyLayout(rotated)
+	tests := map[string]struct {
+		data secrets
+		want []*x509.Certificate // the bundle, in order
+	}{
+		"retired list": {
+			data: secrets{ca: with(rotated.ca, RetiredCACertKey, string(rotated.ca[RetiredCACertKey])+planted), serving: rotated.serving},
+			want: []*x509.Certificate{parseCerts(rotated.ca[CACertKey])[0], own[0]},
+		},
+		"the old bundle, adopted on upgrade": {
+			data: secrets{serving: with(legacy, legacyBundleKey, string(legacy[legacyBundleKey])+planted)},
+			want: []*x509.Certificate{parseCerts(rotated.ca[CACertKey])[0], own[0]},
+		},
+		"the old bundle, left behind in the serving Secret after the upgrade (never read back)": {
+			data: secrets{ca: rotated.ca, serving: with(rotated.serving, legacyBundleKey, planted+string(mimic.certPEM))},
+			want: []*x509.Certificate{parseCerts(rotated.ca[CACertKey])[0], own[0]},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			now := caDue.Add(o.Propagation + time.Hour)
+			got, bundle := planned(t, o, tc.data, now)
+			if diff := cmp.Diff(subjectsOf(tc.want), subjects(bundle)); diff != "" || !slices.EqualFunc(tc.want, parseCerts(bundle), (*x509.Certificate).Equal) {
+				t.Errorf("bundle (-want +got):\n%s", diff)
+			}
+			if bytes.Contains(got.ca[RetiredCACertKey], someone.certPEM) || bytes.Contains(got.ca[RetiredCACertKey], imposter.certPEM) ||
+				bytes.Contains(got.ca[RetiredCACertKey], mimic.certPEM) {
+				t.Error("a foreign CA is kept as retired")
+			}
+			servingOnly(t, got)
+		})
+	}
+}
+
+func subjectsOf(certs []*x509.Certificate) []string {
+	var out []string
+	for _, c := range certs {
+		out = append(out, c.Subject.CommonName)
+	}
+	return out
+}
+
 // legacyLayout is data as the serving Secret held it before the CA moved out: the CA, the next
 // CA, the serving certificate and the bundle in one Secret.
 func legacyLayout(data secrets) map[string][]byte {
@@ -359,8 +428,8 @@ func TestIssuedCertificates(t *testing.T) {
 	o := testOptions()
 	data, _ := planned(t, o, secrets{}, t0)
 	ca, serving := parseCerts(data.ca[CACertKey])[0], parseCerts(data.serving[CertKey])[0]
-	if !ca.IsCA || ca.MaxPathLen != 0 || !ca.MaxPathLenZero || ca.KeyUsage&x509.KeyUsageCertSign == 0 {
-		t.Errorf("CA: IsCA %v, MaxPathLen %d, KeyUsage %v", ca.IsCA, ca.MaxPathLen, ca.KeyUsage)
+	if !ca.IsCA || ca.MaxPathLen != 0 || !ca.MaxPathLenZero || ca.KeyUsage&x509.KeyUsageCertSign == 0 || !ours(ca) {
+		t.Errorf("CA: IsCA %v, MaxPathLen %d, KeyUsage %v, ours %v", ca.IsCA, ca.MaxPathLen, ca.KeyUsage, ours(ca))
 	}
 	if serving.IsCA || !cmp.Equal(serving.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) || !cmp.Equal(serving.DNSNames, o.DNSNames) {
 		t.Errorf("serving: IsCA %v, ExtKeyUsage %v, DNSNames %v", serving.IsCA, serving.ExtKeyUsage, serving.DNSNames)

@@ -3,6 +3,9 @@ package endpoint_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -16,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/taskops/workflowtask-operator/internal/servingcert"
 	"github.com/taskops/workflowtask-operator/internal/testenv"
@@ -136,6 +140,55 @@ func TestSplitEndpointCannotReachTheCAKey(t *testing.T) {
 	if err != nil || len(s.Data[servingcert.CAKeyKey]) == 0 {
 		t.Errorf("the operator's identity reading the CA Secret: %v (ca.key present: %v)", err, err == nil && len(s.Data[servingcert.CAKeyKey]) > 0)
 	}
+}
+
+// The published bundle holds exactly the operator's CAs — the next, the signing and the
+// retired ones of the CA Secret, in that order — and the APIService trusts exactly those: a
+// foreign CA planted in the ConfigMap, the APIService's caBundle, the serving Secret's old
+// bundle key (ca-bundle.crt) or the CA Secret's retired CAs is dropped, and the APIService
+// stays Available.
+func TestCABundleHoldsOnlyOurCAs(t *testing.T) {
+	ctx := context.Background()
+	g := gomega.NewWithT(t)
+	foreign := otherCA(t)
+	plant := func(obj client.Object, patch string) {
+		t.Helper()
+		g.Expect(k8sClient.Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch)))).To(gomega.Succeed())
+	}
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	current := publishedBundle(g)
+	withForeign := append(append([]byte{}, current...), foreign...)
+	cmPatch, err := json.Marshal(map[string]any{"data": map[string]string{servingcert.BundleKey: string(withForeign)}})
+	g.Expect(err).NotTo(gomega.HaveOccurred())
+	plant(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: bundleConfigMap.Namespace, Name: bundleConfigMap.Name}}, string(cmPatch))
+	plant(apiService(g, servingcert.DefaultAPIService), `{"spec":{"caBundle":"`+b64(withForeign)+`"}}`)
+	plant(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: certSecret.Namespace, Name: certSecret.Name}},
+		`{"data":{"ca-bundle.crt":"`+b64(withForeign)+`"}}`)
+	retired := caSecretData(g)[servingcert.RetiredCACertKey]
+	plant(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: caSecret.Namespace, Name: caSecret.Name}},
+		`{"data":{"`+servingcert.RetiredCACertKey+`":"`+b64(append(append([]byte{}, retired...), foreign...))+`"}}`)
+
+	foreignCert := firstCert(g, foreign)
+	g.Eventually(func(g gomega.Gomega) {
+		trusted := caBundle(g, apiService(g, servingcert.DefaultAPIService))
+		g.Expect(certsOf(g, trusted)).NotTo(gomega.ContainElement(gomega.Satisfy(foreignCert.Equal)), "the APIService trusts the foreign CA")
+		bundle := publishedBundle(g)
+		g.Expect(trusted).To(gomega.Equal(bundle), "the APIService trusts the published bundle")
+		ca := caSecretData(g)
+		var ours []*x509.Certificate
+		for _, k := range []string{servingcert.NextCACertKey, servingcert.CACertKey, servingcert.RetiredCACertKey} {
+			ours = append(ours, certsOf(g, ca[k])...)
+		}
+		g.Expect(ours).NotTo(gomega.ContainElement(gomega.Satisfy(foreignCert.Equal)), "the CA Secret's retired CAs")
+		published := certsOf(g, bundle)
+		g.Expect(published).To(gomega.HaveLen(len(ours)))
+		for i, c := range published {
+			g.Expect(c.Equal(ours[i])).To(gomega.BeTrue(), "CA %d of the bundle: %s", i, c.Subject)
+			g.Expect(c.Subject.CommonName).To(gomega.HavePrefix("workflowtask-progress-ca@"))
+		}
+		g.Expect(certSecretData(g)).NotTo(gomega.HaveKey("ca-bundle.crt"), "the old bundle key is removed")
+	}).Should(gomega.Succeed())
+	g.Eventually(func(g gomega.Gomega) string { return availableStatus(apiService(g, servingcert.DefaultAPIService)) }).Should(gomega.Equal("True"))
 }
 
 // Any authenticated user — here a fresh ServiceAccount of another namespace, as a web front
