@@ -5,12 +5,12 @@
 //
 //   - the CA (its keys, the next CA during a renewal, the retired CAs still trusted) lives in
 //     a Secret only the operator reads (CASecretName); the serving certificate for the
-//     Service's DNS names lives in another (Secret) that holds tls.crt and tls.key only, which
-//     is all a serving pod may see;
+//     Service's DNS names (the progress endpoint's and the metrics Service's) lives in another
+//     (Secret) that holds tls.crt and tls.key only, which is all a serving pod may see;
 //   - the CA bundle (every CA of the operator's own still valid, newest first) is injected as
 //     caBundle into the APIService, so kube-apiserver verifies the endpoint (no
 //     insecureSkipTLSVerify), and published in a ConfigMap (BundleConfigMap, key ca.crt, like
-//     kube-root-ca.crt) for direct clients;
+//     kube-root-ca.crt) for direct clients and Prometheus;
 //   - a renewed CA is added to the bundle first and signs only after Propagation, and the old
 //     CA stays trusted until it expires: there is no moment at which a replica serves a
 //     certificate kube-apiserver does not trust;
@@ -22,13 +22,14 @@
 // The Rotator (leader only) issues, renews, injects and publishes; with cert-manager keeping
 // the certificate (Manage false) it only publishes the serving Secret's ca.crt. A Source
 // (every replica) serves what the serving Secret holds, read straight from the API (no
-// kubelet volume delay).
+// kubelet volume delay), to any number of listeners (GetCertificate, ConfigureTLS).
 package servingcert
 
 import (
 	"errors"
 	"flag"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,8 +79,11 @@ const (
 	DefaultCASecretName    = "workflowtask-progress-signing-ca"
 	DefaultBundleConfigMap = "workflowtask-progress-ca-bundle"
 	DefaultAPIService      = "v1alpha1.progress.taskops.dev"
-	DefaultCAValidity      = 10 * 365 * 24 * time.Hour
-	DefaultCertValidity    = 365 * 24 * time.Hour
+	// DefaultMetricsService is the metrics Service as config/default names it (its DNS names
+	// are in the serving certificate: the metrics listener serves it too).
+	DefaultMetricsService = "workflowtask-controller-manager-metrics-service"
+	DefaultCAValidity     = 10 * 365 * 24 * time.Hour
+	DefaultCertValidity   = 365 * 24 * time.Hour
 	// DefaultPropagation is how long a new CA is in the bundle before certificates it signs are
 	// served: enough for every kube-apiserver's informer to see the APIService change.
 	DefaultPropagation = time.Minute
@@ -107,8 +111,10 @@ type Options struct {
 	// someone else keeps in the Secret (cert-manager: config/certmanager) and publishes its
 	// ca.crt to BundleConfigMap.
 	Manage bool
-	// DNSNames the serving certificate is for (the Service's names).
+	// DNSNames the serving certificate is for (the progress Service's names).
 	DNSNames []string
+	// MetricsDNSNames are the metrics Service's names, also in the serving certificate.
+	MetricsDNSNames []string
 	// APIServices receive the bundle as spec.caBundle.
 	APIServices []string
 	// CAValidity and CertValidity are the lifetimes of new certificates; each is renewed when
@@ -125,7 +131,7 @@ type Options struct {
 // NewOptions returns the defaults: the Secrets workflowtask-progress-cert and
 // workflowtask-progress-signing-ca and the ConfigMap workflowtask-progress-ca-bundle in the
 // pod's namespace (workflowtask-system outside a pod), managed, for the APIService
-// v1alpha1.progress.taskops.dev.
+// v1alpha1.progress.taskops.dev and the metrics Service of that namespace.
 func NewOptions() *Options {
 	ns := "workflowtask-system"
 	if b, err := os.ReadFile(namespaceFile); err == nil && len(strings.TrimSpace(string(b))) > 0 {
@@ -136,6 +142,7 @@ func NewOptions() *Options {
 		CASecretName:    DefaultCASecretName,
 		BundleConfigMap: DefaultBundleConfigMap,
 		Manage:          true,
+		MetricsDNSNames: ServiceDNSNames(DefaultMetricsService, ns),
 		APIServices:     []string{DefaultAPIService},
 		CAValidity:      DefaultCAValidity,
 		CertValidity:    DefaultCertValidity,
@@ -143,6 +150,12 @@ func NewOptions() *Options {
 		Interval:        DefaultInterval,
 		Clock:           clock.RealClock{},
 	}
+}
+
+// ServiceDNSNames are a Service's in-cluster names: <name>.<namespace>.svc and
+// <name>.<namespace>.svc.cluster.local.
+func ServiceDNSNames(name, namespace string) []string {
+	return []string{name + "." + namespace + ".svc", name + "." + namespace + ".svc.cluster.local"}
 }
 
 // CASecret is the CA Secret's name and namespace.
@@ -153,6 +166,18 @@ func (o *Options) CASecret() types.NamespacedName {
 // BundleConfigMapName is the bundle ConfigMap's name and namespace.
 func (o *Options) BundleConfigMapName() types.NamespacedName {
 	return types.NamespacedName{Namespace: o.Secret.Namespace, Name: o.BundleConfigMap}
+}
+
+// certDNSNames are the names the serving certificate is for: DNSNames, then MetricsDNSNames,
+// each once.
+func (o *Options) certDNSNames() []string {
+	var out []string
+	for _, n := range append(slices.Clone(o.DNSNames), o.MetricsDNSNames...) {
+		if n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // AddFlags adds the options to fs, prefixed "progress-cert-" (the DNS names are the
@@ -168,6 +193,16 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 		"ConfigMap that receives the CA bundle under ca.crt, for direct clients and Prometheus; empty: none.")
 	fs.BoolVar(&o.Manage, "progress-cert-manage", o.Manage,
 		"Issue and renew the certificate in --progress-cert-secret and inject its CA bundle into the APIService; false: only serve it (cert-manager keeps it) and publish its ca.crt.")
+	fs.Func("progress-cert-metrics-dns-names", "Comma-separated DNS names of the metrics Service, also in the serving certificate (default "+strings.Join(o.MetricsDNSNames, ",")+"); empty: none.",
+		func(s string) error {
+			o.MetricsDNSNames = nil
+			for _, n := range strings.Split(s, ",") {
+				if n = strings.TrimSpace(n); n != "" {
+					o.MetricsDNSNames = append(o.MetricsDNSNames, n)
+				}
+			}
+			return nil
+		})
 	fs.Func("progress-cert-apiservices", "Comma-separated APIServices that get the CA bundle as caBundle (default "+strings.Join(o.APIServices, ",")+"); empty: none.",
 		func(s string) error {
 			o.APIServices = nil

@@ -86,7 +86,7 @@ func (o *Options) plan(in secrets, now time.Time) (secrets, []*x509.Certificate,
 
 	serving := parseKeyPair(in.serving[CertKey], in.serving[KeyKey])
 	if serving == nil || due(serving.cert, now) || !o.validFor(serving.cert, bundle, now) || serving.cert.CheckSignatureFrom(cur.cert) != nil {
-		if serving, err = newServing(cur, now, o.CertValidity, o.DNSNames); err != nil {
+		if serving, err = newServing(cur, now, o.CertValidity, o.certDNSNames()); err != nil {
 			return secrets{}, nil, err
 		}
 	}
@@ -165,7 +165,7 @@ func (o *Options) validFor(cert *x509.Certificate, bundle []*x509.Certificate, n
 	for _, c := range bundle {
 		roots.AddCert(c)
 	}
-	for _, name := range o.DNSNames {
+	for _, name := range o.certDNSNames() {
 		if _, err := cert.Verify(x509.VerifyOptions{DNSName: name, Roots: roots, CurrentTime: now,
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 			return false

@@ -350,6 +350,25 @@ func TestPlanAdoptsTheCAOfTheOldLayout(t *testing.T) {
 	}
 }
 
+// The serving certificate is also for the metrics Service's names: the metrics listener serves
+// it. A certificate without them (issued before) is renewed by the same CA.
+func TestPlanCoversTheMetricsService(t *testing.T) {
+	o := testOptions()
+	before, _ := planned(t, o, secrets{}, t0)
+	o.MetricsDNSNames = ServiceDNSNames(DefaultMetricsService, "workflowtask-system")
+	got, bundle := planned(t, o, before, t0.Add(time.Hour))
+	if bytes.Equal(got.serving[CertKey], before.serving[CertKey]) || !bytes.Equal(got.ca[CACertKey], before.ca[CACertKey]) {
+		t.Error("want a new serving certificate from the same CA")
+	}
+	serving := parseCerts(got.serving[CertKey])[0]
+	for _, name := range []string{"workflowtask-progress.workflowtask-system.svc", "workflowtask-controller-manager-metrics-service.workflowtask-system.svc",
+		"workflowtask-controller-manager-metrics-service.workflowtask-system.svc.cluster.local"} {
+		if _, err := serving.Verify(x509.VerifyOptions{DNSName: name, Roots: pool(parseCerts(bundle)...), CurrentTime: t0.Add(time.Hour)}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
 // Over three CA lifetimes, checked every six hours: the certificate served always chains to
 // the bundle, and a newly served certificate chains to the bundle as it was Propagation
 // earlier (what every kube-apiserver has by then) — no moment at which the aggregator would

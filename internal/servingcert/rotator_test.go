@@ -2,7 +2,10 @@ package servingcert
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -181,5 +184,68 @@ func TestRotatorPublishesCertManagersCA(t *testing.T) {
 	}
 	if want := []string{"ConfigMap/" + DefaultBundleConfigMap}; !slices.Equal(*writes, want) {
 		t.Errorf("writes %v, want only the ConfigMap (cert-manager keeps the Secret)", *writes)
+	}
+}
+
+// One Source serves two listeners (the progress endpoint and the metrics server) the same
+// certificate, and both the renewed one as soon as it is loaded.
+func TestSourceServesTwoListeners(t *testing.T) {
+	o := rotatorOptions()
+	o.MetricsDNSNames = ServiceDNSNames(DefaultMetricsService, testNS)
+	first, _ := planned(t, o, secrets{}, t0)
+	c := fake.NewClientBuilder().WithObjects(secretObj(DefaultSecretName, first.serving)).Build()
+	src := &Source{opts: o, reader: c, reload: make(chan struct{}, 1)}
+	ctx := context.Background()
+	if err := src.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for range 2 {
+		cfg := &tls.Config{Certificates: []tls.Certificate{{}}} // as a server with a default certificate would have
+		src.ConfigureTLS(cfg)
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		urls = append(urls, ln.Addr().String())
+	}
+	served := func(addr, serverName string) *x509.Certificate {
+		t.Helper()
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: serverName}) //nolint:gosec // read, compared below
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0]
+	}
+	want := parseCerts(first.serving[CertKey])[0]
+	for _, addr := range urls {
+		for _, sni := range []string{"", o.MetricsDNSNames[0]} {
+			if !served(addr, sni).Equal(want) {
+				t.Errorf("%s (SNI %q) serves another certificate", addr, sni)
+			}
+		}
+	}
+
+	renewed, _ := planned(t, o, first, t0.Add(o.CertValidity*2/3))
+	s := &corev1.Secret{}
+	if err := c.Get(ctx, o.Secret, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Data = renewed.serving
+	if err := c.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want = parseCerts(renewed.serving[CertKey])[0]
+	for _, addr := range urls {
+		if !served(addr, "").Equal(want) {
+			t.Errorf("%s still serves the old certificate", addr)
+		}
 	}
 }

@@ -20,7 +20,9 @@ const loadingInterval = time.Second
 
 // Source serves the certificate the serving Secret holds. It runs on every replica and needs
 // only get on that Secret (never the CA Secret); it keeps the last good certificate when the
-// Secret is unreadable or broken.
+// Secret is unreadable or broken. One Source serves any number of listeners (the progress
+// endpoint, the metrics server): GetCertificate is safe for concurrent use and every listener
+// sees a renewal at once.
 type Source struct {
 	opts    *Options
 	reader  client.Reader
@@ -34,7 +36,10 @@ var (
 )
 
 // Setup adds to mgr what opts ask for: the Rotator when they manage the certificate or publish
-// its CA bundle, and, when serve, a Source for the endpoint's TLS (returned; nil otherwise).
+// its CA bundle, and, when serve, a Source for TLS listeners (returned; nil otherwise). Call
+// it once and hand the Source to every listener that serves this certificate (the progress
+// endpoint's GetCertificate, the metrics server's TLSOpts with ConfigureTLS); serve must be
+// true whenever one of them does.
 func Setup(mgr manager.Manager, opts *Options, serve bool) (*Source, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
@@ -117,6 +122,15 @@ func firstDER(certPEM []byte) []byte {
 		return certs[0].Raw
 	}
 	return nil
+}
+
+// ConfigureTLS makes c serve the Source's certificate: a TLS option for a second listener,
+// e.g. controller-runtime's metricsserver.Options.TLSOpts (which then neither reads CertDir
+// nor makes a self-signed certificate). Earlier static Certificates are dropped so that no
+// client without SNI gets another certificate.
+func (s *Source) ConfigureTLS(c *tls.Config) {
+	c.Certificates = nil
+	c.GetCertificate = s.GetCertificate
 }
 
 // GetCertificate is tls.Config's: the certificate loaded last.

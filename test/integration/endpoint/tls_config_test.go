@@ -74,7 +74,8 @@ const manager = "workflowtask-controller-manager"
 // No overlay of config/ skips TLS verification, and each one's pieces fit: the Secrets the
 // manager is told to keep exist (or cert-manager makes the serving one), its RBAC names those
 // Secrets, the bundle ConfigMap and the APIService, no other role reaches the CA Secret, the
-// split endpoint mounts the serving certificate and key only.
+// split endpoint mounts the serving certificate and key only, and the certificate is for the
+// metrics Service's names too.
 func TestConfigVerifiesTLS(t *testing.T) {
 	for _, dir := range []string{"default", "local", "split", "certmanager"} {
 		t.Run(dir, func(t *testing.T) {
@@ -115,6 +116,14 @@ func TestConfigVerifiesTLS(t *testing.T) {
 			} else if caRole == nil || !slices.Equal(resourceNames(caRole, "secrets"), []string{servingcert.DefaultCASecretName}) || !caShipped {
 				t.Errorf("the manager's Role for the CA Secret: %v; the CA Secret shipped: %v", caRole, caShipped)
 			}
+			metricsSvc := objs.find("Service", servingcert.DefaultMetricsService)
+			if metricsSvc == nil {
+				t.Fatalf("no metrics Service %s", servingcert.DefaultMetricsService)
+			}
+			metricsNames := servingcert.ServiceDNSNames(metricsSvc.GetName(), metricsSvc.GetNamespace())
+			if !slices.Equal(servingcert.NewOptions().MetricsDNSNames, metricsNames) {
+				t.Errorf("the serving certificate is for %v, the metrics Service's names are %v", servingcert.NewOptions().MetricsDNSNames, metricsNames)
+			}
 			if dir == "local" { // no Deployment: make run's manager uses the defaults
 				return
 			}
@@ -139,6 +148,11 @@ func TestConfigVerifiesTLS(t *testing.T) {
 				dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
 				if secretName != servingcert.DefaultSecretName || !slices.Contains(dnsNames, serviceName) {
 					t.Errorf("the Certificate writes %q for %v", secretName, dnsNames)
+				}
+				for _, n := range metricsNames {
+					if !slices.Contains(dnsNames, n) {
+						t.Errorf("the Certificate is not for the metrics Service's %s", n)
+					}
 				}
 				return
 			}
