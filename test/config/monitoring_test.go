@@ -20,6 +20,7 @@ import (
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/controllers"
+	"github.com/taskops/workflowtask-operator/internal/servingcert"
 )
 
 const root = "../.."
@@ -96,12 +97,15 @@ func TestPrometheusRule(t *testing.T) {
 	}
 }
 
-// The ServiceMonitor selects the manager's metrics Service by its labels and port.
+// The ServiceMonitor selects the manager's metrics Service by its labels and port, and verifies
+// its certificate — Prometheus sends its token — with the operator's CA bundle ConfigMap for
+// the Service's DNS name, which the serving certificate covers: no insecureSkipVerify.
 func TestServiceMonitor(t *testing.T) {
 	var sm monitoringv1.ServiceMonitor
 	readStrict(t, "config/prometheus/monitor.yaml", &sm)
 	var svc struct {
 		Metadata struct {
+			Name   string            `json:"name"`
 			Labels map[string]string `json:"labels"`
 		} `json:"metadata"`
 		Spec struct {
@@ -123,7 +127,32 @@ func TestServiceMonitor(t *testing.T) {
 		}
 	}
 	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name || sm.Spec.Endpoints[0].Scheme == nil {
-		t.Errorf("endpoints %+v, Service ports %+v", sm.Spec.Endpoints, svc.Spec.Ports)
+		t.Fatalf("endpoints %+v, Service ports %+v", sm.Spec.Endpoints, svc.Spec.Ports)
+	}
+
+	tlsConfig := sm.Spec.Endpoints[0].TLSConfig
+	if tlsConfig == nil {
+		t.Fatal("no tlsConfig: Prometheus would verify against its system roots")
+	}
+	if tlsConfig.InsecureSkipVerify != nil && *tlsConfig.InsecureSkipVerify {
+		t.Error("insecureSkipVerify: Prometheus would send its token to whoever answers")
+	}
+	if ca := tlsConfig.CA; ca.Secret != nil || ca.ConfigMap == nil || ca.ConfigMap.Name != servingcert.DefaultBundleConfigMap || ca.ConfigMap.Key != servingcert.BundleKey {
+		t.Errorf("tlsConfig.ca %s, want the ConfigMap %s, key %s", ca.String(), servingcert.DefaultBundleConfigMap, servingcert.BundleKey)
+	}
+	// The metrics Service as config/operator names and places it (namePrefix workflowtask-,
+	// namespace workflowtask-system), and the names the serving certificate is for.
+	const ns = "workflowtask-system"
+	name := "workflowtask-" + svc.Metadata.Name
+	if name != servingcert.DefaultMetricsService {
+		t.Errorf("the metrics Service is %s, the serving certificate is for %s", name, servingcert.DefaultMetricsService)
+	}
+	want := name + "." + ns + ".svc"
+	if tlsConfig.ServerName == nil || *tlsConfig.ServerName != want {
+		t.Errorf("tlsConfig.serverName %v, want %s", tlsConfig.ServerName, want)
+	}
+	if !slices.Contains(servingcert.ServiceDNSNames(servingcert.DefaultMetricsService, ns), want) {
+		t.Errorf("the serving certificate is not for %s", want)
 	}
 }
 
