@@ -145,6 +145,7 @@ func run(managerBin string, keep bool) error {
 		}
 	}
 	id := upload.Status.ID
+	caFile := filepath.Join(state, "progress-ca.crt")
 	fmt.Printf(`
 Everything is running (%.0f s). The demo workers stand in for the pods' containers (kwok runs
 none): they copy, index, archive, extract, move and download real files under %s,
@@ -155,15 +156,19 @@ In another terminal:
   export KUBECONFIG=%s
   kubectl get workflowtasks -A -w
 %s
-  # The progress endpoint, as alice (the owner of task "upload", ID %s):
+  # The progress endpoint, verified with the operator's CA bundle (the ConfigMap any
+  # authenticated user may read; its certificate here is also for localhost):
+  kubectl get configmap -n workflowtask-system workflowtask-progress-ca-bundle -o jsonpath='{.data.ca\.crt}' >%s
+  export CACERT=%s
+  # As alice (the owner of task "upload", ID %s):
   export TOKEN=%s
-  curl -sk -H "Authorization: Bearer $TOKEN" https://127.0.0.1:9443/workflow/progress/%s
-  curl -sk -H "Authorization: Bearer $TOKEN" https://127.0.0.1:9443/api/v4/workflow/progress/%s
+  curl -s --cacert $CACERT -H "Authorization: Bearer $TOKEN" https://localhost:9443/workflow/progress/%s
+  curl -s --cacert $CACERT -H "Authorization: Bearer $TOKEN" https://localhost:9443/api/v4/workflow/progress/%s
   # Live, as server-sent events (Ctrl-C ends it):
-  curl -skN -H "Authorization: Bearer $TOKEN" -H "Accept: text/event-stream" https://127.0.0.1:9443/workflow/progress/%s
+  curl -sN --cacert $CACERT -H "Authorization: Bearer $TOKEN" -H "Accept: text/event-stream" https://localhost:9443/workflow/progress/%s
 
   # As bob, who does not own it: {"data":{},"code":0,"msg":""}
-  curl -sk -H "Authorization: Bearer %s" https://127.0.0.1:9443/workflow/progress/%s
+  curl -s --cacert $CACERT -H "Authorization: Bearer %s" https://localhost:9443/workflow/progress/%s
 
   # Through the aggregation layer (you are cluster-admin here):
   kubectl get --raw /apis/progress.taskops.dev/v1alpha1/progress/%s
@@ -172,7 +177,7 @@ In another terminal:
   kubectl describe workflowtask upload
 
 Ctrl-C stops the operator and the cluster.
-`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, pluginHint(root), id, tokens["alice"], id, id, id, tokens["bob"], id, id)
+`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, pluginHint(root), caFile, caFile, id, tokens["alice"], id, id, id, tokens["bob"], id, id)
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

@@ -132,7 +132,11 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 	if err != nil {
 		return err
 	}
-	endpoint := "https://" + strings.TrimSpace(string(podIP)) + ":9443"
+	// The pod's certificate is for the Service's names, not its address: curl --resolve.
+	const progressService = "workflowtask-progress.workflowtask-system.svc"
+	podAddr := strings.TrimSpace(string(podIP))
+	endpoint := "https://" + progressService + ":9443"
+	caFile := filepath.Join(state, "progress-ca.crt")
 	fmt.Printf(`
 Everything is running on a real node (%.0f s): the operator runs as its Deployment, each task's
 pod runs the sample worker's image, doing real file work in an emptyDir and reporting progress
@@ -145,17 +149,21 @@ In another terminal:
   kubectl get pods -o wide                        # on the real node
   kubectl logs -l workflow.taskops.dev/task-name=upload -c worker
 %s
-  # The progress endpoint (the operator's pod), as alice (the owner of task "upload", ID %s):
+  # The progress endpoint (the operator's pod, by its Service's name), verified with the
+  # operator's CA bundle (the ConfigMap any authenticated user may read):
+  kubectl get configmap -n workflowtask-system workflowtask-progress-ca-bundle -o jsonpath='{.data.ca\.crt}' >%s
+  export CURL_TLS="--cacert %s --resolve %s:9443:%s"
+  # As alice (the owner of task "upload", ID %s):
   export TOKEN=%s
-  curl -sk -H "Authorization: Bearer $TOKEN" %s/workflow/progress/%s
+  curl -s $CURL_TLS -H "Authorization: Bearer $TOKEN" %s/workflow/progress/%s
   # Live, as server-sent events (Ctrl-C ends it):
-  curl -skN -H "Authorization: Bearer $TOKEN" -H "Accept: text/event-stream" %s/workflow/progress/%s
+  curl -sN $CURL_TLS -H "Authorization: Bearer $TOKEN" -H "Accept: text/event-stream" %s/workflow/progress/%s
 
   # Through the aggregation layer (you are cluster-admin here):
   kubectl get --raw /apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/upload
 
 Ctrl-C stops the operator, the node (undoing its changes to the host) and the cluster.
-`, time.Since(start).Seconds(), cluster.Kubeconfig, pluginHint(root), id, tokens["alice"], endpoint, id, endpoint, id)
+`, time.Since(start).Seconds(), cluster.Kubeconfig, pluginHint(root), caFile, caFile, progressService, podAddr, id, tokens["alice"], endpoint, id, endpoint, id)
 	for ctx.Err() == nil && !allFinished(ctx, c) {
 		time.Sleep(250 * time.Millisecond)
 	}
