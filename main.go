@@ -105,7 +105,9 @@ func main() {
 	var useCert []func(*apiserver.Config)
 	if certOpts.Enabled() {
 		certOpts.DNSNames = progressOpts.DNSNames
-		serve := progressOpts.Enabled() && progressOpts.TLSCertFile == ""
+		// The metrics port serves the same certificate (ServiceMonitors verify it with the
+		// operator's CA bundle), also where the endpoint runs elsewhere (config/split).
+		serve := (progressOpts.Enabled() || progressOpts.MetricsServesTLS()) && progressOpts.TLSCertFile == ""
 		source, err := servingcert.Setup(mgr, certOpts, serve)
 		if err != nil {
 			setupLog.Error(err, "Unable to set up the serving certificate")

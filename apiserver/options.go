@@ -170,6 +170,9 @@ func (o *Options) Enabled() bool { return enabled(o.BindAddress) }
 
 func enabled(addr string) bool { return addr != "" && addr != "0" }
 
+// MetricsServesTLS reports whether the metrics port is served over HTTPS.
+func (o *Options) MetricsServesTLS() bool { return enabled(o.MetricsBindAddress) && o.MetricsSecure }
+
 // door is the front door's share of the options.
 func (o *Options) door() (frontdoor.Options, error) {
 	proxies, err := frontdoor.ParseTrustedProxies(o.TrustedProxies)
