@@ -20,8 +20,9 @@ import (
 	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
 )
 
-// TokenAudience is the audience clients' tokens for the endpoint are minted for (kubectl create
-// token NAME --audience=progress.taskops.dev): useless against kube-apiserver.
+// TokenAudience is the audience every shipped configuration accepts bearer tokens for
+// (--progress-token-audiences): clients get tokens with kubectl create token NAME
+// --audience=progress.taskops.dev, which kube-apiserver refuses if they are replayed against it.
 const TokenAudience = "progress.taskops.dev"
 
 // Options are the endpoint's command-line options.

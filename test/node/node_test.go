@@ -13,6 +13,7 @@ import (
 
 	"github.com/onsi/gomega"
 
+	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
 )
 
@@ -87,9 +88,10 @@ func TestWorkerTaskCompletes(t *testing.T) {
 	if got := strings.TrimSpace(kubectl(t, "get", "--raw", "/apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/real-relocate")); got != want {
 		t.Errorf("aggregated: %s", got)
 	}
-	// Directly, as a web client: the manager pod's address, alice's token.
+	// Directly, as a web client: the manager pod's address, alice's token for the endpoint's
+	// audience (the installer's --progress-token-audiences).
 	_, _ = cluster.Kubectl(context.Background(), "create", "serviceaccount", "alice", "-n", "default")
-	token := strings.TrimSpace(kubectl(t, "create", "token", "alice", "-n", "default"))
+	token := strings.TrimSpace(kubectl(t, "create", "token", "alice", "-n", "default", "--audience="+apiserver.TokenAudience))
 	managerIP := strings.TrimSpace(kubectl(t, "get", "pods", "-n", "workflowtask-system", "-l", "control-plane=controller-manager", "-o", "jsonpath={.items[0].status.podIP}"))
 	id := jsonpath(t, "default", "wft", "real-relocate", "{.status.id}")
 	out, err := exec.Command("curl", "-sk", "--max-time", "10", "-H", "Authorization: Bearer "+token,
