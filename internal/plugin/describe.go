@@ -226,9 +226,10 @@ func printDescribe(w io.Writer, d *described, now time.Time) error {
 		fmt.Fprintln(tw, "  <none>")
 	default:
 		fmt.Fprintln(tw, "  LAST SEEN\tTYPE\tREASON\tOBJECT\tMESSAGE")
+		// Anyone who may create Events in the namespace writes every field of one.
 		for _, e := range events {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s/%s\t%s\n", ago(eventTime(e), now), e.Type, e.Reason,
-				strings.ToLower(e.InvolvedObject.Kind), e.InvolvedObject.Name, oneLine(e.Message))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s/%s\t%s\n", ago(eventTime(e), now), oneLine(e.Type), oneLine(e.Reason),
+				oneLine(strings.ToLower(e.InvolvedObject.Kind)), oneLine(e.InvolvedObject.Name), oneLine(e.Message))
 		}
 	}
 	return tw.Flush()

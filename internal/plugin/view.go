@@ -247,11 +247,15 @@ func leadingDigits(s string) (string, string) {
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-// oneLine keeps a message (written by a task's own pod, or the controller) from breaking the
-// view: control characters become spaces, and it is cut at 200 runes.
+// oneLine keeps text from the cluster (written by a task's own pod, the controller, or whoever
+// may create Events) from breaking or disguising the view: control characters (C0, DEL and C1,
+// so no escape sequence reaches the terminal) and bidirectional formatting characters (U+061C,
+// U+200E–U+200F, U+202A–U+202E, U+2066–U+2069, which reorder what the terminal shows) become
+// spaces, and it is cut at 200 runes. Every string of the plugin's output that the cluster
+// supplies goes through it.
 func oneLine(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
 			return ' '
 		}
 		return r

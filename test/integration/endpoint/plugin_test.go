@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -296,5 +298,54 @@ func TestPluginActions(t *testing.T) {
 	r := startPlugin(t, kubeconfigFor(t, reader), "suspend", "theirs", "-n", "plugin")
 	if code := r.exitCode(t); code != 1 || !strings.Contains(r.errOut.String(), "forbidden") {
 		t.Errorf("suspend without the right: exit code %d, stderr %q; want 1 and forbidden", code, r.errOut)
+	}
+}
+
+// Whoever may create Events in a task's namespace writes their reason, message and involved
+// kind; describe prints them with none of the escape sequences (ESC), C1 controls (U+0080–U+009F)
+// or bidirectional overrides and isolates (U+202A–U+202E, U+2066–U+2069) they were created with,
+// as the API server returns them.
+func TestPluginDescribeSanitizesEvents(t *testing.T) {
+	ctx := context.Background()
+	task := createTaskWithProgress(t, testutil.MakeTask("hostile-events", "plugin"))
+	now := metav1.Now()
+	for name, hostile := range map[string]string{
+		"esc":  "\x1b[2J\x1b[31m\x1b]0;title\x07",
+		"c1":   "\u009b2J\u0085\u008d\u009d0;title\u009c",
+		"bidi": "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+	} {
+		marker := strings.ToUpper(name)
+		event := &corev1.Event{
+			ObjectMeta: metav1.ObjectMeta{Name: "hostile-" + name, Namespace: task.Namespace},
+			InvolvedObject: corev1.ObjectReference{Kind: "Workflow" + hostile + "Task", Namespace: task.Namespace, Name: task.Name,
+				UID: task.UID, APIVersion: workflowv1alpha1.GroupVersion.String()},
+			Reason:  "Reason" + marker + hostile + "End",
+			Message: "message " + marker + " " + hostile + " end",
+			Type:    corev1.EventTypeWarning, Count: 1, FirstTimestamp: now, LastTimestamp: now,
+			Source: corev1.EventSource{Component: "someone-else"},
+		}
+		if err := k8sClient.Create(ctx, event); err != nil {
+			t.Fatalf("creating the %s event: %v", name, err)
+		}
+		t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), event) })
+	}
+
+	r := startPlugin(t, kubeconfigFor(t, certUser(t, "plugin-describer", "system:masters")), "describe", task.Name, "-n", task.Namespace)
+	if code := r.exitCode(t); code != 0 {
+		t.Fatalf("describe: exit code %d; stderr:\n%s", code, r.errOut)
+	}
+	out := r.out.String()
+	for _, marker := range []string{"ESC", "C1", "BIDI"} {
+		if !strings.Contains(out, "Reason"+marker) || !strings.Contains(out, "message "+marker) {
+			t.Errorf("describe does not show the %s event:\n%s", marker, out)
+		}
+	}
+	for i, c := range out {
+		if c != '\n' && (unicode.IsControl(c) || unicode.Is(unicode.Bidi_Control, c)) {
+			t.Errorf("describe printed %U at byte %d", c, i)
+		}
+	}
+	if t.Failed() {
+		t.Logf("describe's output:\n%q", out)
 	}
 }
