@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/internal/project"
 )
@@ -106,11 +107,9 @@ func run(managerBin string, keep bool) error {
 	}()
 
 	// Demo users: the samples' owners are these ServiceAccounts.
-	tokens := map[string]string{}
-	for _, u := range []string{"alice", "bob", "carol"} {
-		if tokens[u], err = cluster.Token(ctx, "default", u, 24*time.Hour); err != nil {
-			return err
-		}
+	tokens, err := progressTokens(ctx, cluster)
+	if err != nil {
+		return err
 	}
 	// A previous run's tasks are still in the cluster's data: start the demo afresh. Foreground
 	// deletion waits until their Jobs are gone too, so the new tasks' Jobs can take the names.
@@ -160,8 +159,9 @@ In another terminal:
   # authenticated user may read; its certificate here is also for localhost):
   kubectl get configmap -n workflowtask-system workflowtask-progress-ca-bundle -o jsonpath='{.data.ca\.crt}' >%s
   export CACERT=%s
-  # As alice (the owner of task "upload", ID %s):
-  export TOKEN=%s
+  # As alice (the owner of task "upload", ID %s), with a token for the endpoint's audience only
+  # (kube-apiserver refuses it; one for kube-apiserver is refused here):
+  export TOKEN=%s  # kubectl create token alice --audience=%s
   curl -s --cacert $CACERT -H "Authorization: Bearer $TOKEN" https://localhost:9443/workflow/progress/%s
   curl -s --cacert $CACERT -H "Authorization: Bearer $TOKEN" https://localhost:9443/api/v4/workflow/progress/%s
   # Live, as server-sent events (Ctrl-C ends it):
@@ -177,7 +177,8 @@ In another terminal:
   kubectl describe workflowtask upload
 
 Ctrl-C stops the operator and the cluster.
-`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, pluginHint(root), caFile, caFile, id, tokens["alice"], id, id, id, tokens["bob"], id, id)
+`, time.Since(start).Seconds(), filepath.Join(state, "demo"), cluster.Kubeconfig, pluginHint(root), caFile, caFile, id, tokens["alice"], apiserver.TokenAudience,
+		id, id, id, tokens["bob"], id, id)
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -192,6 +193,20 @@ Ctrl-C stops the operator and the cluster.
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// progressTokens are the demo users' tokens for the progress endpoint (its audience, which the
+// manager accepts alone), valid for a day.
+func progressTokens(ctx context.Context, cluster *devcluster.Cluster) (map[string]string, error) {
+	tokens := map[string]string{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		t, err := cluster.ProgressToken(ctx, "default", u, 24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		tokens[u] = t
+	}
+	return tokens, nil
 }
 
 // applySamples applies the sample manifests in dir and waits until every task has its ID.

@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/internal/image"
 )
@@ -103,11 +104,9 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 			return err
 		}
 	}
-	tokens := map[string]string{}
-	for _, u := range []string{"alice", "bob", "carol"} {
-		if tokens[u], err = cluster.Token(ctx, "default", u, 24*time.Hour); err != nil {
-			return err
-		}
+	tokens, err := progressTokens(ctx, cluster)
+	if err != nil {
+		return err
 	}
 	samples, err := devcluster.RealSamples(root, filepath.Join(state, "samples-real"), "docker.io/library/"+localWorkerImage)
 	if err != nil {
@@ -153,8 +152,8 @@ In another terminal:
   # operator's CA bundle (the ConfigMap any authenticated user may read):
   kubectl get configmap -n workflowtask-system workflowtask-progress-ca-bundle -o jsonpath='{.data.ca\.crt}' >%s
   export CURL_TLS="--cacert %s --resolve %s:9443:%s"
-  # As alice (the owner of task "upload", ID %s):
-  export TOKEN=%s
+  # As alice (the owner of task "upload", ID %s), with a token for the endpoint's audience only:
+  export TOKEN=%s  # kubectl create token alice --audience=%s
   curl -s $CURL_TLS -H "Authorization: Bearer $TOKEN" %s/workflow/progress/%s
   # Live, as server-sent events (Ctrl-C ends it):
   curl -sN $CURL_TLS -H "Authorization: Bearer $TOKEN" -H "Accept: text/event-stream" %s/workflow/progress/%s
@@ -163,7 +162,7 @@ In another terminal:
   kubectl get --raw /apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/upload
 
 Ctrl-C stops the operator, the node (undoing its changes to the host) and the cluster.
-`, time.Since(start).Seconds(), cluster.Kubeconfig, pluginHint(root), caFile, caFile, progressService, podAddr, id, tokens["alice"], endpoint, id, endpoint, id)
+`, time.Since(start).Seconds(), cluster.Kubeconfig, pluginHint(root), caFile, caFile, progressService, podAddr, id, tokens["alice"], apiserver.TokenAudience, endpoint, id, endpoint, id)
 	for ctx.Err() == nil && !allFinished(ctx, c) {
 		time.Sleep(250 * time.Millisecond)
 	}

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/internal/kubeauth"
 )
 
@@ -109,8 +110,22 @@ func (c *Cluster) InstallOperatorAt(ctx context.Context, progressPort int) error
 	return err
 }
 
-// Token requests a token for a ServiceAccount (creating it when missing), valid for d.
+// Token requests a token for a ServiceAccount (creating it when missing), valid for d, for
+// kube-apiserver's own audience: a client's credentials against the API server. The progress
+// endpoint refuses it (ProgressToken).
 func (c *Cluster) Token(ctx context.Context, ns, name string, d time.Duration) (string, error) {
+	return c.token(ctx, ns, name, kubeauth.TokenOptions{Expiration: d})
+}
+
+// ProgressToken requests a token for a ServiceAccount (creating it when missing), valid for d,
+// for the progress endpoint's audience (apiserver.TokenAudience, as every shipped configuration
+// and StartManager set it): what a client sends to the endpoint directly, `kubectl create token
+// NAME --audience=progress.taskops.dev`. kube-apiserver refuses it.
+func (c *Cluster) ProgressToken(ctx context.Context, ns, name string, d time.Duration) (string, error) {
+	return c.token(ctx, ns, name, kubeauth.TokenOptions{Expiration: d, Audiences: []string{apiserver.TokenAudience}})
+}
+
+func (c *Cluster) token(ctx context.Context, ns, name string, o kubeauth.TokenOptions) (string, error) {
 	cs, err := kubernetes.NewForConfig(c.Admin)
 	if err != nil {
 		return "", err
@@ -118,7 +133,7 @@ func (c *Cluster) Token(ctx context.Context, ns, name string, d time.Duration) (
 	if err := kubeauth.EnsureServiceAccount(ctx, cs, ns, name); err != nil {
 		return "", err
 	}
-	return kubeauth.Token(ctx, cs, ns, name, kubeauth.TokenOptions{Expiration: d})
+	return kubeauth.Token(ctx, cs, ns, name, o)
 }
 
 // TokenConfig is the admin config's server and CA with a bearer token.
@@ -174,15 +189,7 @@ func (c *Cluster) StartManager(ctx context.Context, o ManagerOptions) (*Manager,
 	if err := WriteKubeconfig(kubeconfig, c.TokenConfig(token)); err != nil {
 		return nil, err
 	}
-	args := append([]string{
-		"--kubeconfig", kubeconfig,
-		"--leader-elect", "--leader-election-namespace", "workflowtask-system",
-		"--metrics-bind-address", "0",
-		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProbePort),
-		"--progress-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProgressPort),
-		"--progress-dns-names", "workflowtask-progress.workflowtask-system.svc,localhost",
-	}, o.ExtraArgs...)
-	cmd := exec.Command(o.Binary, args...)
+	cmd := exec.Command(o.Binary, managerArgs(kubeconfig, o)...)
 	cmd.Stdout, cmd.Stderr = o.Log, o.Log
 	if len(o.Env) > 0 {
 		cmd.Env = append(os.Environ(), o.Env...)
@@ -219,6 +226,21 @@ func (c *Cluster) StartManager(ctx context.Context, o ManagerOptions) (*Manager,
 		return nil, err
 	}
 	return m, nil
+}
+
+// managerArgs are the manager's flags: those of config/manager's Deployment that apply to a
+// process on this machine (leader election, the dedicated token audience), its ports on
+// 127.0.0.1, and o.ExtraArgs.
+func managerArgs(kubeconfig string, o ManagerOptions) []string {
+	return append([]string{
+		"--kubeconfig", kubeconfig,
+		"--leader-elect", "--leader-election-namespace", "workflowtask-system",
+		"--metrics-bind-address", "0",
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProbePort),
+		"--progress-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProgressPort),
+		"--progress-dns-names", "workflowtask-progress.workflowtask-system.svc,localhost",
+		"--progress-token-audiences", apiserver.TokenAudience,
+	}, o.ExtraArgs...)
 }
 
 // Stop stops the manager (SIGTERM, then SIGKILL after 10 s).

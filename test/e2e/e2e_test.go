@@ -22,9 +22,23 @@ import (
 
 const empty = `{"data":{},"code":0,"msg":""}`
 
+// saToken is a ServiceAccount's token for kube-apiserver (its own audience): for the API server
+// and the manager's metrics, not the progress endpoint (endpointToken).
 func saToken(t *testing.T, ns, name string) string {
 	t.Helper()
 	tok, err := cluster.Token(context.Background(), ns, name, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// endpointToken is a ServiceAccount's token for the progress endpoint's audience
+// (apiserver.TokenAudience), what a web client sends it: `kubectl create token NAME
+// --audience=progress.taskops.dev`.
+func endpointToken(t *testing.T, ns, name string) string {
+	t.Helper()
+	tok, err := cluster.ProgressToken(context.Background(), ns, name, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +122,7 @@ var sampleNames = []string{"create-archive", "extract-archive", "import", "reloc
 // The samples through their whole life, seen with kubectl and curl.
 func TestSamples(t *testing.T) {
 	g := gomega.NewWithT(t)
-	alice, bob, admin := saToken(t, "default", "alice"), saToken(t, "default", "bob"), saToken(t, "default", "e2e-admin")
+	alice, bob, admin := endpointToken(t, "default", "alice"), endpointToken(t, "default", "bob"), endpointToken(t, "default", "e2e-admin")
 	kubectl(t, "create", "clusterrolebinding", "e2e-progress-admin", "--clusterrole=workflowtask-progress-admin", "--serviceaccount=default:e2e-admin")
 
 	kubectl(t, "apply", "-f", "config/samples/")
@@ -279,7 +293,7 @@ func TestTTLAfterFinished(t *testing.T) {
 // to the operator), the endpoint answers again within seconds, and the task still completes.
 func TestOperatorRestart(t *testing.T) {
 	g := gomega.NewWithT(t)
-	alice := saToken(t, "default", "alice")
+	alice := endpointToken(t, "default", "alice")
 	applyTask(t, "survivor", "", "")
 	pod := runningPod(t, "default", "survivor")
 	report(t, pod, "survivor", "set", "relocate", "10/100")

@@ -66,7 +66,7 @@ func jobsOf(t *testing.T, name string) []batchv1.Job {
 func TestFailover(t *testing.T) {
 	g := gomega.NewWithT(t)
 	ctx := context.Background()
-	alice := saToken(t, "default", "alice")
+	alice := endpointToken(t, "default", "alice")
 	log, err := os.OpenFile(filepath.Join(logDir, "standby.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)

@@ -74,7 +74,13 @@ func measureTasks(t testing.TB, n, requests int, resync bool, wrkFor time.Durati
 	if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: taskName(0)}, task); err != nil {
 		t.Fatal(err)
 	}
+	// The owner's token for kube-apiserver (the two paths through it), and for the endpoint's
+	// audience (the endpoint directly, which refuses the other).
 	token, err := cluster.Token(ctx, ns, owner, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpointToken, err := cluster.ProgressToken(ctx, ns, owner, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,22 +93,22 @@ func measureTasks(t testing.TB, n, requests int, resync bool, wrkFor time.Durati
 	hasProgress := func(b []byte) bool { return strings.Contains(string(b), `"upload":{"total":2,"current":1`) }
 	isTask := func(b []byte) bool { return strings.Contains(string(b), `"name":"`+taskName(0)+`"`) }
 	endpointURL := manager.ProgressURL + "/workflow/progress/" + id
-	eventually(t, func() error { return getter(endpointURL, token, hasProgress)() }).Should(gomega.Succeed())
+	eventually(t, func() error { return getter(endpointURL, endpointToken, hasProgress)() }).Should(gomega.Succeed())
 	kubeGetURL := cluster.Admin.Host + "/apis/workflow.taskops.dev/v1alpha1/namespaces/" + ns + "/workflowtasks/" + taskName(0)
 	viaAggrURL := cluster.Admin.Host + "/apis/progress.taskops.dev/v1alpha1/progress/" + id
 	for _, c := range []struct {
 		into, wrkInto *endpointResult
-		url           string
+		url, token    string
 		get           func() error
 	}{
-		{&r.endpoint, &r.wrkEndpoint, endpointURL, getter(endpointURL, token, hasProgress)},
-		{&r.kubeGet, &r.wrkKubeGet, kubeGetURL, getter(kubeGetURL, token, isTask)},
-		{&r.viaAggr, &r.wrkViaAggr, viaAggrURL, getter(viaAggrURL, token, hasProgress)},
+		{&r.endpoint, &r.wrkEndpoint, endpointURL, endpointToken, getter(endpointURL, endpointToken, hasProgress)},
+		{&r.kubeGet, &r.wrkKubeGet, kubeGetURL, token, getter(kubeGetURL, token, isTask)},
+		{&r.viaAggr, &r.wrkViaAggr, viaAggrURL, token, getter(viaAggrURL, token, hasProgress)},
 	} {
 		lat, rps := load(t, requests, 8, c.get)
 		*c.into = endpointResult{p50: lat.quantile(0.5), p99: lat.quantile(0.99), rps: rps}
 		if wrkFor > 0 {
-			*c.wrkInto = wrk(t, c.url, token, wrkFor)
+			*c.wrkInto = wrk(t, c.url, c.token, wrkFor)
 		}
 	}
 
@@ -112,7 +118,7 @@ func measureTasks(t testing.TB, n, requests int, resync bool, wrkFor time.Durati
 		if err := startManager(ctx); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, func() error { return getter(endpointURL, token, hasProgress)() }).Should(gomega.Succeed())
+		eventually(t, func() error { return getter(endpointURL, endpointToken, hasProgress)() }).Should(gomega.Succeed())
 		r.resyncServing = time.Since(restart)
 		// Caught up: every task of every namespace reconciled once by the new process, and
 		// nothing queued.
