@@ -264,10 +264,10 @@ func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, ci
 		}
 		follow(visible)
 	}
+	// The server's write timeout is for one answer: a stream lives its own lifetime and sets a
+	// deadline for each write. (net/http lifts the read deadline itself once the request is
+	// read, to notice the client leaving.)
 	rc := http.NewResponseController(w)
-	// The server's read and write timeouts are for one answer: a stream lives its own lifetime
-	// (the client's leaving still ends it), and sets a deadline for each write.
-	_ = rc.SetReadDeadline(time.Time{})
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream; charset=utf-8")
 	hdr.Set("Cache-Control", "no-store")

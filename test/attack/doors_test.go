@@ -73,7 +73,7 @@ func doors(t *testing.T) []door {
 			name: "metrics", base: metricsURL, path: "/metrics",
 			victim: func(_ *testing.T, fresh bool) (string, []string) { return "/metrics", bearer(prometheus, fresh) },
 			served: func(a answer) bool {
-				return a.status == http.StatusOK && strings.Contains(string(a.body), frontdoor.TokensMetric)
+				return a.status == http.StatusOK && strings.Contains(string(a.body), frontdoor.ConnectionsMetric)
 			},
 			refused: func(a answer) bool {
 				return a.status == http.StatusUnauthorized || a.status == http.StatusTooManyRequests || a.status == http.StatusForbidden
@@ -123,8 +123,8 @@ func carriers(t *testing.T) []carrier {
 		{name: "Authorization: another scheme",
 			header: func(_ *testing.T, i int) []string { return []string{"Authorization", "Basic " + junkJWT(i, 100)} }},
 		{name: "WebSocket subprotocol: a valid token",
-			header: func(_ *testing.T, _ int) []string {
-				return []string{"Sec-WebSocket-Protocol", "base64url.bearer.authorization.k8s.io." + base64.RawURLEncoding.EncodeToString([]byte(valid.token)),
+			header: func(_ *testing.T, _ int) []string { // with the second subprotocol k8s.io/apiserver asks for
+				return []string{"Sec-WebSocket-Protocol", "base64url.bearer.authorization.k8s.io." + base64.RawURLEncoding.EncodeToString([]byte(valid.token)) + ", v4.channel.k8s.io",
 					"Connection", "Upgrade", "Upgrade", "websocket"}
 			}},
 		{name: "front-proxy headers without the proxy's certificate",

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/onsi/gomega"
 	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -33,6 +34,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/taskops/workflowtask-operator/apiserver"
@@ -44,8 +46,10 @@ var suiteOptions = func(o *apiserver.Options) {
 	o.MaxConnections, o.MaxConnectionsPerAddress = 256, 64
 	o.MaxStreams, o.MaxStreamsPerUser = 8, 4
 	o.StreamHeartbeat, o.StreamLifetime = 200*time.Millisecond, 6*time.Second
-	o.Timeouts.Header, o.Timeouts.Read = 2*time.Second, 2*time.Second
-	o.FailedLoginBurst, o.FailedLoginsPerSecond = 10, 1
+	o.Timeouts.Header, o.Timeouts.Read, o.Timeouts.Write = 2*time.Second, 2*time.Second, 2*time.Second
+	// A budget that does not refill within a test: a victim's new token after its neighbour's
+	// junk shows the junk cannot lock it out, not that the budget refilled meanwhile.
+	o.FailedLoginBurst, o.FailedLoginsPerSecond = 10, 0.01
 	o.NewTokenBurst, o.NewTokensPerSecond = 10, 0.01
 }
 
@@ -61,6 +65,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard())
 	os.Exit(testenv.Main(m, testenv.Suite{
 		Configure: func(e *envtest.Environment) error {
 			dir, err := os.MkdirTemp("", "attack-")
