@@ -11,7 +11,6 @@ import (
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
 )
@@ -22,8 +21,6 @@ type Config struct {
 	// ReviewConfig reaches the API server for TokenReviews, SubjectAccessReviews, the
 	// authentication ConfigMap and the service-account keys (the manager's own identity).
 	ReviewConfig *rest.Config
-	// Reader reads tasks (the manager's cache, with IndexTaskID).
-	Reader client.Reader
 	// Listener, MetricsListener and ProbesListener, when set, are used instead of listening on
 	// the options' bind addresses.
 	Listener, MetricsListener, ProbesListener net.Listener

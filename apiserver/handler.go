@@ -21,14 +21,6 @@ import (
 // CorrelationIDHeader carries a request's correlation ID, in and out.
 const CorrelationIDHeader = "X-Cr-Correlation-Id"
 
-// taskReader finds tasks; the server's reads the manager's informer cache.
-type taskReader interface {
-	// ByID returns the tasks whose ID is id (normally one; two only on an ID collision).
-	ByID(ctx context.Context, id string) ([]*workflowv1alpha1.WorkflowTask, error)
-	// ByName returns the task, or nil when there is none.
-	ByName(ctx context.Context, namespace, name string) (*workflowv1alpha1.WorkflowTask, error)
-}
-
 // handler serves GET /workflow/progress/{id} (also under the path prefix) and, for the
 // aggregation layer, discovery and /apis/progress.taskops.dev/v1alpha1/{progress/{id} |
 // namespaces/{ns}/tasks/{name}}.
@@ -36,7 +28,7 @@ type handler struct {
 	prefix string
 	authn  requestAuthenticator
 	authz  authorizer.Authorizer
-	tasks  taskReader
+	tasks  *taskIndex
 	debug  bool
 	log    logr.Logger
 	// changes announces task changes to streams; streams bounds them.
@@ -59,20 +51,41 @@ type requestAuthenticator interface {
 	Refused(r *http.Request) bool
 }
 
-// lookup finds the tasks a request names, or reports why it names none.
-type lookup func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error)
+// target is what a request names: a task ID, or (byName) a namespace and name; key is where
+// changes of it are announced (changeHub), built only when a stream needs it.
+type target struct {
+	id              string
+	byName          bool
+	namespace, name string
+}
 
-// byName is the namespace and name a by-name request names, checked before any lookup.
-type byName struct{ namespace, name string }
+func (t target) key() string {
+	if t.byName {
+		return nameKey(t.namespace, t.name)
+	}
+	return idKey(t.id)
+}
+
+// valid: a well-formed ID, or a namespace and task name as Kubernetes allows them.
+func (t target) valid() bool {
+	if t.byName {
+		return len(validation.IsDNS1123Label(t.namespace)) == 0 && len(validation.IsDNS1123Subdomain(t.name)) == 0
+	}
+	return workflowv1alpha1.IsValidTaskID(t.id)
+}
 
 var errBadID = errors.New("malformed task id")
+
+// Header values the handler sets, shared (net/http never changes them).
+var (
+	allowGetHead = []string{"GET, HEAD"}
+	retryAfter1  = []string{"1"}
+)
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	cid := correlationID(r)
-	w.Header().Set(CorrelationIDHeader, cid)
-	log := h.log.WithValues("correlationID", cid, "method", r.Method, "path", truncate(r.URL.Path, 200))
-
+	w.Header()[CorrelationIDHeader] = []string{cid}
 	if r.URL.Path == discoveryPath {
 		// Public, but paced like any unauthenticated answer (the aggregator's own requests
 		// authenticate with the front proxy's certificate).
@@ -80,49 +93,52 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveDiscovery(w, r)
 		return
 	}
-	find, named, key, ok := h.route(r.URL.Path)
-	if !ok {
+	t, ok := h.route(r.URL.Path)
+	code := CodeNotFound
+	var u user.Info
+	switch {
+	case !ok:
 		h.authn.Refused(r)
 		writeError(w, CodeNotFound, MsgNotFound, cid, nil, h.debug)
-		log.V(1).Info("Progress request", "code", CodeNotFound)
-		return
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		h.authn.Refused(r)
-		w.Header().Set("Allow", "GET, HEAD")
+		w.Header()["Allow"] = allowGetHead
+		code = CodeMethod
 		writeError(w, CodeMethod, MsgMethod, cid, nil, h.debug)
-		log.V(1).Info("Progress request", "code", CodeMethod)
-		return
+	default:
+		code, u = h.serveProgress(w, r, cid, t)
 	}
-	code, u := h.serveProgress(w, r, cid, find, named, key)
-	if u != nil {
-		log = log.WithValues("user", u.GetName())
+	if log := h.log.V(1); log.Enabled() { // values built only when they are logged
+		log = log.WithValues("correlationID", cid, "method", r.Method, "path", truncate(r.URL.Path, 200))
+		if u != nil {
+			log = log.WithValues("user", u.GetName())
+		}
+		log.Info("Progress request", "code", code, "duration", time.Since(start))
 	}
-	log.V(1).Info("Progress request", "code", code, "duration", time.Since(start))
 }
 
 // serveProgress authenticates, finds the task, authorizes, and answers. On the by-name path the
 // caller is authorized before the lookup, so that an existing task not theirs and no task at all
 // cost the same work: whether a name exists does not show, not even in the time taken.
-func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, find lookup, named *byName, key string) (int, user.Info) {
+func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid string, t target) (int, user.Info) {
 	var credentials *http.Request // a stream authenticates again; authenticating consumes the token header
-	if wantsStream(r) {
+	if wantsStream(r) {           // (credentials != nil: a stream)
 		credentials = r.Clone(r.Context())
 	}
 	u, err := h.authn.Authenticate(w, r)
 	switch {
 	case errors.Is(err, frontdoor.ErrLoginBudget), errors.Is(err, frontdoor.ErrIdentityBudget), errors.Is(err, frontdoor.ErrBusy):
-		w.Header().Set("Retry-After", "1")
+		w.Header()["Retry-After"] = retryAfter1
 		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
 		return CodeTooMany, nil
 	case err != nil:
 		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
 		return CodeLoginRequired, nil
 	}
-	if wantsStream(r) {
-		return h.stream(w, r, credentials, cid, u, find, named, key), u
+	if credentials != nil {
+		return h.stream(w, r, credentials, cid, u, t), u
 	}
-	body, _, code, err := h.progressFor(r.Context(), u, find, named)
+	body, _, code, err := h.progressFor(r.Context(), u, t)
 	if code != CodeSuccess {
 		return h.answerError(w, cid, code, err), u
 	}
@@ -135,40 +151,35 @@ func (h *handler) serveProgress(w http.ResponseWriter, r *http.Request, cid stri
 // (429 when a review slot was not free, 40001 for a malformed ID, 50000 with the error).
 // visible says u may see what the request names: a task of theirs or one they administer, or,
 // on the by-name path, the name whether or not a task has it yet (an admin's).
-func (h *handler) progressFor(ctx context.Context, u user.Info, find lookup, named *byName) (body []byte, visible bool, code int, err error) {
-	canSee := h.canSee
-	admin := false
-	if named != nil && validName(named) {
-		admin, err = h.isAdmin(ctx, u, named.namespace, named.name)
+func (h *handler) progressFor(ctx context.Context, u user.Info, t target) (body []byte, visible bool, code int, err error) {
+	if !t.valid() {
+		return nil, false, CodeParamErr, nil
+	}
+	if t.byName {
+		admin, err := h.isAdmin(ctx, u, t.namespace, t.name)
 		switch {
 		case errors.Is(err, frontdoor.ErrBusy):
 			return nil, false, CodeTooMany, nil
 		case err != nil && !admin:
 			return nil, false, CodeInternal, err
 		}
-		canSee = func(_ context.Context, u user.Info, t *workflowv1alpha1.WorkflowTask) (bool, error) {
-			return admin || t.Spec.Owner == u.GetName(), nil
+		if it := h.tasks.ByName(t.namespace, t.name); it != nil && (admin || it.task.Spec.Owner == u.GetName()) {
+			return it.body, true, CodeSuccess, nil
 		}
+		return emptyBody, admin, CodeSuccess, nil
 	}
-	tasks, err := find(ctx)
-	switch {
-	case errors.Is(err, errBadID):
-		return nil, false, CodeParamErr, nil
-	case err != nil:
-		return nil, false, CodeInternal, err
-	}
-	for _, t := range tasks {
-		ok, err := canSee(ctx, u, t)
+	for _, it := range h.tasks.ByID(t.id) {
+		ok, err := h.canSee(ctx, u, it.task)
 		switch {
 		case errors.Is(err, frontdoor.ErrBusy):
 			return nil, false, CodeTooMany, nil
 		case err != nil:
 			return nil, false, CodeInternal, err
 		case ok:
-			return progressBody(t.Status.Progress), true, CodeSuccess, nil
+			return it.body, true, CodeSuccess, nil
 		}
 	}
-	return emptyBody, admin, CodeSuccess, nil
+	return emptyBody, false, CodeSuccess, nil
 }
 
 // answerError writes the envelope of a result code progressFor returned.
@@ -190,45 +201,23 @@ func (h *handler) internal(w http.ResponseWriter, cid string, err error, u user.
 	return CodeInternal, u
 }
 
-// route maps a path to the lookup it asks for (and, on the by-name path, the name it names),
-// and the key under which changes of its task are announced (changeHub).
-func (h *handler) route(path string) (lookup, *byName, string, bool) {
-	for _, p := range []string{"/workflow/progress/", h.prefix + "/workflow/progress/", aggregatedPath + "/progress/"} {
+// route maps a path to what it names: /workflow/progress/{id} (also under the prefix and the
+// aggregated API's progress/{id}), or the aggregated namespaces/{ns}/tasks/{name}.
+func (h *handler) route(path string) (target, bool) {
+	for _, p := range [...]string{"/workflow/progress/", h.prefix + "/workflow/progress/", aggregatedPath + "/progress/"} {
 		if id, ok := strings.CutPrefix(path, p); ok {
-			if strings.Contains(id, "/") {
-				return nil, nil, "", false
-			}
-			return func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error) {
-				if !workflowv1alpha1.IsValidTaskID(id) {
-					return nil, errBadID
-				}
-				return h.tasks.ByID(ctx, id)
-			}, nil, idKey(id), true
+			return target{id: id}, !strings.Contains(id, "/")
 		}
 	}
 	if rest, ok := strings.CutPrefix(path, aggregatedPath+"/namespaces/"); ok {
-		parts := strings.Split(rest, "/")
-		if len(parts) != 3 || parts[1] != "tasks" {
-			return nil, nil, "", false
+		ns, rest, ok1 := strings.Cut(rest, "/")
+		resource, name, ok2 := strings.Cut(rest, "/")
+		if !ok1 || !ok2 || resource != "tasks" || strings.Contains(name, "/") {
+			return target{}, false
 		}
-		ns, name := parts[0], parts[2]
-		return func(ctx context.Context) ([]*workflowv1alpha1.WorkflowTask, error) {
-			if !validName(&byName{ns, name}) {
-				return nil, errBadID
-			}
-			t, err := h.tasks.ByName(ctx, ns, name)
-			if t == nil || err != nil {
-				return nil, err
-			}
-			return []*workflowv1alpha1.WorkflowTask{t}, nil
-		}, &byName{ns, name}, nameKey(ns, name), true
+		return target{byName: true, namespace: ns, name: name}, true
 	}
-	return nil, nil, "", false
-}
-
-// validName: a namespace and a task name as Kubernetes allows them.
-func validName(n *byName) bool {
-	return len(validation.IsDNS1123Label(n.namespace)) == 0 && len(validation.IsDNS1123Subdomain(n.name)) == 0
+	return target{}, false
 }
 
 // correlationID is the request's X-Cr-Correlation-Id when it is a UUID, else a new UUIDv4

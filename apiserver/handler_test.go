@@ -24,29 +24,23 @@ import (
 // A JWT-shaped token the stub authenticator below knows.
 var aliceToken = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256"}`)) + ".e30.c2ln"
 
-// memTasks is an in-memory taskReader.
-type memTasks map[string]*workflowv1alpha1.WorkflowTask
+// taskUID is the test task's UID, and taskID its ID.
+const taskUID = "6a8f2b1c-3d4e-4f50-8a61-7b2c9d0e1f23"
 
-func (m memTasks) ByID(_ context.Context, id string) ([]*workflowv1alpha1.WorkflowTask, error) {
-	if t := m[id]; t != nil {
-		return []*workflowv1alpha1.WorkflowTask{t}, nil
+var taskID = workflowv1alpha1.TaskIDFromUID(taskUID)
+
+// indexOf is an index holding tasks, as the informer's events would fill it.
+func indexOf(tasks ...*workflowv1alpha1.WorkflowTask) *taskIndex {
+	x := newTaskIndex()
+	for _, t := range tasks {
+		x.set(t)
 	}
-	return nil, nil
+	return x
 }
-
-func (m memTasks) ByName(_ context.Context, ns, name string) (*workflowv1alpha1.WorkflowTask, error) {
-	for _, t := range m {
-		if t.Namespace == ns && t.Name == name {
-			return t, nil
-		}
-	}
-	return nil, nil
-}
-
-const taskID = "mA7mF4x9Zq"
 
 func testHandler() *handler {
 	task := testutil.MakeTask("t", "ns").Owner("alice").Progress("upload", 1, 2, testutilTime).Obj()
+	task.UID = taskUID
 	return &handler{
 		prefix: "/api/v4",
 		authn: authenticateFunc(func(_ http.ResponseWriter, r *http.Request) (user.Info, error) {
@@ -58,7 +52,7 @@ func testHandler() *handler {
 		authz: authorizer.AuthorizerFunc(func(context.Context, authorizer.Attributes) (authorizer.Decision, string, error) {
 			return authorizer.DecisionNoOpinion, "", nil
 		}),
-		tasks: memTasks{taskID: task},
+		tasks: indexOf(task),
 		log:   logr.Discard(),
 	}
 }
@@ -189,22 +183,16 @@ func validMethod(m string) bool {
 	return true
 }
 
-type failingTasks struct{}
-
-func (failingTasks) ByID(context.Context, string) ([]*workflowv1alpha1.WorkflowTask, error) {
-	return nil, errors.New("informer cache: connection refused to 10.0.0.1:6443")
-}
-func (failingTasks) ByName(context.Context, string, string) (*workflowv1alpha1.WorkflowTask, error) {
-	return nil, errors.New("unused")
-}
-
-// An internal failure answers 50000 with a plain message and a correlation ID; the raw error
-// only with --progress-debug.
+// An internal failure (here: a SubjectAccessReview that cannot be sent) answers 50000 with a
+// plain message and a correlation ID; the raw error only with --progress-debug.
 func TestInternalErrorAndDebug(t *testing.T) {
 	for _, debug := range []bool{false, true} {
 		h := testHandler()
-		h.tasks, h.debug = failingTasks{}, debug
-		rec := serve(h, "GET", "/workflow/progress/"+taskID, aliceToken)
+		h.debug = debug
+		h.authz = authorizer.AuthorizerFunc(func(context.Context, authorizer.Attributes) (authorizer.Decision, string, error) {
+			return authorizer.DecisionNoOpinion, "", errors.New("subjectaccessreviews: connection refused to 10.0.0.1:6443")
+		})
+		rec := serve(h, "GET", "/apis/progress.taskops.dev/v1alpha1/namespaces/ns/tasks/t", aliceToken)
 		var b struct {
 			Code          int    `json:"code"`
 			Msg           string `json:"msg"`

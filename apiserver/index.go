@@ -1,54 +1,122 @@
 package apiserver
 
 import (
-	"context"
-	"fmt"
+	"sync"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-
-	"sigs.k8s.io/controller-runtime/pkg/client"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
 
-// IndexTaskID indexes tasks by the ID derived from their UID (not by status.id, which anyone
-// who can write the status could change).
-const IndexTaskID = "workflow.taskops.dev/task-id"
-
-// SetupIndex registers IndexTaskID on the manager's cache.
-func SetupIndex(ctx context.Context, indexer client.FieldIndexer) error {
-	err := indexer.IndexField(ctx, &workflowv1alpha1.WorkflowTask{}, IndexTaskID, func(o client.Object) []string {
-		return []string{workflowv1alpha1.TaskIDFromUID(o.GetUID())}
-	})
-	if err != nil {
-		return fmt.Errorf("indexing tasks by ID: %w", err)
-	}
-	return nil
+// taskIndex holds the tasks of the manager's informer, kept by its events, by ID (derived from
+// the UID, never from status.id, which anyone who may write the status could change) and by
+// namespace/name, each with the answer its owner sees rendered once per change: a poll reads
+// two maps and writes bytes, it never lists, copies or encodes.
+type taskIndex struct {
+	mu     sync.RWMutex
+	byID   map[string][]*indexedTask
+	byName map[types.NamespacedName]*indexedTask
 }
 
-// cacheTasks reads tasks from the informer cache: no API server call per request.
-type cacheTasks struct{ reader client.Reader }
-
-func (c cacheTasks) ByID(ctx context.Context, id string) ([]*workflowv1alpha1.WorkflowTask, error) {
-	var list workflowv1alpha1.WorkflowTaskList
-	if err := c.reader.List(ctx, &list, client.MatchingFields{IndexTaskID: id}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing tasks with ID %s: %w", id, err)
-	}
-	out := make([]*workflowv1alpha1.WorkflowTask, 0, len(list.Items))
-	for i := range list.Items {
-		out = append(out, &list.Items[i])
-	}
-	return out, nil
+// indexedTask is a task as the informer holds it (read only) and its rendered answer.
+type indexedTask struct {
+	task *workflowv1alpha1.WorkflowTask
+	id   string
+	body []byte
 }
 
-func (c cacheTasks) ByName(ctx context.Context, namespace, name string) (*workflowv1alpha1.WorkflowTask, error) {
-	task := &workflowv1alpha1.WorkflowTask{}
-	err := c.reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, task)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil, nil // no such task: nil, as the other lookups answer
-	case err != nil:
-		return nil, fmt.Errorf("getting task %s/%s: %w", namespace, name, err)
+func newTaskIndex() *taskIndex {
+	return &taskIndex{byID: map[string][]*indexedTask{}, byName: map[types.NamespacedName]*indexedTask{}}
+}
+
+// set adds or replaces t.
+func (x *taskIndex) set(t *workflowv1alpha1.WorkflowTask) {
+	it := &indexedTask{task: t, id: workflowv1alpha1.TaskIDFromUID(t.UID), body: progressBody(t.Status.Progress)}
+	name := types.NamespacedName{Namespace: t.Namespace, Name: t.Name}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if old := x.byName[name]; old != nil {
+		x.removeIDLocked(old)
 	}
-	return task, nil
+	x.byName[name] = it
+	x.byID[it.id] = append(x.byID[it.id], it)
+}
+
+// remove drops t (by its namespace/name and UID).
+func (x *taskIndex) remove(t *workflowv1alpha1.WorkflowTask) {
+	name := types.NamespacedName{Namespace: t.Namespace, Name: t.Name}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if old := x.byName[name]; old != nil && old.task.UID == t.UID {
+		x.removeIDLocked(old)
+		delete(x.byName, name)
+	}
+}
+
+func (x *taskIndex) removeIDLocked(it *indexedTask) {
+	tasks := x.byID[it.id]
+	for i, t := range tasks {
+		if t == it {
+			tasks = append(tasks[:i:i], tasks[i+1:]...)
+			break
+		}
+	}
+	if len(tasks) == 0 {
+		delete(x.byID, it.id)
+	} else {
+		x.byID[it.id] = tasks
+	}
+}
+
+// ByID returns the tasks whose ID is id (normally one; two only on an ID collision).
+func (x *taskIndex) ByID(id string) []*indexedTask {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.byID[id]
+}
+
+// ByName returns the task namespace/name, or nil.
+func (x *taskIndex) ByName(namespace, name string) *indexedTask {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.byName[types.NamespacedName{Namespace: namespace, Name: name}]
+}
+
+// len is the number of tasks held.
+func (x *taskIndex) len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.byName)
+}
+
+// eventHandler keeps the index, then announces the change to the streams that follow the task.
+func eventHandler(x *taskIndex, hub *changeHub) toolscache.ResourceEventHandler {
+	task := func(obj any) *workflowv1alpha1.WorkflowTask {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		t, _ := obj.(*workflowv1alpha1.WorkflowTask)
+		return t
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if t := task(obj); t != nil {
+				x.set(t)
+				hub.taskChanged(t)
+			}
+		},
+		UpdateFunc: func(_, obj any) {
+			if t := task(obj); t != nil {
+				x.set(t)
+				hub.taskChanged(t)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if t := task(obj); t != nil {
+				x.remove(t)
+				hub.taskChanged(t)
+			}
+		},
+	}
 }

@@ -71,12 +71,19 @@ func progressBody(entries []workflowv1alpha1.ProgressEntry) []byte {
 // writeBody answers HTTP 200 with a JSON envelope, Cloudreve's convention for every result.
 func writeBody(w http.ResponseWriter, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Type"] = contentTypeJSON
+	h["Cache-Control"] = noStore
+	h["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 }
+
+// Header values of every answer, shared (net/http never changes them).
+var (
+	contentTypeJSON = []string{"application/json; charset=utf-8"}
+	noStore         = []string{"no-store"}
+	noSniff         = []string{"nosniff"}
+)
 
 // writeError answers an error envelope; rawErr is shown only in debug mode.
 func writeError(w http.ResponseWriter, code int, msg, correlationID string, rawErr error, debug bool) {

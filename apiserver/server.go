@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -48,11 +49,13 @@ var registerMetricsOnce sync.Once
 // New returns the server of a completed config, and exposes its caches' sizes as metrics on the
 // manager's registry (of the first server of a process, when several).
 func (c CompletedConfig) New() *Server {
+	// Correlation IDs from a pool of random bytes rather than a read of crypto/rand each.
+	uuid.EnableRandPool()
 	h := &handler{
 		prefix:    c.Options.PathPrefix,
 		authn:     c.authn,
 		authz:     c.authz,
-		tasks:     cacheTasks{reader: c.Reader},
+		tasks:     newTaskIndex(),
 		debug:     c.Options.Debug,
 		log:       c.Log,
 		changes:   newChangeHub(),
@@ -80,14 +83,12 @@ func (c CompletedConfig) New() *Server {
 	return &Server{cfg: c, handler: h, checks: newProbeChecks()}
 }
 
-// SetupWithManager indexes tasks by ID and adds the server to the manager: the progress
-// endpoint when enabled, the metrics port and the health probes when theirs are. The
-// manager's own metrics and probe servers are to be off (their ports are served here).
+// SetupWithManager adds the server to the manager: the progress endpoint when enabled (it
+// learns of tasks from the manager's informer), the metrics port and the health probes when
+// theirs are. The manager's own metrics and probe servers are to be off (their ports are
+// served here).
 func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, configure ...func(*Config)) (*Server, error) {
-	if err := SetupIndex(ctx, mgr.GetFieldIndexer()); err != nil {
-		return nil, err
-	}
-	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Reader: mgr.GetCache(), Log: mgr.GetLogger().WithName("progress-endpoint")}
+	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Log: mgr.GetLogger().WithName("progress-endpoint")}
 	for _, c := range configure {
 		c(cfg)
 	}
@@ -97,7 +98,7 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, c
 	}
 	srv := completed.New()
 	if opts.Enabled() {
-		// Event streams learn of task changes from the informer.
+		// The endpoint's index and its event streams learn of tasks from the informer.
 		informer, err := mgr.GetCache().GetInformer(ctx, &workflowv1alpha1.WorkflowTask{})
 		if err != nil {
 			return nil, fmt.Errorf("progress endpoint: %w", err)
@@ -126,10 +127,10 @@ func withTimeout(h http.Handler, d time.Duration) http.Handler {
 	})
 }
 
-// TaskEvents is the informer event handler through which event streams learn of task changes
-// (SetupWithManager adds it to the manager's WorkflowTask informer).
+// TaskEvents is the informer event handler through which the endpoint learns of tasks and
+// their changes (SetupWithManager adds it to the manager's WorkflowTask informer).
 func (s *Server) TaskEvents() toolscache.ResourceEventHandler {
-	return s.handler.changes.eventHandler()
+	return eventHandler(s.handler.tasks, s.handler.changes)
 }
 
 // Handler is the progress endpoint's HTTP handler (for benchmarks and tests that serve it

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"k8s.io/apiserver/pkg/authentication/user"
-	toolscache "k8s.io/client-go/tools/cache"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
@@ -31,8 +30,10 @@ func wantsStream(r *http.Request) bool {
 	if r.Method != http.MethodGet {
 		return false
 	}
-	for _, accept := range r.Header.Values("Accept") {
-		for _, mediaRange := range strings.Split(accept, ",") {
+	for _, accept := range r.Header["Accept"] {
+		for accept != "" {
+			var mediaRange string
+			mediaRange, accept, _ = strings.Cut(accept, ",")
 			mediaType, _, _ := strings.Cut(mediaRange, ";")
 			if strings.EqualFold(strings.TrimSpace(mediaType), "text/event-stream") {
 				return true
@@ -50,20 +51,6 @@ func nameKey(namespace, name string) string { return "name/" + namespace + "/" +
 func (c *changeHub) taskChanged(t *workflowv1alpha1.WorkflowTask) {
 	c.notify(idKey(workflowv1alpha1.TaskIDFromUID(t.UID)))
 	c.notify(nameKey(t.Namespace, t.Name))
-}
-
-// eventHandler announces every added, updated and deleted task.
-func (c *changeHub) eventHandler() toolscache.ResourceEventHandler {
-	announce := func(obj any) {
-		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		if t, ok := obj.(*workflowv1alpha1.WorkflowTask); ok {
-			c.taskChanged(t)
-		}
-	}
-	return toolscache.ResourceEventHandlerFuncs{AddFunc: announce, DeleteFunc: announce,
-		UpdateFunc: func(_, obj any) { announce(obj) }}
 }
 
 // changeHub tells the streams that follow a key of the key's changes. A key is held only while
@@ -227,16 +214,16 @@ func (l *streamLimiter) open() int {
 // the server shuts down. credentials is a copy of the request as it arrived, to authenticate
 // again. The stream subscribes to the task's changes only while its caller may see the task;
 // otherwise it looks again at each re-authentication (and answers as for an unknown task).
-func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, cid string, u user.Info, find lookup, named *byName, key string) int {
+func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, cid string, u user.Info, t target) int {
 	slot, ok := h.streams.acquire(u.GetName())
 	if !ok {
-		w.Header().Set("Retry-After", "1")
+		w.Header()["Retry-After"] = retryAfter1
 		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
 		return CodeTooMany
 	}
 	defer h.streams.release(slot)
 	ctx := r.Context()
-	body, visible, code, err := h.progressFor(ctx, u, find, named)
+	body, visible, code, err := h.progressFor(ctx, u, t)
 	if code != CodeSuccess {
 		return h.answerError(w, cid, code, err)
 	}
@@ -250,7 +237,7 @@ func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, ci
 	follow := func(visible bool) {
 		switch {
 		case visible && sub == nil:
-			sub = h.changes.subscribe(key)
+			sub = h.changes.subscribe(t.key())
 			changed = sub.next()
 		case !visible && sub != nil:
 			sub.close()
@@ -259,7 +246,7 @@ func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, ci
 	}
 	if visible { // subscribe, then read again: no change between the two reads is missed
 		follow(true)
-		if body, visible, code, err = h.progressFor(ctx, u, find, named); code != CodeSuccess {
+		if body, visible, code, err = h.progressFor(ctx, u, t); code != CodeSuccess {
 			return h.answerError(w, cid, code, err)
 		}
 		follow(visible)
@@ -316,7 +303,7 @@ func (h *handler) stream(w http.ResponseWriter, r, credentials *http.Request, ci
 		case <-changed:
 			changed = sub.next()
 		}
-		body, visible, code, _ := h.progressFor(ctx, u, find, named)
+		body, visible, code, _ := h.progressFor(ctx, u, t)
 		if code != CodeSuccess { // a review slot was busy or the lookup failed: next time
 			continue
 		}

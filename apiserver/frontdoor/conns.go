@@ -257,5 +257,5 @@ func trust(w http.ResponseWriter, r *http.Request) {
 	if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok {
 		c.trusted.Store(true)
 	}
-	w.Header().Del("Connection")
+	delete(w.Header(), "Connection")
 }

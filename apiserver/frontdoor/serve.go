@@ -50,6 +50,10 @@ func DefaultTimeouts() Timeouts {
 	return Timeouts{Header: 5 * time.Second, Read: 30 * time.Second, Write: 30 * time.Second, Idle: 60 * time.Second}
 }
 
+// connectionClose is the Connection header of an answer to a request that did not
+// authenticate (shared: net/http never changes it).
+var connectionClose = []string{"close"}
+
 // MaxHeaderBytes bounds a request's headers on every listener.
 const MaxHeaderBytes = 64 << 10
 
@@ -62,7 +66,7 @@ func Serve(ctx context.Context, log logr.Logger, timeouts Timeouts, l Listener) 
 	unregister := registerConnMetrics(l.Name, table)
 	defer unregister()
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Connection", "close") // until an Authenticator says otherwise
+		w.Header()["Connection"] = connectionClose // until an Authenticator says otherwise
 		l.Handler.ServeHTTP(w, r)
 	})
 	srv := &http.Server{

@@ -15,6 +15,9 @@ const MaxTokenBytes = 16 << 10
 // the Authorization header only.
 const webSocketBearerPrefix = "base64url.bearer.authorization.k8s.io."
 
+// webSocketProtocolHeader is Sec-WebSocket-Protocol as net/http keys it.
+const webSocketProtocolHeader = "Sec-Websocket-Protocol"
+
 // bearerToken is a JWT-shaped bearer token with the parts the door reads before any review.
 type bearerToken struct {
 	raw    string
@@ -61,13 +64,13 @@ type credential struct {
 // k8s.io/apiserver's authenticator never sees one.
 func credentialOf(r *http.Request) credential {
 	refused := false
-	if protocols := r.Header.Values("Sec-WebSocket-Protocol"); len(protocols) > 0 {
+	if protocols := r.Header[webSocketProtocolHeader]; len(protocols) > 0 {
 		for _, p := range protocols {
 			if strings.Contains(p, webSocketBearerPrefix) {
 				refused = true
 			}
 		}
-		r.Header.Del("Sec-WebSocket-Protocol")
+		delete(r.Header, webSocketProtocolHeader)
 	}
 	auth := r.Header.Get("Authorization")
 	if refused || auth == "" {

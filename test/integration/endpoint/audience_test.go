@@ -92,7 +92,7 @@ func startEndpointCtx(parent context.Context, t testing.TB, configure func(*apis
 	opts.BindAddress = ln.Addr().String()
 	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
 	configure(opts)
-	cfg := &apiserver.Config{Options: opts, ReviewConfig: countTokenReviews(mgr.GetConfig()), Reader: mgr.GetCache(), Listener: ln, Log: logr.Discard()}
+	cfg := &apiserver.Config{Options: opts, ReviewConfig: countTokenReviews(mgr.GetConfig()), Listener: ln, Log: logr.Discard()}
 	completed, err := cfg.Complete()
 	if err != nil {
 		cancel()

@@ -1,6 +1,7 @@
 package endpoint_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -19,12 +20,22 @@ import (
 //	go test -run '^$' -bench Handler -benchmem ./test/integration/endpoint
 func BenchmarkHandler(b *testing.B) {
 	opts := apiserver.NewOptions()
-	cfg := &apiserver.Config{Options: opts, ReviewConfig: mgr.GetConfig(), Reader: mgr.GetCache(), Log: logr.Discard()}
+	cfg := &apiserver.Config{Options: opts, ReviewConfig: mgr.GetConfig(), Log: logr.Discard()}
 	completed, err := cfg.Complete()
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := completed.New().Handler()
+	srv := completed.New()
+	informer, err := mgr.GetCache().GetInformer(context.Background(), &workflowv1alpha1.WorkflowTask{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg, err := informer.AddEventHandler(srv.TaskEvents())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = informer.RemoveEventHandler(reg) })
+	h := srv.Handler()
 	owner := newSAUser(b, "users", "bench-owner")
 	admin := newSAUser(b, "users", "bench-admin")
 	stranger := newSAUser(b, "users", "bench-stranger")
