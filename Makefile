@@ -135,11 +135,13 @@ test-e2e: controlplane cluster test-packages ## Only the end-to-end suite: the l
 	go test $(GO_TEST_FLAGS) -timeout 20m -v ./test/e2e/
 
 .PHONY: bench
-bench: controlplane ## Benchmarks: the reporter's hot path, and freshness through a real API server.
+bench: controlplane ## Benchmarks: the reporter's hot path, freshness through a real API server, the endpoint beside a bare TLS server (wrk), under attack.
+	hack/debian-packages.sh wrk
 	go test -run '^$$' -bench . -benchmem -cpu 1,2 ./pkg/progress
 	go test -run '^$$' -bench Freshness -benchtime 300x ./test/integration/progress
 	go test -run '^$$' -bench Handler -benchmem ./test/integration/endpoint
-	go test -run '^$$' -bench Attack -benchtime 1x ./test/integration/endpoint
+	go test -run '^$$' -bench EndpointVsBareTLS -benchtime 1x ./test/integration/endpoint
+	go test -run '^$$' -bench Attack -benchtime 1x ./test/attack
 	go test -run '^$$' -bench Streams -benchtime 5x ./test/integration/endpoint
 
 .PHONY: bench-scale
@@ -148,8 +150,8 @@ bench-scale: controlplane cluster ## The scale harness (test/scale, loopback, ~3
 	go test -run '^$$' -bench 'Scale|Storm|StatusWrite' -benchtime 1x -timeout 120m -v ./test/scale $(SCALE_ARGS)
 
 .PHONY: bench-attack
-bench-attack: controlplane ## The attack on the endpoint (loopback, ~30 s): owner latency alone and under a junk-token flood.
-	go test -run '^$$' -bench Attack -benchtime 1x -v ./test/integration/endpoint
+bench-attack: controlplane ## Every door attacked (loopback, ~3 min): the owner's latency under closed-loop load alone and under each attack; the stream leak's heap; held connections.
+	go test -run '^$$' -bench Attack -benchtime 1x -v ./test/attack
 
 .PHONY: cluster
 cluster: ## Build the local cluster's binaries (kube-controller-manager, kube-scheduler, kwok) once.

@@ -60,6 +60,9 @@ type Options struct {
 	// (a user minting tokens in a loop gets 429 after the burst).
 	NewTokensPerSecond float64
 	NewTokenBurst      int
+	// UnverifiableReviewsPerSecond bounds the reviews of new tokens the endpoint cannot check
+	// itself (OIDC, legacy), across all clients.
+	UnverifiableReviewsPerSecond float64
 	// TrustedProxies are CIDRs of proxies (an ingress controller) whose X-Forwarded-For names
 	// the client that budgets are charged to; empty: none is trusted.
 	TrustedProxies []string
@@ -99,25 +102,26 @@ func NewOptions() *Options {
 		BindAddress: ":9443",
 		DNSNames: []string{"workflowtask-progress.workflowtask-system.svc",
 			"workflowtask-progress.workflowtask-system.svc.cluster.local"},
-		PathPrefix:               "/api/v4",
-		AuthCacheTTL:             10 * time.Second,
-		MaxConcurrentReviews:     16,
-		ReviewWait:               time.Second,
-		FailedLoginsPerSecond:    door.FailedLoginsPerSecond,
-		FailedLoginBurst:         door.FailedLoginBurst,
-		NewTokensPerSecond:       door.NewTokensPerSecond,
-		NewTokenBurst:            door.NewTokenBurst,
-		MaxConnections:           2048,
-		MaxConnectionsPerAddress: 512,
-		Timeouts:                 frontdoor.DefaultTimeouts(),
-		RequestTimeout:           15 * time.Second,
-		MaxStreams:               1024,
-		MaxStreamsPerUser:        16,
-		StreamHeartbeat:          15 * time.Second,
-		StreamLifetime:           30 * time.Minute,
-		MetricsBindAddress:       ":8443",
-		MetricsSecure:            true,
-		HealthProbeBindAddress:   ":8081",
+		PathPrefix:                   "/api/v4",
+		AuthCacheTTL:                 10 * time.Second,
+		MaxConcurrentReviews:         16,
+		ReviewWait:                   time.Second,
+		FailedLoginsPerSecond:        door.FailedLoginsPerSecond,
+		FailedLoginBurst:             door.FailedLoginBurst,
+		NewTokensPerSecond:           door.NewTokensPerSecond,
+		NewTokenBurst:                door.NewTokenBurst,
+		UnverifiableReviewsPerSecond: door.UnverifiableReviewsPerSecond,
+		MaxConnections:               2048,
+		MaxConnectionsPerAddress:     512,
+		Timeouts:                     frontdoor.DefaultTimeouts(),
+		RequestTimeout:               15 * time.Second,
+		MaxStreams:                   1024,
+		MaxStreamsPerUser:            16,
+		StreamHeartbeat:              15 * time.Second,
+		StreamLifetime:               30 * time.Minute,
+		MetricsBindAddress:           ":8443",
+		MetricsSecure:                true,
+		HealthProbeBindAddress:       ":8081",
 	}
 }
 
@@ -146,6 +150,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.FailedLoginBurst, "progress-failed-login-burst", o.FailedLoginBurst, "Each client address's budget of refused bearer tokens, at once.")
 	fs.Float64Var(&o.NewTokensPerSecond, "progress-new-tokens-per-second", o.NewTokensPerSecond, "Each identity's budget of new bearer tokens reviewed, per second.")
 	fs.IntVar(&o.NewTokenBurst, "progress-new-token-burst", o.NewTokenBurst, "Each identity's budget of new bearer tokens reviewed, at once.")
+	fs.Float64Var(&o.UnverifiableReviewsPerSecond, "progress-unverifiable-reviews-per-second", o.UnverifiableReviewsPerSecond,
+		"Reviews of new tokens the endpoint cannot check itself (OIDC, legacy), per second across all clients (twice as many at once).")
 	fs.Func("progress-trusted-proxies", "CIDRs of proxies whose X-Forwarded-For names the client budgets are charged to (repeatable or comma-separated); default: none.",
 		func(s string) error {
 			o.TrustedProxies = append(o.TrustedProxies, strings.Split(s, ",")...)
@@ -184,6 +190,7 @@ func (o *Options) door() (frontdoor.Options, error) {
 	d.CacheTTL, d.MaxConcurrentReviews, d.ReviewWait = o.AuthCacheTTL, o.MaxConcurrentReviews, o.ReviewWait
 	d.FailedLoginsPerSecond, d.FailedLoginBurst = o.FailedLoginsPerSecond, o.FailedLoginBurst
 	d.NewTokensPerSecond, d.NewTokenBurst = o.NewTokensPerSecond, o.NewTokenBurst
+	d.UnverifiableReviewsPerSecond = o.UnverifiableReviewsPerSecond
 	d.TrustedProxies = proxies
 	return d, nil
 }

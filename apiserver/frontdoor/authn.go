@@ -32,6 +32,7 @@ const (
 	resultUnverifiable   = "unverifiable"    // not checkable here: reviewed within budget
 	resultAddressBudget  = "over_address_budget"
 	resultIdentityBudget = "over_identity_budget"
+	resultGlobalBudget   = "over_unverifiable_budget" // reviews of uncheckable tokens, all clients
 )
 
 var tokensTotal = func() *prometheus.CounterVec {
@@ -137,10 +138,17 @@ func (a *Authenticator) reviewUnverifiable(r *http.Request, now time.Time) (user
 		tarpit(r.Context(), a.door.opts.Tarpit)
 		return nil, ErrLoginBudget
 	}
+	if !a.door.unverifiable.reserve("", now) { // many addresses at once: all of them wait
+		a.door.logins.refund(client, now)
+		tokensTotal.WithLabelValues(resultGlobalBudget).Inc()
+		tarpit(r.Context(), a.door.opts.Tarpit)
+		return nil, ErrLoginBudget
+	}
 	u, err := a.review(r)
 	switch {
 	case errors.Is(err, ErrBusy):
 		a.door.logins.refund(client, time.Now())
+		a.door.unverifiable.refund("", time.Now())
 		return nil, err
 	case err != nil:
 		return nil, err // the failed login stays spent

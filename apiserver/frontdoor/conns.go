@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ConnLimits bound one listener's connections.
@@ -21,11 +22,17 @@ type ConnLimits struct {
 
 // connTable admits connections without ever blocking the accept loop (unlike
 // netutil.LimitListener, whose full queue kept every new client out). A new connection over a
-// bound takes the place of an older one that has not earned its keep: first the oldest that
-// never authenticated (still in its handshake, its first request, or a tarpit), else the oldest
-// idle authenticated one; a connection busy with an authenticated request is never closed. Over
-// PerAddress, the victim comes from the same address; over Total, from the address holding the
-// most connections (max-min fair). When there is no victim, the new connection is closed.
+// bound takes the place of an older one that has not earned its keep: first the oldest that has
+// sent nothing at all, then the oldest that never authenticated (in its handshake, its first
+// request, or a tarpit), then the oldest idle authenticated one; a connection busy with an
+// authenticated request is never closed. So a client that just connected and is sending its
+// request outlives any number of connections held open in silence. Over PerAddress, the victim
+// comes from the same address; over Total, from the address holding the most connections
+// (max-min fair). When there is no victim, the new connection is closed.
+//
+// A victim that never sent a byte is not closed at once but given evictionGrace to live (outside
+// the table's count): a client that re-opens whatever is closed then re-opens once per grace
+// instead of as fast as it can, which would cost every other client its share of the CPU.
 type connTable struct {
 	limits ConnLimits
 
@@ -35,7 +42,11 @@ type connTable struct {
 	byAddr map[netip.Addr]*list.List // of *trackedConn, oldest first
 
 	evicted, refused atomic.Int64
+	dying            atomic.Int64 // victims living out their grace
 }
+
+// evictionGrace is how long a victim that never sent a byte lives on after its eviction.
+const evictionGrace = time.Second
 
 func newConnTable(limits ConnLimits) *connTable {
 	return &connTable{limits: limits, byAddr: map[netip.Addr]*list.List{}}
@@ -48,15 +59,30 @@ type trackedConn struct {
 	addr  netip.Addr
 	seq   uint64
 	el    *list.Element // nil once removed from the table
-	// trusted: the connection carried an authenticated request; idle: it waits between
-	// requests (http.Server's ConnState).
-	trusted, idle atomic.Bool
-	closeOnce     sync.Once
+	// started: the client sent at least a byte; trusted: the connection carried an
+	// authenticated request; idle: it waits between requests (http.Server's ConnState); dying:
+	// evicted, living out its grace.
+	started, trusted, idle, dying atomic.Bool
+	closeOnce                     sync.Once
+}
+
+// Read notes that the client sent something.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.started.Load() {
+		c.started.Store(true)
+	}
+	return n, err
 }
 
 // Close removes the connection from its table and closes it.
 func (c *trackedConn) Close() error {
-	c.closeOnce.Do(func() { c.table.remove(c) })
+	c.closeOnce.Do(func() {
+		c.table.remove(c)
+		if c.dying.Load() {
+			c.table.dying.Add(-1)
+		}
+	})
 	return c.Conn.Close()
 }
 
@@ -103,7 +129,7 @@ func (t *connTable) admit(c net.Conn) (*trackedConn, bool) {
 		if v == nil {
 			t.mu.Unlock()
 			t.refused.Add(1)
-			closeVictims(victims[:1], &t.evicted)
+			t.closeVictims(victims[:1])
 			return nil, false
 		}
 		t.removeLocked(v)
@@ -118,31 +144,46 @@ func (t *connTable) admit(c net.Conn) (*trackedConn, bool) {
 	tc.el = conns.PushBack(tc)
 	t.total++
 	t.mu.Unlock()
-	closeVictims(victims[:], &t.evicted)
+	t.closeVictims(victims[:])
 	return tc, true
 }
 
-func closeVictims(victims []*trackedConn, counter *atomic.Int64) {
+// closeVictims closes evicted connections: one that never sent a byte after evictionGrace (a
+// deadline: its server goroutine ends it), unless too many already wait; any other at once.
+func (t *connTable) closeVictims(victims []*trackedConn) {
 	for _, v := range victims {
-		if v != nil {
-			_ = v.Conn.Close()
-			counter.Add(1)
+		if v == nil {
+			continue
 		}
+		t.evicted.Add(1)
+		if !v.started.Load() && t.dying.Load() < int64(t.limits.Total) && !v.dying.Swap(true) {
+			t.dying.Add(1)
+			_ = v.Conn.SetDeadline(time.Now().Add(evictionGrace))
+			continue
+		}
+		_ = v.Conn.Close()
 	}
 }
 
-// evictable is the connection of conns to close first: the oldest that never authenticated,
-// else the oldest idle authenticated one, else none.
+// evictable is the connection of conns to close first: the oldest that has sent nothing, else
+// the oldest that never authenticated, else the oldest idle authenticated one, else none.
 func evictable(conns *list.List) *trackedConn {
-	var idle *trackedConn
+	var quiet, idle *trackedConn
 	for el := conns.Front(); el != nil; el = el.Next() {
 		c := el.Value.(*trackedConn)
-		if !c.trusted.Load() {
+		switch {
+		case c.trusted.Load():
+			if idle == nil && c.idle.Load() {
+				idle = c
+			}
+		case !c.started.Load():
 			return c
+		case quiet == nil:
+			quiet = c
 		}
-		if idle == nil && c.idle.Load() {
-			idle = c
-		}
+	}
+	if quiet != nil {
+		return quiet
 	}
 	return idle
 }

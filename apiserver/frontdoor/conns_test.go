@@ -7,15 +7,20 @@ import (
 	"time"
 )
 
-// fakeConn is a connection from an address; it only counts being closed.
+// fakeConn is a connection from an address; it only notes being closed or given a deadline.
 type fakeConn struct {
 	net.Conn // nil: only the methods below are used
 	remote   net.Addr
 	closed   atomic.Bool
+	graced   atomic.Bool // given a deadline: closed by its server when it passes
 }
 
-func (c *fakeConn) RemoteAddr() net.Addr { return c.remote }
-func (c *fakeConn) Close() error         { c.closed.Store(true); return nil }
+func (c *fakeConn) RemoteAddr() net.Addr        { return c.remote }
+func (c *fakeConn) Close() error                { c.closed.Store(true); return nil }
+func (c *fakeConn) SetDeadline(time.Time) error { c.graced.Store(true); return nil }
+func (c *fakeConn) Read(b []byte) (int, error)  { return len(b), nil }
+func gone(c *trackedConn) bool                  { f := c.Conn.(*fakeConn); return f.closed.Load() || f.graced.Load() }
+func closedNow(c *trackedConn) bool             { return c.Conn.(*fakeConn).closed.Load() }
 
 func from(ip string) *fakeConn {
 	return &fakeConn{remote: &net.TCPAddr{IP: net.ParseIP(ip), Port: 1}}
@@ -47,7 +52,7 @@ func TestConnTablePerAddress(t *testing.T) {
 	conns[1].idle.Store(true) // idle, authenticated
 
 	admitAll(t, table, "10.0.0.1", 1) // replaces the untrusted one
-	if !conns[2].Conn.(*fakeConn).closed.Load() || conns[0].Conn.(*fakeConn).closed.Load() || conns[1].Conn.(*fakeConn).closed.Load() {
+	if !gone(conns[2]) || gone(conns[0]) || gone(conns[1]) {
 		t.Error("the newcomer did not replace the untrusted connection, or replaced another")
 	}
 	fresh := admitAll(t, table, "10.0.0.1", 1)[0]
@@ -56,11 +61,11 @@ func TestConnTablePerAddress(t *testing.T) {
 	}
 	// Now: conns[0] busy, conns[1] idle, and two untrusted newcomers; the oldest newcomer goes.
 	admitAll(t, table, "10.0.0.1", 1)
-	if conns[1].Conn.(*fakeConn).closed.Load() {
+	if gone(conns[1]) {
 		t.Error("an idle authenticated connection went before an untrusted one")
 	}
 	for _, c := range other {
-		if c.Conn.(*fakeConn).closed.Load() {
+		if gone(c) {
 			t.Error("another address lost a connection")
 		}
 	}
@@ -87,7 +92,7 @@ func TestConnTableTotalIsFair(t *testing.T) {
 	hog := admitAll(t, table, "10.0.0.1", 5)
 	small := admitAll(t, table, "10.0.0.2", 1)
 	admitAll(t, table, "10.0.0.3", 1)
-	if !hog[0].Conn.(*fakeConn).closed.Load() || small[0].Conn.(*fakeConn).closed.Load() {
+	if !gone(hog[0]) || gone(small[0]) {
 		t.Error("the victim was not the hog's oldest connection")
 	}
 	if table.open() != 6 || table.evicted.Load() != 1 {
@@ -157,5 +162,35 @@ func TestListenerNeverBlocks(t *testing.T) {
 	defer third.Close()
 	if c := <-accepted; c == nil || table.refused.Load() != 1 || table.evicted.Load() != 1 {
 		t.Errorf("refused %d, evicted %d", table.refused.Load(), table.evicted.Load())
+	}
+}
+
+// A connection whose client is sending (its handshake, its request) outlives any number of
+// connections held in silence from its own address; a silent victim is given a grace (a
+// deadline) rather than closed at once, unless too many already wait, and one that sent
+// something is closed at once.
+func TestConnTableSilentGoFirst(t *testing.T) {
+	table := newConnTable(ConnLimits{Total: 2, PerAddress: 2})
+	talking := admitAll(t, table, "10.0.0.1", 1)[0]
+	_, _ = talking.Read(make([]byte, 1)) // the client sent its ClientHello
+	silent := admitAll(t, table, "10.0.0.1", 1)[0]
+	for i := range 5 {
+		newcomer := admitAll(t, table, "10.0.0.1", 1)[0]
+		if gone(talking) {
+			t.Fatal("the talking connection was evicted while a silent one was there")
+		}
+		// The first two (the bound: Total) live out a grace; later ones are closed at once.
+		if graced := gone(silent) && !closedNow(silent); graced != (i < 2) || !gone(silent) {
+			t.Errorf("victim %d: closed at once %t, given a grace %t", i, closedNow(silent), graced)
+		}
+		silent = newcomer
+	}
+	if table.dying.Load() != 2 { // bounded by Total: the third and later were closed at once
+		t.Errorf("%d victims living out their grace, want the bound 2", table.dying.Load())
+	}
+	_, _ = silent.Read(make([]byte, 1))
+	newcomer := admitAll(t, table, "10.0.0.1", 1)[0]
+	if !closedNow(talking) && !closedNow(silent) || newcomer == nil {
+		t.Error("with no silent connection left, the oldest talking one was not closed at once")
 	}
 }

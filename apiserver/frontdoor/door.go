@@ -72,6 +72,11 @@ type Options struct {
 	// NewTokensPerSecond and NewTokenBurst are each identity's budget of new tokens reviewed.
 	NewTokensPerSecond float64
 	NewTokenBurst      int
+	// UnverifiableReviewsPerSecond bounds, across all clients, the reviews of new tokens that
+	// cannot be checked here (twice as many at once): many addresses, each within its budget,
+	// cannot make kube-apiserver review junk without bound. Tokens checked here are not held
+	// to it.
+	UnverifiableReviewsPerSecond float64
 	// TrustedProxies are the addresses whose X-Forwarded-For names the client that budgets
 	// are charged to; none by default.
 	TrustedProxies []netip.Prefix
@@ -82,7 +87,8 @@ type Options struct {
 // DefaultOptions are the door's defaults.
 func DefaultOptions() Options {
 	return Options{CacheTTL: 10 * time.Second, MaxConcurrentReviews: 16, ReviewWait: time.Second,
-		FailedLoginsPerSecond: 1, FailedLoginBurst: 20, NewTokensPerSecond: 1, NewTokenBurst: 30, Tarpit: time.Second}
+		FailedLoginsPerSecond: 1, FailedLoginBurst: 20, NewTokensPerSecond: 1, NewTokenBurst: 30,
+		UnverifiableReviewsPerSecond: 20, Tarpit: time.Second}
 }
 
 // Validate checks the options (flag names as the manager spells them).
@@ -100,8 +106,14 @@ func (o *Options) Validate() error {
 	if o.NewTokensPerSecond <= 0 || o.NewTokenBurst < 1 {
 		errs = append(errs, errors.New("--progress-new-tokens-per-second must be positive and --progress-new-token-burst at least 1"))
 	}
-	if o.CacheTTL < 0 || o.Tarpit < 0 {
+	if o.UnverifiableReviewsPerSecond <= 0 {
+		errs = append(errs, errors.New("--progress-unverifiable-reviews-per-second must be positive"))
+	}
+	if o.CacheTTL < 0 {
 		errs = append(errs, errors.New("--progress-auth-cache-ttl must not be negative"))
+	}
+	if o.Tarpit < 0 {
+		errs = append(errs, errors.New("the tarpit must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -121,14 +133,15 @@ const (
 // Door holds what every listener shares: the review clients (gated, refused tokens cached),
 // the service-account keys, kube-apiserver's CAs, and the budgets.
 type Door struct {
-	opts       Options
-	log        logr.Logger
-	keys       *KeySet
-	logins     *budget // by client address
-	identities *budget // by identity
-	clients    clients
-	rejected   *rejectionCache
-	gate       *reviewGate
+	opts         Options
+	log          logr.Logger
+	keys         *KeySet
+	logins       *budget // by client address
+	identities   *budget // by identity
+	unverifiable *budget // one key: all reviews of tokens that cannot be checked here
+	clients      clients
+	rejected     *rejectionCache
+	gate         *reviewGate
 
 	tokenReviews  kubernetes.Interface
 	accessReviews kubernetes.Interface
@@ -156,9 +169,11 @@ func New(cfg *rest.Config, opts Options, log logr.Logger) (*Door, error) {
 	d := &Door{opts: opts, log: log, clients: clients{proxies: opts.TrustedProxies},
 		logins:     newBudget(opts.FailedLoginsPerSecond, opts.FailedLoginBurst, maxBudgetClients),
 		identities: newBudget(opts.NewTokensPerSecond, opts.NewTokenBurst, maxBudgetIdentities),
-		rejected:   newRejectionCache(opts.CacheTTL, clock.RealClock{}),
-		gate:       newReviewGate(opts.MaxConcurrentReviews, opts.ReviewWait),
-		keys:       NewKeySet(cs.Discovery().RESTClient(), log.WithName("service-account-keys")),
+		unverifiable: newBudget(opts.UnverifiableReviewsPerSecond,
+			max(1, int(2*opts.UnverifiableReviewsPerSecond)), 1),
+		rejected: newRejectionCache(opts.CacheTTL, clock.RealClock{}),
+		gate:     newReviewGate(opts.MaxConcurrentReviews, opts.ReviewWait),
+		keys:     NewKeySet(cs.Discovery().RESTClient(), log.WithName("service-account-keys")),
 	}
 	rc := rest.CopyConfig(cfg)
 	rc.QPS = -1

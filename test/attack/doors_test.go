@@ -229,3 +229,34 @@ func aggregatedServed(t *testing.T, path string) error {
 	}
 	return nil
 }
+
+// Junk from many addresses at once, each within its own budget, is bounded overall: the
+// reviews of tokens that cannot be checked here stay within the global budget, while a victim
+// with a new token the door verifies is served meanwhile.
+func TestJunkFromManyAddressesIsBoundedOverall(t *testing.T) {
+	const addrs, each = 100, 4
+	d := doors(t)[0]
+	before, start := tokenReviews.Load(), time.Now()
+	var wg sync.WaitGroup
+	for range addrs {
+		client := sameAddressClient(freshAddress())
+		wg.Go(func() {
+			for range each {
+				if a := send(client, d.base+d.path, "Authorization", "Bearer "+junkJWT(int(junkSeq.Add(1)), 300)); !d.refused(a) {
+					t.Errorf("junk: HTTP %d %.100s (%v)", a.status, a.body, a.err)
+				}
+			}
+		})
+	}
+	path, header := d.victim(t, true)
+	if a := send(sameAddressClient(freshAddress()), d.base+path, header...); !d.served(a) {
+		t.Errorf("the victim during the flood: HTTP %d %.200s (%v)", a.status, a.body, a.err)
+	}
+	wg.Wait()
+	reviews, elapsed := tokenReviews.Load()-before, time.Since(start)
+	rate := opts.UnverifiableReviewsPerSecond
+	if allowed := int64(2*rate+elapsed.Seconds()*rate) + 2; reviews > allowed {
+		t.Errorf("%d TokenReviews for %d junk tokens from %d addresses in %s; the overall budget allows %d",
+			reviews, addrs*each, addrs, elapsed.Round(time.Millisecond), allowed)
+	}
+}

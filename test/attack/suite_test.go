@@ -51,6 +51,7 @@ var suiteOptions = func(o *apiserver.Options) {
 	// junk shows the junk cannot lock it out, not that the budget refilled meanwhile.
 	o.FailedLoginBurst, o.FailedLoginsPerSecond = 10, 0.01
 	o.NewTokenBurst, o.NewTokensPerSecond = 10, 0.01
+	o.UnverifiableReviewsPerSecond = 5
 }
 
 var (
