@@ -74,8 +74,6 @@ func (t target) valid() bool {
 	return workflowv1alpha1.IsValidTaskID(t.id)
 }
 
-var errBadID = errors.New("malformed task id")
-
 // Header values the handler sets, shared (net/http never changes them).
 var (
 	allowGetHead = []string{"GET, HEAD"}

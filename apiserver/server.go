@@ -137,9 +137,11 @@ func (s *Server) TaskEvents() toolscache.ResourceEventHandler {
 // themselves).
 func (s *Server) Handler() http.Handler { return withTimeout(s.handler, s.cfg.Options.RequestTimeout) }
 
-// AddHealthzCheck and AddReadyzCheck add checks to the probes' /healthz and /readyz.
+// AddHealthzCheck adds a check to the probes' /healthz (before Start).
 func (s *Server) AddHealthzCheck(name string, check healthz.Checker) { s.checks.add(true, name, check) }
-func (s *Server) AddReadyzCheck(name string, check healthz.Checker)  { s.checks.add(false, name, check) }
+
+// AddReadyzCheck adds a check to the probes' /readyz (before Start).
+func (s *Server) AddReadyzCheck(name string, check healthz.Checker) { s.checks.add(false, name, check) }
 
 // NeedLeaderElection is false: every replica serves.
 func (s *Server) NeedLeaderElection() bool { return false }

@@ -158,7 +158,7 @@ func (t *connTable) closeVictims(victims []*trackedConn) {
 		t.evicted.Add(1)
 		if !v.started.Load() && t.dying.Load() < int64(t.limits.Total) && !v.dying.Swap(true) {
 			t.dying.Add(1)
-			_ = v.Conn.SetDeadline(time.Now().Add(evictionGrace))
+			_ = v.SetDeadline(time.Now().Add(evictionGrace))
 			continue
 		}
 		_ = v.Conn.Close()

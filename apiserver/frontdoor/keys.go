@@ -161,7 +161,7 @@ func (k *KeySet) check(ctx context.Context, tok *bearerToken, audiences []string
 	if len(keys) == 0 {
 		return forged, fmt.Errorf("%w: no key %q", errForged, tok.header.KeyID)
 	}
-	sig, err := jose.ParseSigned(tok.raw, signingAlgorithms)
+	sig, err := jose.ParseSignedCompact(tok.raw, signingAlgorithms)
 	if err != nil {
 		return forged, fmt.Errorf("%w: %w", errForged, err)
 	}

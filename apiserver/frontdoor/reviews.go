@@ -1,13 +1,13 @@
 package frontdoor
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
 	"net/http"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
 // reviewGate bounds the TokenReviews and SubjectAccessReviews in flight. It sits on the review

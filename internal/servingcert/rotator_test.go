@@ -171,11 +171,11 @@ func TestRotatorPublishesCertManagersCA(t *testing.T) {
 	cmSecret := map[string][]byte{CertKey: issued.serving[CertKey], KeyKey: issued.serving[KeyKey],
 		issuerCACertKey: append(append([]byte{}, foreign.certPEM...), issued.ca[CACertKey]...)}
 
-	r, c, writes := fakeRotator(o, secretObj(DefaultSecretName, nil), bundleObj(nil))
+	r, _, writes := fakeRotator(o, secretObj(DefaultSecretName, nil), bundleObj(nil))
 	if _, err := r.Sync(context.Background()); err != nil || len(*writes) != 0 {
 		t.Fatalf("nothing issued yet: error %v, writes %v", err, *writes)
 	}
-	r, c, writes = fakeRotator(o, secretObj(DefaultSecretName, cmSecret), bundleObj(map[string]string{BundleKey: string(foreign.certPEM)}))
+	r, c, writes := fakeRotator(o, secretObj(DefaultSecretName, cmSecret), bundleObj(map[string]string{BundleKey: string(foreign.certPEM)}))
 	if _, err := r.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}

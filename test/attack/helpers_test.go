@@ -156,9 +156,9 @@ var (
 func forgedToken(t testing.TB) string {
 	t.Helper()
 	forgeOnce.Do(func() {
-		_, real, err := testenv.ServiceAccountConfig(context.Background(), adminCfg, "attack", "forge-template")
+		_, genuine, err := testenv.ServiceAccountConfig(context.Background(), adminCfg, "attack", "forge-template")
 		if err == nil {
-			forgeTemplate = strings.Split(real, ".")
+			forgeTemplate = strings.Split(genuine, ".")
 			forgeKey, err = rsa.GenerateKey(rand.Reader, 2048)
 		}
 		if err != nil {

@@ -117,9 +117,9 @@ func TestStreamSlotsAreFair(t *testing.T) {
 	}()
 	for _, hog := range hogs {
 		for range opts.MaxStreamsPerUser {
-			resp := streamRequest(t, client, path, hog.token)
+			resp := streamRequest(t, client, path, hog.token) //nolint:bodyclose // closed with the others, deferred above
 			firstEvent(t, resp)
-			open = append(open, resp)
+			open = append(open, resp) //nolint:bodyclose // as above
 		}
 	}
 	if n := metric(t, apiserver.StreamsMetric); n != float64(opts.MaxStreams) {
@@ -154,7 +154,7 @@ func TestStreamSlotsAreFair(t *testing.T) {
 func TestStreamOutlivesTheReadTimeout(t *testing.T) {
 	owner := newSAUser(t, "users", "long-stream")
 	path := createTask(t, "long-stream", owner)
-	resp := streamRequest(t, clientFrom(freshAddress()), path, owner.token)
+	resp := streamRequest(t, clientFrom(freshAddress()), path, owner.token) //nolint:bodyclose // deferred next line
 	defer resp.Body.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*opts.StreamLifetime)
 	defer cancel()
