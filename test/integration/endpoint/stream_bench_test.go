@@ -25,7 +25,10 @@ var benchRuns int
 //	go test -run '^$' -bench Streams -benchtime 5x ./test/integration/endpoint   (make bench)
 func BenchmarkStreams(b *testing.B) {
 	const streams = 1000
-	url := startEndpoint(b, func(o *apiserver.Options) { o.MaxStreams, o.MaxStreamsPerUser = 2*streams, 2*streams })
+	url := startEndpoint(b, func(o *apiserver.Options) {
+		o.MaxStreams, o.MaxStreamsPerUser = 2*streams, 2*streams
+		o.MaxConnections, o.MaxConnectionsPerAddress = 2*streams, 2*streams // one client address
+	})
 	owner := newSAUser(b, "bench-streams", "alice")
 	benchRuns++ // the framework calls a benchmark more than once
 	task := createTaskWithProgress(b, testutil.MakeTask(fmt.Sprintf("followed-%d", benchRuns), "bench-streams").Owner(owner.name), entry("upload", 0, 1_000_000, ""))
