@@ -2,11 +2,6 @@ package attack_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -133,22 +127,11 @@ func (a answer) code() int {
 	return *env.Code
 }
 
-// junkJWT is a JWT-shaped token no one issued, with no issuer (it cannot be checked locally),
-// unique for i, padded to about size bytes.
-func junkJWT(i, size int) string {
-	head := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256"}`))
-	sig := fmt.Sprintf("junk%d", i)
-	if pad := size - len(head) - len(sig) - 6; pad > 0 {
-		sig += strings.Repeat("x", pad)
-	}
-	return head + ".e30." + sig
-}
+func junkJWT(i, size int) string { return testenv.JunkJWT(i, size) }
 
 var (
-	forgeOnce     sync.Once
-	forgeTemplate []string // a real token's header and claims
-	forgeKey      *rsa.PrivateKey
-	forgeSeq      atomic.Int64
+	forgeOnce sync.Once
+	forger    *testenv.Forger
 )
 
 // forgedToken claims to be the cluster's (its issuer, key ID, audience, a ServiceAccount
@@ -156,29 +139,16 @@ var (
 func forgedToken(t testing.TB) string {
 	t.Helper()
 	forgeOnce.Do(func() {
-		_, genuine, err := testenv.ServiceAccountConfig(context.Background(), adminCfg, "attack", "forge-template")
-		if err == nil {
-			forgeTemplate = strings.Split(genuine, ".")
-			forgeKey, err = rsa.GenerateKey(rand.Reader, 2048)
-		}
-		if err != nil {
+		var err error
+		if forger, err = testenv.NewForger(context.Background(), adminCfg, "attack", "forge-template"); err != nil {
 			t.Fatal(err)
 		}
 	})
-	raw, _ := base64.RawURLEncoding.DecodeString(forgeTemplate[1])
-	var claims map[string]any
-	if err := json.Unmarshal(raw, &claims); err != nil {
-		t.Fatal(err)
-	}
-	claims["jti"] = fmt.Sprint("forged-", forgeSeq.Add(1))
-	payload, _ := json.Marshal(claims)
-	signed := forgeTemplate[0] + "." + base64.RawURLEncoding.EncodeToString(payload)
-	sum := sha256.Sum256([]byte(signed))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, forgeKey, crypto.SHA256, sum[:])
+	token, err := forger.Token("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
+	return token
 }
 
 // flood sends n requests made by header(i) to url from ip, `workers` at a time, and returns the

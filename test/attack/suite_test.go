@@ -20,7 +20,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -109,7 +108,7 @@ func startListeners(ctx context.Context) error {
 	mgr, err = testenv.StartManager(ctx, adminCfg, func(m ctrl.Manager) error {
 		srv, err := apiserver.SetupWithManager(ctx, m, opts, func(c *apiserver.Config) {
 			c.Listener, c.MetricsListener, c.ProbesListener = lns[0], lns[1], lns[2]
-			c.ReviewConfig = countTokenReviews(c.ReviewConfig)
+			c.ReviewConfig = testenv.OnTokenReview(c.ReviewConfig, func() { tokenReviews.Add(1) })
 		})
 		if err == nil {
 			srv.AddReadyzCheck("ping", func(*http.Request) error { return nil })
@@ -125,24 +124,6 @@ func startListeners(ctx context.Context) error {
 		return unstructured.SetNestedField(u.Object, true, "spec", "insecureSkipTLSVerify")
 	})
 }
-
-// countTokenReviews counts the TokenReviews sent with cfg.
-func countTokenReviews(cfg *rest.Config) *rest.Config {
-	cfg = rest.CopyConfig(cfg)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/tokenreviews") {
-				tokenReviews.Add(1)
-			}
-			return rt.RoundTrip(r)
-		})
-	})
-	return cfg
-}
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 var byAddress sync.Map // "ip/scheme" → *http.Client
 

@@ -26,14 +26,7 @@ import (
 )
 
 // junkJWT is a JWT-shaped token that no one issued, unique for i, padded to about size bytes.
-func junkJWT(i, size int) string {
-	head := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256"}`))
-	sig := fmt.Sprintf("junk%d", i)
-	if pad := size - len(head) - len(sig) - 6; pad > 0 {
-		sig += strings.Repeat("x", pad)
-	}
-	return head + ".e30." + sig
-}
+func junkJWT(i, size int) string { return testenv.JunkJWT(i, size) }
 
 // call sends one GET from client with header pairs and returns the envelope's code.
 func call(t testing.TB, client *http.Client, path string, header ...string) int {

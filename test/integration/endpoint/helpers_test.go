@@ -2,20 +2,12 @@ package endpoint_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,40 +138,24 @@ func entry(typ string, current, total int64, id string) workflowv1alpha1.Progres
 }
 
 var (
-	forgeOnce     sync.Once
-	forgeTemplate []string // a real token's header and claims
-	forgeKey      *rsa.PrivateKey
-	forgeSeq      atomic.Int64
+	forgeOnce sync.Once
+	forger    *testenv.Forger
 )
 
 // forgedToken is a token that claims to be the cluster's (its issuer, key ID, audience and a
-// ServiceAccount subject, current times), unique each call, signed by a key the cluster never
-// had: the endpoint refuses it without a review once it holds the issuer's keys.
+// ServiceAccount subject users/name, current times), unique each call, signed by a key the
+// cluster never had: the endpoint refuses it without a review once it holds the issuer's keys.
 func forgedToken(t testing.TB, name string) string {
 	t.Helper()
 	forgeOnce.Do(func() {
-		_, genuine, err := testenv.ServiceAccountConfig(context.Background(), adminCfg, "users", "forge-template")
-		if err == nil {
-			forgeTemplate = strings.Split(genuine, ".")
-			forgeKey, err = rsa.GenerateKey(rand.Reader, 2048)
-		}
-		if err != nil {
+		var err error
+		if forger, err = testenv.NewForger(context.Background(), adminCfg, "users", "forge-template"); err != nil {
 			t.Fatal(err)
 		}
 	})
-	raw, _ := base64.RawURLEncoding.DecodeString(forgeTemplate[1])
-	var claims map[string]any
-	if err := json.Unmarshal(raw, &claims); err != nil {
-		t.Fatal(err)
-	}
-	claims["sub"] = "system:serviceaccount:users:" + name
-	claims["jti"] = fmt.Sprint("forged-", forgeSeq.Add(1))
-	payload, _ := json.Marshal(claims)
-	signed := forgeTemplate[0] + "." + base64.RawURLEncoding.EncodeToString(payload)
-	sum := sha256.Sum256([]byte(signed))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, forgeKey, crypto.SHA256, sum[:])
+	token, err := forger.Token("system:serviceaccount:users:" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
+	return token
 }

@@ -9,11 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,26 +124,15 @@ func run(m *testing.M) int {
 // countTokenReviews counts the TokenReviews sent with cfg, and holds them while a test has set
 // holdReviews (a slow API server), counting those held.
 func countTokenReviews(cfg *rest.Config) *rest.Config {
-	cfg = rest.CopyConfig(cfg)
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/tokenreviews") {
-				tokenReviews.Add(1)
-				if hold := holdReviews.Load(); hold != nil {
-					heldReviews.Add(1)
-					<-*hold
-					heldReviews.Add(-1)
-				}
-			}
-			return rt.RoundTrip(r)
-		})
+	return testenv.OnTokenReview(cfg, func() {
+		tokenReviews.Add(1)
+		if hold := holdReviews.Load(); hold != nil {
+			heldReviews.Add(1)
+			<-*hold
+			heldReviews.Add(-1)
+		}
 	})
-	return cfg
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // readObjects reads every object of a multi-document YAML file.
 func readObjects(path string) ([]*unstructured.Unstructured, error) { return testenv.ReadObjects(path) }
