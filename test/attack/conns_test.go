@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"net/url"
 	"runtime"
 	"sync"
@@ -149,5 +150,104 @@ func TestSlowHeaders(t *testing.T) {
 	wg.Wait()
 	for _, c := range tlsConns {
 		c.Close()
+	}
+}
+
+// A client that re-opens every connection the listener closes, from the victim's own address,
+// re-opens each at most once per eviction grace (a connection that never sent a byte lives out
+// a grace rather than being closed at once), and every new connection the victim opens
+// meanwhile is served: one that is sending its request outlives any number of silent ones.
+func TestChurningHeldConnections(t *testing.T) {
+	d := doors(t)[0]
+	attackerIP := freshAddress()
+	held := 2 * opts.MaxConnectionsPerAddress
+	u, _ := url.Parse(d.base)
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: attackerIP}}
+	stop := make(chan struct{})
+	var opened atomic.Int64
+	var wg sync.WaitGroup
+	for range held {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := dialer.Dial("tcp", u.Host)
+				if err != nil {
+					return
+				}
+				opened.Add(1)
+				go func() { <-stop; c.Close() }()
+				_, _ = c.Read(make([]byte, 1)) // until the listener closes it
+				c.Close()
+			}
+		})
+	}
+	time.Sleep(opts.Timeouts.Header / 2)
+	start, before := time.Now(), opened.Load()
+	path, header := d.victim(t, false)
+	const tries = 20
+	served := 0
+	for range tries {
+		c := sameAddressClient(attackerIP)
+		c.Transport.(*http.Transport).DisableKeepAlives = true // a new connection each time
+		if a := send(c, d.base+path, header...); d.served(a) {
+			served++
+		}
+	}
+	window, reopened := time.Since(start), opened.Load()-before
+	close(stop)
+	wg.Wait()
+	if served != tries {
+		t.Errorf("%d of %d new connections of the victim served while %d connections churned on its address", served, tries, held)
+	}
+	// Each of the attacker's connections re-opens at most once per grace, plus once.
+	if limit := int64(held) * (int64(window/time.Second) + 2); reopened > limit {
+		t.Errorf("the attacker re-opened %d connections in %s; at most %d with a grace of 1 s", reopened, window.Round(time.Millisecond), limit)
+	}
+}
+
+// Every refusal is paced: a client flooding a listener without credentials (or with forged
+// tokens, or asking the probes) gets its address's budget of answers at once, then one answer
+// per connection per tarpit — so it cannot make the listener do TLS handshakes as fast as the
+// CPU allows. The bound counts answers in the window; a slower machine gives fewer.
+func TestEveryRefusalIsPaced(t *testing.T) {
+	const conns = 16
+	for _, c := range []struct {
+		door   int
+		name   string
+		header func() []string
+	}{
+		{0, "progress, no credential", func() []string { return nil }},
+		{0, "progress, forged tokens", func() []string { return []string{"Authorization", "Bearer " + forgedToken(t)} }},
+		{1, "metrics, no credential", func() []string { return nil }},
+		{2, "probes", func() []string { return nil }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := doors(t)[c.door]
+			client := sameAddressClient(freshAddress())
+			client.Transport.(*http.Transport).MaxConnsPerHost = conns
+			stop := time.Now().Add(3 * time.Second)
+			var answered atomic.Int64
+			var wg sync.WaitGroup
+			start := time.Now()
+			for range conns {
+				wg.Go(func() {
+					for time.Now().Before(stop) {
+						if a := send(client, d.base+d.path, c.header()...); a.err == nil {
+							answered.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			window := time.Since(start)
+			limit := int64(opts.FailedLoginBurst) + conns*(int64(window/time.Second)+2)
+			if n := answered.Load(); n > limit {
+				t.Errorf("%d answers to %d connections in %s; paced, at most %d", n, conns, window.Round(time.Millisecond), limit)
+			}
+		})
 	}
 }
