@@ -194,27 +194,24 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.Manage, "progress-cert-manage", o.Manage,
 		"Issue and renew the certificate in --progress-cert-secret and inject its CA bundle into the APIService; false: only serve it (cert-manager keeps it) and publish its ca.crt.")
 	fs.Func("progress-cert-metrics-dns-names", "Comma-separated DNS names of the metrics Service, also in the serving certificate (default "+strings.Join(o.MetricsDNSNames, ",")+"); empty: none.",
-		func(s string) error {
-			o.MetricsDNSNames = nil
-			for _, n := range strings.Split(s, ",") {
-				if n = strings.TrimSpace(n); n != "" {
-					o.MetricsDNSNames = append(o.MetricsDNSNames, n)
-				}
-			}
-			return nil
-		})
+		commaList(&o.MetricsDNSNames))
 	fs.Func("progress-cert-apiservices", "Comma-separated APIServices that get the CA bundle as caBundle (default "+strings.Join(o.APIServices, ",")+"); empty: none.",
-		func(s string) error {
-			o.APIServices = nil
-			for _, a := range strings.Split(s, ",") {
-				if a = strings.TrimSpace(a); a != "" {
-					o.APIServices = append(o.APIServices, a)
-				}
-			}
-			return nil
-		})
+		commaList(&o.APIServices))
 	fs.DurationVar(&o.CAValidity, "progress-cert-ca-validity", o.CAValidity, "Lifetime of a new CA (renewed with a third left).")
 	fs.DurationVar(&o.CertValidity, "progress-cert-validity", o.CertValidity, "Lifetime of a new serving certificate (renewed with a third left).")
+}
+
+// commaList sets *dst to a flag's comma-separated values, blanks dropped (empty: none).
+func commaList(dst *[]string) func(string) error {
+	return func(s string) error {
+		*dst = nil
+		for _, v := range strings.Split(s, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				*dst = append(*dst, v)
+			}
+		}
+		return nil
+	}
 }
 
 // Enabled reports whether a Secret is named.

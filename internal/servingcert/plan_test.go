@@ -232,12 +232,7 @@ func foreignCA(t *testing.T, name string) *keyPair {
 // is never read back, even a self-signed CA under the operator's name); the operator's own
 // retired CA stays.
 func TestPlanDropsForeignCAs(t *testing.T) {
-	o := testOptions()
-	o.CertValidity = 60 * 24 * time.Hour
-	fresh, _ := planned(t, o, secrets{}, t0)
-	caDue := t0.Add(o.CAValidity * 2 / 3)
-	rotating, _ := planned(t, o, fresh, caDue)
-	rotated, _ := planned(t, o, rotating, caDue.Add(o.Propagation))
+	o, caDue, _, _, rotated := throughARenewal(t)
 	own := parseCerts(rotated.ca[RetiredCACertKey])
 	if len(own) != 1 {
 		t.Fatalf("%d retired CAs after a renewal, want 1", len(own))
@@ -297,6 +292,20 @@ func subjectsOf(certs []*x509.Certificate) []string {
 
 // legacyLayout is data as the serving Secret held it before the CA moved out: the CA, the next
 // CA, the serving certificate and the bundle in one Secret.
+// throughARenewal is the Secrets at issue (fresh), once the renewed CA is trusted (rotating)
+// and once it signs (rotated), with certificates of 60 days; the options used and when the CA
+// fell due.
+func throughARenewal(t *testing.T) (o *Options, caDue time.Time, fresh, rotating, rotated secrets) {
+	t.Helper()
+	o = testOptions()
+	o.CertValidity = 60 * 24 * time.Hour
+	fresh, _ = planned(t, o, secrets{}, t0)
+	caDue = t0.Add(o.CAValidity * 2 / 3)
+	rotating, _ = planned(t, o, fresh, caDue)
+	rotated, _ = planned(t, o, rotating, caDue.Add(o.Propagation))
+	return o, caDue, fresh, rotating, rotated
+}
+
 func legacyLayout(data secrets) map[string][]byte {
 	out := map[string][]byte{
 		legacyCACertKey: data.ca[CACertKey], legacyCAKeyKey: data.ca[CAKeyKey],
@@ -313,12 +322,7 @@ func legacyLayout(data secrets) map[string][]byte {
 // served certificate, the signing and next CA and the operator's retired CAs stay, and the keys
 // leave the serving Secret — nothing served that the injected bundle did not trust.
 func TestPlanAdoptsTheCAOfTheOldLayout(t *testing.T) {
-	o := testOptions()
-	o.CertValidity = 60 * 24 * time.Hour
-	fresh, _ := planned(t, o, secrets{}, t0)
-	caDue := t0.Add(o.CAValidity * 2 / 3)
-	rotating, _ := planned(t, o, fresh, caDue)
-	rotated, _ := planned(t, o, rotating, caDue.Add(o.Propagation))
+	o, caDue, fresh, rotating, rotated := throughARenewal(t)
 	for name, tc := range map[string]struct {
 		data secrets
 		now  time.Time
