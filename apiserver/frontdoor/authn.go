@@ -35,11 +35,18 @@ const (
 	resultGlobalBudget   = "over_unverifiable_budget" // reviews of uncheckable tokens, all clients
 )
 
-var tokensTotal = func() *prometheus.CounterVec {
+// tokensTotal is TokensMetric's counter of each result, bound once (a label lookup per request
+// would cost the hot path a hash and a lock).
+var tokensTotal = func() map[string]prometheus.Counter {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: TokensMetric,
 		Help: "Bearer tokens presented at the operator's listeners, by what the front door concluded."}, []string{"result"})
 	_ = ctrlmetrics.Registry.Register(c)
-	return c
+	out := map[string]prometheus.Counter{}
+	for _, r := range []string{resultKnown, resultNotJWT, resultForged, resultVerified, resultUnverifiable,
+		resultAddressBudget, resultIdentityBudget, resultGlobalBudget} {
+		out[r] = c.WithLabelValues(r)
+	}
+	return out
 }()
 
 // Authenticate identifies the caller of r, and on success keeps its connection alive (see the
@@ -67,7 +74,7 @@ func (a *Authenticator) Refused(r *http.Request) bool { return a.door.Refused(r)
 func (a *Authenticator) identify(r *http.Request) (user.Info, bool, error) {
 	cred := credentialOf(r)
 	if cred.refused {
-		tokensTotal.WithLabelValues(resultNotJWT).Inc()
+		tokensTotal[resultNotJWT].Inc()
 		return nil, false, ErrNotAuthenticated
 	}
 	if cred.token == "" { // a client certificate or the aggregation layer's front proxy: no review
@@ -76,19 +83,19 @@ func (a *Authenticator) identify(r *http.Request) (user.Info, bool, error) {
 	}
 	now := time.Now()
 	if u, ok := a.known.get(cred.token, now); ok {
-		tokensTotal.WithLabelValues(resultKnown).Inc()
+		tokensTotal[resultKnown].Inc()
 		return u, false, nil
 	}
 	tok := parseJWT(cred.token)
 	if tok == nil {
-		tokensTotal.WithLabelValues(resultNotJWT).Inc()
+		tokensTotal[resultNotJWT].Inc()
 		return nil, false, ErrNotAuthenticated
 	}
 	var u user.Info
 	var err error
 	switch v, _ := a.door.keys.check(r.Context(), tok, a.audiences, now); v {
 	case forged:
-		tokensTotal.WithLabelValues(resultForged).Inc()
+		tokensTotal[resultForged].Inc()
 		return nil, false, ErrNotAuthenticated
 	case verified:
 		u, err = a.reviewVerified(r, tok, now)
@@ -112,10 +119,10 @@ func (a *Authenticator) identify(r *http.Request) (user.Info, bool, error) {
 // reviewVerified reviews a token whose signature held here, charged to its identity's budget
 // of new tokens: whoever can mint tokens cannot make the door review without bound.
 func (a *Authenticator) reviewVerified(r *http.Request, tok *bearerToken, now time.Time) (user.Info, error) {
-	tokensTotal.WithLabelValues(resultVerified).Inc()
+	tokensTotal[resultVerified].Inc()
 	id := tok.claims.Subject
 	if !a.door.identities.reserve(id, now) {
-		tokensTotal.WithLabelValues(resultIdentityBudget).Inc()
+		tokensTotal[resultIdentityBudget].Inc()
 		return nil, ErrIdentityBudget
 	}
 	u, err := a.review(r)
@@ -129,10 +136,10 @@ func (a *Authenticator) reviewVerified(r *http.Request, tok *bearerToken, now ti
 // address's budget of failed logins (given back when it authenticates, unless its identity is
 // over its budget of new tokens). A client over budget waits the tarpit for its refusal.
 func (a *Authenticator) reviewUnverifiable(r *http.Request, now time.Time) (user.Info, error) {
-	tokensTotal.WithLabelValues(resultUnverifiable).Inc()
+	tokensTotal[resultUnverifiable].Inc()
 	client := a.door.clients.key(r)
 	if !a.door.logins.reserve(client, now) {
-		tokensTotal.WithLabelValues(resultAddressBudget).Inc()
+		tokensTotal[resultAddressBudget].Inc()
 		// Slowed down, not only refused: each of the client's connections gets an answer at
 		// most once per tarpit, so a flood costs next to nothing (the wait holds no slot).
 		tarpit(r.Context(), a.door.opts.Tarpit)
@@ -140,7 +147,7 @@ func (a *Authenticator) reviewUnverifiable(r *http.Request, now time.Time) (user
 	}
 	if !a.door.unverifiable.reserve("", now) { // many addresses at once: all of them wait
 		a.door.logins.refund(client, now)
-		tokensTotal.WithLabelValues(resultGlobalBudget).Inc()
+		tokensTotal[resultGlobalBudget].Inc()
 		tarpit(r.Context(), a.door.opts.Tarpit)
 		return nil, ErrLoginBudget
 	}
@@ -153,7 +160,7 @@ func (a *Authenticator) reviewUnverifiable(r *http.Request, now time.Time) (user
 	case err != nil:
 		return nil, err // the failed login stays spent
 	case !a.door.identities.reserve(u.GetName(), now):
-		tokensTotal.WithLabelValues(resultIdentityBudget).Inc()
+		tokensTotal[resultIdentityBudget].Inc()
 		return nil, ErrIdentityBudget // and the client's failed login stays spent
 	}
 	a.door.logins.refund(client, time.Now())

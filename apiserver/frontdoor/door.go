@@ -222,7 +222,7 @@ func (d *Door) Refused(r *http.Request) bool {
 	if d.logins.reserve(d.clients.key(r), time.Now()) {
 		return false
 	}
-	tokensTotal.WithLabelValues(resultAddressBudget).Inc()
+	tokensTotal[resultAddressBudget].Inc()
 	tarpit(r.Context(), d.opts.Tarpit)
 	return true
 }
