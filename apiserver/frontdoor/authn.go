@@ -120,7 +120,7 @@ func (a *Authenticator) identify(r *http.Request) (user.Info, bool, error) {
 // of new tokens: whoever can mint tokens cannot make the door review without bound.
 func (a *Authenticator) reviewVerified(r *http.Request, tok *bearerToken, now time.Time) (user.Info, error) {
 	tokensTotal[resultVerified].Inc()
-	id := tok.claims.Subject
+	id := tok.budgetKey()
 	if !a.door.identities.reserve(id, now) {
 		tokensTotal[resultIdentityBudget].Inc()
 		return nil, ErrIdentityBudget

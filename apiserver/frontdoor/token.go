@@ -31,7 +31,23 @@ type bearerToken struct {
 		Audience  audience `json:"aud"`
 		Expiry    int64    `json:"exp"`
 		NotBefore int64    `json:"nbf"`
+		// Kubernetes is the service-account token's binding: the pod it was minted for.
+		Kubernetes struct {
+			Pod struct {
+				UID string `json:"uid"`
+			} `json:"pod"`
+		} `json:"kubernetes.io"`
 	}
+}
+
+// budgetKey is whom a verified token's new-token budget belongs to: its subject, and the pod
+// it is bound to, if any — each pod gets its own token (a Job's hundred pods start at once), and
+// a user minting tokens for one pod is still held to one budget.
+func (t *bearerToken) budgetKey() string {
+	if pod := t.claims.Kubernetes.Pod.UID; pod != "" {
+		return t.claims.Subject + "/pod/" + pod
+	}
+	return t.claims.Subject
 }
 
 // audience is a JWT's aud: one string or a list.
