@@ -11,8 +11,10 @@ import (
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
 // Config is everything the server needs, built from Options.
@@ -24,6 +26,10 @@ type Config struct {
 	// Listener, MetricsListener and ProbesListener, when set, are used instead of listening on
 	// the options' bind addresses.
 	Listener, MetricsListener, ProbesListener net.Listener
+	// Writer writes pushed progress to tasks' status, and PodReader reads the pods and Jobs a
+	// push's token names (with Options.Ingest: the manager's client and API reader).
+	Writer    client.Client
+	PodReader client.Reader
 	// GetCertificate, when set and no certificate files are named, gives the serving
 	// certificate (internal/servingcert's Source: the operator-managed Secret); the metrics
 	// port serves it too.
@@ -36,9 +42,11 @@ type CompletedConfig struct {
 	*Config
 	door                *frontdoor.Door
 	authn, metricsAuthn *frontdoor.Authenticator
-	authz               authorizer.Authorizer
-	tls                 *tls.Config
-	reloaders           []controllerRunner
+	// ingestAuthn takes pods' projected tokens for the ingest audience (with Options.Ingest).
+	ingestAuthn *frontdoor.Authenticator
+	authz       authorizer.Authorizer
+	tls         *tls.Config
+	reloaders   []controllerRunner
 }
 
 // controllerRunner keeps a dynamic certificate current.
@@ -68,6 +76,11 @@ func (c *Config) Complete() (CompletedConfig, error) {
 	}
 	if cc.metricsAuthn, err = cc.door.Authenticator(nil); err != nil {
 		return CompletedConfig{}, err
+	}
+	if c.Options.Ingest {
+		if cc.ingestAuthn, err = cc.door.Authenticator([]string{ingest.Audience}); err != nil {
+			return CompletedConfig{}, err
+		}
 	}
 	if cc.authz, err = cc.door.Authorizer(); err != nil {
 		return CompletedConfig{}, err

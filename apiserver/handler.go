@@ -16,6 +16,7 @@ import (
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
 // CorrelationIDHeader carries a request's correlation ID, in and out.
@@ -40,6 +41,8 @@ type handler struct {
 	// shutdown is closed when the server shuts down: streams end (they never turn idle).
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
+	// ingest takes pods' pushes (nil: --progress-ingest is off).
+	ingest http.Handler
 }
 
 // requestAuthenticator identifies a request's caller: the front door's Authenticator (which,
@@ -81,6 +84,10 @@ var (
 )
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.ingest != nil && strings.HasPrefix(r.URL.Path, ingest.PathPrefix) {
+		h.ingest.ServeHTTP(w, r)
+		return
+	}
 	start := time.Now()
 	cid := correlationID(r)
 	w.Header()[CorrelationIDHeader] = []string{cid}

@@ -31,7 +31,7 @@ var taskID = workflowv1alpha1.TaskIDFromUID(taskUID)
 
 // indexOf is an index holding tasks, as the informer's events would fill it.
 func indexOf(tasks ...*workflowv1alpha1.WorkflowTask) *taskIndex {
-	x := newTaskIndex()
+	x := newTaskIndex(nil)
 	for _, t := range tasks {
 		x.set(t)
 	}

@@ -14,6 +14,10 @@ import (
 // namespace/name, each with the answer its owner sees rendered once per change: a poll reads
 // two maps and writes bytes, it never lists, copies or encodes.
 type taskIndex struct {
+	// live, when ingest is on, holds what pods pushed and the status has not caught up with:
+	// an answer shows it in place of the status's entries of the same type.
+	live *liveStore
+
 	mu     sync.RWMutex
 	byID   map[string][]*indexedTask
 	byName map[types.NamespacedName]*indexedTask
@@ -26,13 +30,17 @@ type indexedTask struct {
 	body []byte
 }
 
-func newTaskIndex() *taskIndex {
-	return &taskIndex{byID: map[string][]*indexedTask{}, byName: map[types.NamespacedName]*indexedTask{}}
+func newTaskIndex(live *liveStore) *taskIndex {
+	return &taskIndex{live: live, byID: map[string][]*indexedTask{}, byName: map[types.NamespacedName]*indexedTask{}}
 }
 
 // set adds or replaces t.
 func (x *taskIndex) set(t *workflowv1alpha1.WorkflowTask) {
-	it := &indexedTask{task: t, id: workflowv1alpha1.TaskIDFromUID(t.UID), body: progressBody(t.Status.Progress)}
+	entries := t.Status.Progress
+	if x.live != nil {
+		entries = x.live.overlay(t.UID, entries)
+	}
+	it := &indexedTask{task: t, id: workflowv1alpha1.TaskIDFromUID(t.UID), body: progressBody(entries)}
 	name := types.NamespacedName{Namespace: t.Namespace, Name: t.Name}
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -41,6 +49,19 @@ func (x *taskIndex) set(t *workflowv1alpha1.WorkflowTask) {
 	}
 	x.byName[name] = it
 	x.byID[it.id] = append(x.byID[it.id], it)
+}
+
+// refresh renders the answer of task namespace/name again (what was pushed changed); false
+// when there is no such task or it has another UID.
+func (x *taskIndex) refresh(name types.NamespacedName, uid types.UID) bool {
+	x.mu.RLock()
+	it := x.byName[name]
+	x.mu.RUnlock()
+	if it == nil || it.task.UID != uid {
+		return false
+	}
+	x.set(it.task)
+	return true
 }
 
 // remove drops t (by its namespace/name and UID).
@@ -108,6 +129,13 @@ func eventHandler(x *taskIndex, hub *changeHub) toolscache.ResourceEventHandler 
 		},
 		UpdateFunc: func(_, obj any) {
 			if t := task(obj); t != nil {
+				if x.live != nil && t.Status.Phase.IsFinished() { // its pods' last values now
+					if x.live.clean(t.UID) {
+						x.live.forget(t.UID)
+					} else {
+						x.live.urge(t.UID)
+					}
+				}
 				x.set(t)
 				hub.taskChanged(t)
 			}
@@ -115,6 +143,9 @@ func eventHandler(x *taskIndex, hub *changeHub) toolscache.ResourceEventHandler 
 		DeleteFunc: func(obj any) {
 			if t := task(obj); t != nil {
 				x.remove(t)
+				if x.live != nil {
+					x.live.forget(t.UID)
+				}
 				hub.taskChanged(t)
 			}
 		},

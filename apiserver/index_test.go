@@ -26,7 +26,7 @@ func TestTaskIndex(t *testing.T) {
 		}
 		return out
 	}
-	x := newTaskIndex()
+	x := newTaskIndex(nil)
 	a1 := task("a", "uid-a1", 1)
 	idA1 := workflowv1alpha1.TaskIDFromUID(a1.UID)
 	x.set(a1)

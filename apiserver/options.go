@@ -85,6 +85,13 @@ type Options struct {
 	// StreamLifetime ends a stream after this long (the client reconnects, authenticating anew).
 	StreamLifetime time.Duration
 
+	// Ingest takes progress pushed by tasks' pods (PUT /ingest/v1alpha1/…, a projected token
+	// for ingest.progress.taskops.dev) and writes it to the status: each task at most every
+	// FlushInterval, all tasks together at most WriteBudget writes a second.
+	Ingest        bool
+	FlushInterval time.Duration
+	WriteBudget   float64
+
 	// MetricsBindAddress is where the manager's Prometheus metrics are served ("0": not
 	// served): HTTPS behind the same door, authorized by a SubjectAccessReview of GET on the
 	// path; MetricsSecure false serves plain HTTP without authentication, on loopback only.
@@ -167,6 +174,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.MaxStreamsPerUser, "progress-max-streams-per-user", o.MaxStreamsPerUser, "Event streams one user may have open at once.")
 	fs.DurationVar(&o.StreamHeartbeat, "progress-stream-heartbeat", o.StreamHeartbeat, "How often an event stream sends a heartbeat comment.")
 	fs.DurationVar(&o.StreamLifetime, "progress-stream-lifetime", o.StreamLifetime, "How long an event stream lasts before the client reconnects.")
+	fs.BoolVar(&o.Ingest, "progress-ingest", o.Ingest, "Take progress pushed by tasks' pods to the endpoint and write it to their status within a budget.")
+	fs.DurationVar(&o.FlushInterval, "progress-flush-interval", o.FlushInterval, "With --progress-ingest: how often at most a task's pushed progress is written to its status (a pod's last values and a task's end at once).")
+	fs.Float64Var(&o.WriteBudget, "progress-write-budget", o.WriteBudget, "With --progress-ingest: status writes a second at most, across all tasks (the longest unwritten first).")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Address of the metrics endpoint (HTTPS behind the same front door unless --metrics-secure=false); 0 disables it.")
 	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure, "Serve metrics over HTTPS, authenticated and authorized by the API server; false: plain HTTP, loopback addresses only.")
 	fs.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", o.HealthProbeBindAddress, "Address the /healthz and /readyz probes bind to; 0 disables them.")
@@ -216,6 +226,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, err)
 	} else if err := d.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if o.Ingest && (o.FlushInterval <= 0 || o.WriteBudget < 1) {
+		errs = append(errs, errors.New("--progress-flush-interval must be positive and --progress-write-budget at least 1"))
 	}
 	if o.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("--progress-request-timeout must be positive"))

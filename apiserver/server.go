@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -26,6 +27,8 @@ type Server struct {
 	cfg     CompletedConfig
 	handler *handler
 	checks  *probeChecks
+	// flusher writes pushed progress to the status (with Options.Ingest; the leader only).
+	flusher *flusher
 }
 
 var (
@@ -49,13 +52,17 @@ var registerMetricsOnce sync.Once
 // New returns the server of a completed config, and exposes its caches' sizes as metrics on the
 // manager's registry (of the first server of a process, when several).
 func (c CompletedConfig) New() *Server {
+	var live *liveStore
+	if c.Options.Ingest {
+		live = newLiveStore(maxWritersPerTask)
+	}
 	// Correlation IDs from a pool of random bytes rather than a read of crypto/rand each.
 	uuid.EnableRandPool()
 	h := &handler{
 		prefix:    c.Options.PathPrefix,
 		authn:     c.authn,
 		authz:     c.authz,
-		tasks:     newTaskIndex(),
+		tasks:     newTaskIndex(live),
 		debug:     c.Options.Debug,
 		log:       c.Log,
 		changes:   newChangeHub(),
@@ -80,7 +87,16 @@ func (c CompletedConfig) New() *Server {
 			_ = ctrlmetrics.Registry.Register(g)
 		}
 	})
-	return &Server{cfg: c, handler: h, checks: newProbeChecks()}
+	srv := &Server{cfg: c, handler: h, checks: newProbeChecks()}
+	if live != nil {
+		leading := &atomic.Bool{}
+		srv.flusher = &flusher{live: live, tasks: h.tasks, client: c.Writer, interval: c.Options.FlushInterval,
+			budget: c.Options.WriteBudget, workers: 4, leading: leading, log: c.Log.WithName("ingest")}
+		h.ingest = &ingestHandler{authn: c.ingestAuthn, reader: c.PodReader, tasks: h.tasks, live: live, hub: h.changes,
+			pushes: frontdoor.NewBudget(pushesPerSecond, pushBurst, maxPushers), writers: newExpiringSet(c.Options.AuthCacheTTL, maxPushers),
+			leading: leading, debug: c.Options.Debug}
+	}
+	return srv
 }
 
 // SetupWithManager adds the server to the manager: the progress endpoint when enabled (it
@@ -88,7 +104,8 @@ func (c CompletedConfig) New() *Server {
 // theirs are. The manager's own metrics and probe servers are to be off (their ports are
 // served here).
 func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, configure ...func(*Config)) (*Server, error) {
-	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Log: mgr.GetLogger().WithName("progress-endpoint")}
+	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Writer: mgr.GetClient(), PodReader: mgr.GetAPIReader(),
+		Log: mgr.GetLogger().WithName("progress-endpoint")}
 	for _, c := range configure {
 		c(cfg)
 	}
@@ -109,6 +126,11 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, c
 	}
 	if err := mgr.Add(srv); err != nil {
 		return nil, fmt.Errorf("progress endpoint: %w", err)
+	}
+	if srv.flusher != nil {
+		if err := mgr.Add(srv.flusher); err != nil {
+			return nil, fmt.Errorf("progress ingest: %w", err)
+		}
 	}
 	return srv, nil
 }

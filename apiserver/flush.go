@@ -1,0 +1,117 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+)
+
+// IngestFieldManager owns, in a task's status.progress, the entries the operator wrote for its
+// pods (server-side apply): a push that drops an entry drops it from the status at the next
+// write, and entries pods wrote themselves (direct mode) are never touched.
+const IngestFieldManager = "workflowtask-ingest"
+
+// flusher writes what pods pushed into their tasks' status.progress. Only the leader runs it
+// (and only the leader takes pushes): each task at most every interval — urgent ones, a
+// writer's last values or a task's end, at once — and across all tasks at most budget writes a
+// second, the longest unwritten first. So the control plane's cost is the budget, not the
+// number of pods times their rate.
+type flusher struct {
+	live     *liveStore
+	tasks    *taskIndex
+	client   client.Client
+	interval time.Duration
+	budget   float64
+	workers  int
+	leading  *atomic.Bool
+	log      logr.Logger
+	writes   atomic.Int64 // status writes made (for tests and metrics)
+}
+
+var _ manager.LeaderElectionRunnable = (*flusher)(nil)
+
+// NeedLeaderElection: one writer, the leader.
+func (f *flusher) NeedLeaderElection() bool { return true }
+
+// flushTick is how often the flusher looks for due tasks.
+const flushTick = 50 * time.Millisecond
+
+// Start writes until ctx ends, taking pushes meanwhile.
+func (f *flusher) Start(ctx context.Context) error {
+	f.leading.Store(true)
+	defer f.leading.Store(false)
+	tokens, last := f.budget, time.Now() // a token bucket of one second's budget
+	work := make(chan due)
+	var wg sync.WaitGroup
+	for range f.workers {
+		wg.Go(func() {
+			for d := range work {
+				err := f.write(ctx, d)
+				if err != nil && ctx.Err() == nil {
+					f.log.Error(err, "Writing pushed progress; retrying", "task", d.key)
+				}
+				f.live.flushed(d, err == nil, time.Now())
+			}
+		})
+	}
+	defer func() { close(work); wg.Wait() }()
+	t := time.NewTicker(flushTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			tokens = min(f.budget, tokens+now.Sub(last).Seconds()*f.budget)
+			last = now
+			for _, d := range f.live.takeDue(now, f.interval, int(tokens)) {
+				tokens--
+				select {
+				case work <- d:
+				case <-ctx.Done():
+					f.live.flushed(d, false, now)
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// write applies d's entries to its task's status.progress under IngestFieldManager, if the task
+// named is still the one pushed for.
+func (f *flusher) write(ctx context.Context, d due) error {
+	if it := f.tasks.ByName(d.key.Namespace, d.key.Name); it == nil || it.task.UID != d.uid {
+		f.live.forget(d.uid) // deleted or replaced: nothing to write into
+		return nil
+	}
+	entries := d.entries
+	if entries == nil {
+		entries = []workflowv1alpha1.ProgressEntry{}
+	}
+	body, err := json.Marshal(map[string]any{
+		"apiVersion": workflowv1alpha1.GroupVersion.String(), "kind": "WorkflowTask",
+		"metadata": map[string]any{"name": d.key.Name, "namespace": d.key.Namespace},
+		"status":   map[string]any{"progress": entries},
+	})
+	if err != nil {
+		return fmt.Errorf("encoding the progress of %s: %w", d.key, err)
+	}
+	task := &workflowv1alpha1.WorkflowTask{}
+	task.Name, task.Namespace = d.key.Name, d.key.Namespace
+	if err := f.client.Status().Patch(ctx, task, client.RawPatch(types.ApplyPatchType, body),
+		client.FieldOwner(IngestFieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("writing the progress of %s: %w", d.key, err)
+	}
+	f.writes.Add(1)
+	return nil
+}

@@ -1,0 +1,226 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/utils/lru"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
+)
+
+// Result codes of the ingest path beside the endpoint's.
+const (
+	CodeNoPermission = 403 // the token's pod is not a running pod of this task
+	CodeConflict     = 409 // the task was replaced by one of the same name
+)
+
+// Messages of the ingest path.
+const (
+	MsgNoPermission = "Not a writer of this task"
+	MsgConflict     = "The task was replaced"
+	MsgNotLeader    = "Not the writing replica, please retry later"
+)
+
+// The user extras kube-apiserver's TokenReview gives a pod-bound service-account token.
+const (
+	extraPodName = "authentication.kubernetes.io/pod-name"
+	extraPodUID  = "authentication.kubernetes.io/pod-uid"
+)
+
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get
+
+// ingestHandler serves PUT /ingest/v1alpha1/namespaces/{ns}/workflowtasks/{name}/progress: a pod
+// of the task pushes its whole state, with a projected token of its runner ServiceAccount for
+// the ingest audience. The token must be bound to a pod that is a running pod of the task's Job;
+// each pod may push pushesPerSecond (burst pushBurst); the values are kept (liveStore), shown at
+// once, and written to the status by the leader's flusher.
+type ingestHandler struct {
+	authn  requestAuthenticator
+	reader client.Reader // pods (not cached: one read per new token and pod) and the task's Job
+	tasks  *taskIndex
+	live   *liveStore
+	hub    *changeHub
+	pushes *frontdoor.Budget // per pod UID
+	// writers remembers pods found to be writers of a task, for the cache TTL.
+	writers *expiringSet
+	// leading: this replica writes the status; others refuse pushes (the Service routes to
+	// the leader).
+	leading *atomic.Bool
+	debug   bool
+}
+
+// Per-pod push budget: the reporter pushes at most once a second (and at Close).
+const (
+	pushesPerSecond = 2
+	pushBurst       = 10
+	maxPushers      = 100000
+	// maxWritersPerTask bounds the pods whose state one task holds.
+	maxWritersPerTask = 1024
+)
+
+func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cid := correlationID(r)
+	w.Header()[CorrelationIDHeader] = []string{cid}
+	ns, name, ok := ingest.ParsePath(r.URL.Path)
+	switch {
+	case !ok:
+		h.authn.Refused(r)
+		writeError(w, CodeNotFound, MsgNotFound, cid, nil, h.debug)
+		return
+	case r.Method != http.MethodPut:
+		h.authn.Refused(r)
+		w.Header()["Allow"] = []string{http.MethodPut}
+		writeError(w, CodeMethod, MsgMethod, cid, nil, h.debug)
+		return
+	}
+	u, err := h.authn.Authenticate(w, r)
+	switch {
+	case errors.Is(err, frontdoor.ErrLoginBudget), errors.Is(err, frontdoor.ErrIdentityBudget), errors.Is(err, frontdoor.ErrBusy):
+		w.Header()["Retry-After"] = retryAfter1
+		writeError(w, CodeTooMany, MsgTooMany, cid, nil, h.debug)
+		return
+	case err != nil:
+		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
+		return
+	}
+	code, msg, err := h.push(r, u, types.NamespacedName{Namespace: ns, Name: name})
+	switch code {
+	case CodeSuccess:
+		writeBody(w, emptyBody)
+	case CodeTooMany:
+		w.Header()["Retry-After"] = retryAfter1
+		writeError(w, code, msg, cid, err, h.debug)
+	case CodeInternal:
+		writeError(w, code, MsgInternal, cid, err, h.debug)
+	default:
+		writeError(w, code, msg, cid, err, h.debug)
+	}
+}
+
+// push checks that u may write task key, reads the body and keeps it.
+func (h *ingestHandler) push(r *http.Request, u user.Info, key types.NamespacedName) (int, string, error) {
+	pod, podUID := single(u.GetExtra()[extraPodName]), single(u.GetExtra()[extraPodUID])
+	if u.GetName() != "system:serviceaccount:"+key.Namespace+":"+key.Name+"-runner" || pod == "" || podUID == "" {
+		return CodeNoPermission, MsgNoPermission, errors.New("not the task's runner, or a token not bound to a pod")
+	}
+	if !h.leading.Load() {
+		return CodeTooMany, MsgNotLeader, nil
+	}
+	if !h.pushes.Take(r.Context(), podUID) {
+		return CodeTooMany, MsgTooMany, nil
+	}
+	var p ingest.Push
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, ingest.MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return CodeParamErr, "Invalid progress", err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return CodeParamErr, "Invalid progress", errors.New("more than one JSON value")
+	}
+	if err := p.Validate(); err != nil {
+		return CodeParamErr, "Invalid progress", err
+	}
+	it := h.tasks.ByName(key.Namespace, key.Name)
+	switch {
+	case it == nil:
+		return CodeNoPermission, MsgNoPermission, errors.New("no such task")
+	case it.task.UID != p.TaskUID:
+		return CodeConflict, MsgConflict, fmt.Errorf("task %s is %s, not %s", key, it.task.UID, p.TaskUID)
+	}
+	if ok, err := h.isWriter(r.Context(), it.task, pod, types.UID(podUID)); err != nil {
+		return CodeInternal, MsgInternal, err
+	} else if !ok {
+		return CodeNoPermission, MsgNoPermission, errors.New("the token's pod is not a running pod of the task's Job")
+	}
+	if !h.live.put(it.task.UID, key, pod, p.Entries, p.Final, time.Now()) {
+		return CodeTooMany, MsgTooMany, errors.New("too many writers for this task")
+	}
+	if h.tasks.refresh(key, it.task.UID) {
+		h.hub.taskChanged(it.task)
+	}
+	return CodeSuccess, "", nil
+}
+
+func single(v []string) string {
+	if len(v) != 1 {
+		return ""
+	}
+	return v[0]
+}
+
+// isWriter reports whether pod (with podUID) is a running pod of task's Job: the Job the task
+// controls, the pod's controller that Job, the pod not finished or being deleted. Remembered
+// for the cache TTL.
+func (h *ingestHandler) isWriter(ctx context.Context, task *workflowv1alpha1.WorkflowTask, pod string, podUID types.UID) (bool, error) {
+	memo := string(task.UID) + "/" + string(podUID)
+	if h.writers.has(memo) {
+		return true, nil
+	}
+	job := &batchv1.Job{}
+	switch err := h.reader.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading the task's Job: %w", err)
+	}
+	if ref := metav1.GetControllerOf(job); ref == nil || ref.UID != task.UID {
+		return false, nil
+	}
+	p := &corev1.Pod{}
+	switch err := h.reader.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: pod}, p); {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading the token's pod: %w", err)
+	}
+	ref := metav1.GetControllerOf(p)
+	if p.UID != podUID || ref == nil || ref.UID != job.UID || p.DeletionTimestamp != nil ||
+		p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || !strings.EqualFold(ref.Kind, "Job") {
+		return false, nil
+	}
+	h.writers.add(memo)
+	return true, nil
+}
+
+// expiringSet remembers keys for ttl, at most maxKeys (the least recently added go first).
+type expiringSet struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	lru *lru.Cache
+}
+
+func newExpiringSet(ttl time.Duration, maxKeys int) *expiringSet {
+	return &expiringSet{ttl: ttl, lru: lru.New(maxKeys)}
+}
+
+func (s *expiringSet) add(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lru.Add(key, time.Now().Add(s.ttl))
+}
+
+func (s *expiringSet) has(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.lru.Get(key)
+	return ok && time.Now().Before(v.(time.Time))
+}

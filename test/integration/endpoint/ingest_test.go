@@ -1,0 +1,250 @@
+package endpoint_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/internal/kubeauth"
+	"github.com/taskops/workflowtask-operator/internal/testutil"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
+)
+
+var (
+	ingestOnce sync.Once
+	ingestURL  string
+)
+
+// ingestFlushInterval is the ingest endpoint's flush interval in these tests.
+const ingestFlushInterval = 2 * time.Second
+
+// ingestEndpoint is an endpoint with --progress-ingest on the suite's manager (its flusher runs:
+// the suite's manager elects no leader).
+func ingestEndpoint(t *testing.T) string {
+	t.Helper()
+	ingestOnce.Do(func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := apiserver.NewOptions()
+		opts.BindAddress = ln.Addr().String()
+		opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
+		opts.Ingest, opts.FlushInterval, opts.WriteBudget = true, ingestFlushInterval, 50
+		if _, err := apiserver.SetupWithManager(context.Background(), mgr, opts, func(c *apiserver.Config) {
+			c.Listener = ln
+			c.ReviewConfig = countTokenReviews(c.ReviewConfig)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ingestURL = "https://127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	})
+	return ingestURL
+}
+
+// runningPod creates a pod of task's Job as the Job controller would (envtest runs none), marks
+// it Running, and returns it with a token of the task's runner bound to it for audiences.
+func runningPod(t *testing.T, task *workflowv1alpha1.WorkflowTask, name string, audiences ...string) (*corev1.Pod, string) {
+	t.Helper()
+	ctx := context.Background()
+	job := &batchv1.Job{}
+	gomega.NewWithT(t).Eventually(func() error {
+		return k8sClient.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job)
+	}).Should(gomega.Succeed(), "the controller creates the task's Job")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: task.Namespace, OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{ServiceAccountName: task.Name + "-runner", Containers: []corev1.Container{{Name: "work", Image: "worker"}}},
+	}
+	if err := k8sClient.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodRunning
+	if err := k8sClient.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if len(audiences) == 0 {
+		audiences = []string{ingest.Audience}
+	}
+	token, err := kubeauth.Token(ctx, kubernetes.NewForConfigOrDie(adminCfg), task.Namespace, task.Name+"-runner",
+		kubeauth.TokenOptions{Audiences: audiences, BoundTo: kubeauth.BoundToPod(pod)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod, token
+}
+
+// pushTo sends a push of task namespace/name with token from client and returns the envelope's code.
+func pushTo(t *testing.T, c *http.Client, base, namespace, name, token string, body any) int {
+	t.Helper()
+	raw, ok := body.([]byte)
+	if !ok {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPut, base+ingest.Path(namespace, name), bytes.NewReader(raw))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	return callRequest(t, c, req)
+}
+
+// A pod of the task pushes with its projected token for the ingest audience: the owner sees the
+// values at once through the endpoint, and the operator writes them to the status under its own
+// field manager within the flush interval; a pod's last values (final) are written at once.
+func TestIngestPush(t *testing.T) {
+	base := ingestEndpoint(t)
+	owner := newSAUser(t, "users", "ingest-owner")
+	task := createTaskWithProgress(t, testutil.MakeTask("pushed", "ingest").Owner(owner.name))
+	_, token := runningPod(t, task, "pushed-abcde")
+	httpc := clientFor(t)
+	push := ingest.Push{TaskUID: task.UID, Entries: []workflowv1alpha1.ProgressEntry{
+		{Type: "upload", Current: 5, Total: 10, UpdateTime: ptr.To(metav1.NewMicroTime(time.Now()))}}}
+	if code := pushTo(t, httpc, base, task.Namespace, task.Name, token, push); code != apiserver.CodeSuccess {
+		t.Fatalf("push: code %d", code)
+	}
+	// At once on the endpoint that took it, from the live values (the status has none yet).
+	path := "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+owner.token)
+	resp, err := httpc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Data map[string]struct{ Current, Total int64 } `json:"data"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if got.Data["upload"].Current != 5 {
+		t.Errorf("the endpoint right after the push: %+v, want upload 5/10", got.Data)
+	}
+	// In the status within the flush interval, under the operator's field manager.
+	stored := func() *workflowv1alpha1.WorkflowTask {
+		tk := &workflowv1alpha1.WorkflowTask{}
+		if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(task), tk); err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	gomega.NewWithT(t).Eventually(func() []workflowv1alpha1.ProgressEntry { return stored().Status.Progress }, 3*ingestFlushInterval).
+		Should(gomega.ContainElement(gomega.HaveField("Current", int64(5))), "written to the status")
+	managers := map[string]bool{}
+	for _, f := range stored().ManagedFields {
+		if f.Subresource == "status" {
+			managers[f.Manager] = true
+		}
+	}
+	if !managers[apiserver.IngestFieldManager] {
+		t.Errorf("status field managers %v, want %s", managers, apiserver.IngestFieldManager)
+	}
+	// The last values (Close) are written without waiting for the interval.
+	push.Entries[0].Current, push.Final = 10, true
+	if code := pushTo(t, httpc, base, task.Namespace, task.Name, token, push); code != apiserver.CodeSuccess {
+		t.Fatalf("final push: code %d", code)
+	}
+	gomega.NewWithT(t).Eventually(func() []workflowv1alpha1.ProgressEntry { return stored().Status.Progress }, ingestFlushInterval/2).
+		Should(gomega.ContainElement(gomega.HaveField("Current", int64(10))), "the final values written at once")
+}
+
+// Hostile pushes, each answered with the spec's envelope and nothing kept: a token for another
+// audience, a pod of another task, a replaced task, malformed and oversized bodies, other methods
+// and paths, a deleted pod's token, a pod flooding its own task.
+func TestIngestRefusals(t *testing.T) {
+	base := ingestEndpoint(t)
+	owner := newSAUser(t, "users", "ingest-owner")
+	taskA := createTaskWithProgress(t, testutil.MakeTask("task-a", "ingest").Owner(owner.name))
+	taskB := createTaskWithProgress(t, testutil.MakeTask("task-b", "ingest").Owner(owner.name))
+	podA, tokenA := runningPod(t, taskA, "task-a-xyz12")
+	_, wrongAudience := runningPod(t, taskA, "task-a-other", "https://kubernetes.default.svc")
+	httpc := clientFor(t)
+	entries := []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: 1, Total: 2}}
+	good := ingest.Push{TaskUID: taskA.UID, Entries: entries}
+
+	cases := []struct {
+		name      string
+		ns, task  string
+		token     string
+		body      any
+		wantCode  int
+		wantFirst bool
+	}{
+		{name: "a token for kube-apiserver's audience", ns: taskA.Namespace, task: taskA.Name, token: wrongAudience, body: good, wantCode: apiserver.CodeLoginRequired},
+		{name: "task A's pod writing to task B", ns: taskB.Namespace, task: taskB.Name, token: tokenA, body: ingest.Push{TaskUID: taskB.UID, Entries: entries}, wantCode: apiserver.CodeNoPermission},
+		{name: "the task replaced (another UID)", ns: taskA.Namespace, task: taskA.Name, token: tokenA, body: ingest.Push{TaskUID: "not-the-uid", Entries: entries}, wantCode: apiserver.CodeConflict},
+		{name: "an invalid type", ns: taskA.Namespace, task: taskA.Name, token: tokenA, body: ingest.Push{TaskUID: taskA.UID, Entries: []workflowv1alpha1.ProgressEntry{{Type: "Upload!"}}}, wantCode: apiserver.CodeParamErr},
+		{name: "negative current", ns: taskA.Namespace, task: taskA.Name, token: tokenA, body: ingest.Push{TaskUID: taskA.UID, Entries: []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: -1}}}, wantCode: apiserver.CodeParamErr},
+		{name: "not JSON", ns: taskA.Namespace, task: taskA.Name, token: tokenA, body: []byte("{"), wantCode: apiserver.CodeParamErr},
+		{name: "an unknown field", ns: taskA.Namespace, task: taskA.Name, token: tokenA, body: []byte(`{"taskUID":"` + string(taskA.UID) + `","entries":[],"owner":"mallory"}`), wantCode: apiserver.CodeParamErr},
+		{name: "oversized", ns: taskA.Namespace, task: taskA.Name, token: tokenA, body: []byte(`{"taskUID":"` + string(taskA.UID) + `","entries":[{"type":"upload","current":1,"total":1,"identifier":"` + strings.Repeat("x", ingest.MaxBodyBytes) + `"}]}`), wantCode: apiserver.CodeParamErr},
+		{name: "too many entries", ns: taskA.Namespace, task: taskA.Name, token: tokenA, body: tooManyEntries(taskA), wantCode: apiserver.CodeParamErr},
+	}
+	for _, tc := range cases {
+		if code := pushTo(t, httpc, base, tc.ns, tc.task, tc.token, tc.body); code != tc.wantCode {
+			t.Errorf("%s: code %d, want %d", tc.name, code, tc.wantCode)
+		}
+	}
+	for _, tc := range []struct{ method, path string }{
+		{http.MethodPost, ingest.Path(taskA.Namespace, taskA.Name)},
+		{http.MethodPut, ingest.PathPrefix + "namespaces/" + taskA.Namespace + "/workflowtasks/" + taskA.Name},
+		{http.MethodPut, ingest.Path(taskA.Namespace, taskA.Name) + "/x"},
+	} {
+		req, _ := http.NewRequest(tc.method, base+tc.path, strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer "+tokenA)
+		if code := callRequest(t, httpc, req); code != apiserver.CodeMethod && code != apiserver.CodeNotFound {
+			t.Errorf("%s %s: code %d", tc.method, tc.path, code)
+		}
+	}
+	// Task B's status got nothing from task A's pod.
+	time.Sleep(ingestFlushInterval + time.Second)
+	b := &workflowv1alpha1.WorkflowTask{}
+	if err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(taskB), b); err != nil || len(b.Status.Progress) != 0 {
+		t.Errorf("task B's progress %+v (%v): a foreign pod's push was kept", b.Status.Progress, err)
+	}
+	// A pod flooding its own task: 429 after its burst.
+	tooMany := 0
+	for i := range 30 {
+		p := ingest.Push{TaskUID: taskA.UID, Entries: []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: int64(i), Total: 100}}}
+		if pushTo(t, httpc, base, taskA.Namespace, taskA.Name, tokenA, p) == apiserver.CodeTooMany {
+			tooMany++
+		}
+	}
+	if tooMany == 0 {
+		t.Error("30 pushes at once from one pod: none answered 429")
+	}
+	// A deleted pod's token stops working (TokenReview refuses a token whose pod is gone, once
+	// the endpoint's cache of it expires).
+	if err := k8sClient.Delete(context.Background(), podA, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	gomega.NewWithT(t).Eventually(func() int {
+		return pushTo(t, httpc, base, taskA.Namespace, taskA.Name, tokenA, good)
+	}, 30*time.Second, time.Second).Should(gomega.BeElementOf(apiserver.CodeLoginRequired, apiserver.CodeNoPermission), "a deleted pod's token refused")
+}
+
+func tooManyEntries(task *workflowv1alpha1.WorkflowTask) ingest.Push {
+	p := ingest.Push{TaskUID: task.UID}
+	for i := range ingest.MaxEntries + 1 {
+		p.Entries = append(p.Entries, workflowv1alpha1.ProgressEntry{Type: fmt.Sprintf("upload_single_%d", i)})
+	}
+	return p
+}
