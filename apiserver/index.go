@@ -104,13 +104,6 @@ func (x *taskIndex) ByName(namespace, name string) *indexedTask {
 	return x.byName[types.NamespacedName{Namespace: namespace, Name: name}]
 }
 
-// len is the number of tasks held.
-func (x *taskIndex) len() int {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	return len(x.byName)
-}
-
 // eventHandler keeps the index, then announces the change to the streams that follow the task.
 func eventHandler(x *taskIndex, hub *changeHub) toolscache.ResourceEventHandler {
 	task := func(obj any) *workflowv1alpha1.WorkflowTask {

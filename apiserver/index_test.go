@@ -50,7 +50,7 @@ func TestTaskIndex(t *testing.T) {
 	}
 	x.remove(a2)
 	x.remove(twin)
-	if x.len() != 0 || len(x.byID) != 0 {
-		t.Errorf("after deleting everything: %d by name, %d by ID", x.len(), len(x.byID))
+	if len(x.byName) != 0 || len(x.byID) != 0 {
+		t.Errorf("after deleting everything: %d by name, %d by ID", len(x.byName), len(x.byID))
 	}
 }

@@ -211,10 +211,3 @@ func (s *liveStore) clean(task types.UID) bool {
 	t := s.tasks[task]
 	return t == nil || t.version == t.flushed
 }
-
-// size is the number of tasks held.
-func (s *liveStore) size() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.tasks)
-}

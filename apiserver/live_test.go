@@ -94,7 +94,7 @@ func TestLiveStoreDue(t *testing.T) {
 		t.Error("clean: final should be, new should not")
 	}
 	s.forget("final")
-	if s.size() != 2 {
-		t.Errorf("%d tasks after forgetting one of three", s.size())
+	if len(s.tasks) != 2 {
+		t.Errorf("%d tasks after forgetting one of three", len(s.tasks))
 	}
 }

@@ -227,9 +227,6 @@ func (d *Door) Refused(r *http.Request) bool {
 	return true
 }
 
-// Keys is the service-account key set the door checks tokens against.
-func (d *Door) Keys() *KeySet { return d.keys }
-
 // RejectedTokenCacheBytes is the counted size of the cache of refused tokens.
 func (d *Door) RejectedTokenCacheBytes() int { return d.rejected.Bytes() }
 
