@@ -163,19 +163,42 @@ func TestScaleSmoke(t *testing.T) {
 			t.Errorf("status writes to %s: %d writes, %.2f s of kube-apiserver CPU", k.name, r.writes, r.apiserverCPU)
 		}
 	}
-	for _, apf := range []bool{false, true} {
-		s := storm(t, m, apf, 3*time.Second)
-		t.Logf("M=%d apf=%t: %.0f progress writes/s (+%.0f/s by the controller, %.0f/s refused), freshness p50 %.0f ms p99 %.0f ms, probe p99 idle %.1f ms storm %.1f ms, "+
-			"reporters throttled %d errors %d, finals %d/%d", m, apf, s.writesPerSec, s.controllerPerSec, s.throttledPerSec, ms(s.freshP50), ms(s.freshP99),
-			ms(s.idleP99), ms(s.stormP99), s.reporterThrottled, s.reporterErrors, s.finalsLanded, m)
+	// The storm in both modes on the same tasks: direct without and with config/apf, ingest.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tasks := newStormTasks(ctx, t, m)
+	defer func() {
+		if err := restartManager(context.Background(), nil); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, c := range []struct {
+		mode string
+		apf  bool
+	}{{directMode, false}, {directMode, true}, {ingestMode, false}} {
+		if err := restartManager(ctx, stormManagerArgs(c.mode)); err != nil {
+			t.Fatal(err)
+		}
+		s := storm(t, tasks, c.mode, c.apf, 3*time.Second)
+		t.Log(s)
+		checkStorm(t, s)
 		if s.operatorExited {
-			t.Errorf("apf=%t: the operator exited during a storm of %d writers", apf, m)
+			t.Errorf("%s apf=%t: the operator exited during a storm of %d writers", c.mode, c.apf, m)
 		}
-		if s.finalsLanded != m {
-			t.Errorf("apf=%t: %d of %d final values landed", apf, s.finalsLanded, m)
+		if s.endpointFreshSamples == 0 || s.visibleSamples == 0 || s.visibleMissed != 0 {
+			t.Errorf("%s apf=%t: %d new values on the event streams; the probe's %d writes, %d not seen", c.mode, c.apf,
+				s.endpointFreshSamples, s.visibleSamples, s.visibleMissed)
 		}
-		if s.writesPerSec <= 0 {
-			t.Errorf("apf=%t: no status write reached kube-apiserver", apf)
+		switch c.mode {
+		case directMode:
+			if s.writesPerSec <= 0 {
+				t.Errorf("apf=%t: no status write reached kube-apiserver", c.apf)
+			}
+		case ingestMode:
+			// Each pod's token reviewed (at least once), no push failed.
+			if s.tokenReviews < float64(m) || s.writerErrors != 0 {
+				t.Errorf("ingest: %.0f TokenReviews for %d pods' tokens, %d pushes failed", s.tokenReviews, m, s.writerErrors)
+			}
 		}
 	}
 }

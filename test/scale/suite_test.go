@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,8 +120,21 @@ func run(m *testing.M) int {
 	return code
 }
 
+// managerArgs are the flags the manager runs with beside the harness's (restartManager).
+var managerArgs []string
+
+// restartManager runs the manager with args (beside the harness's) unless it already does.
+func restartManager(ctx context.Context, args []string) error {
+	if slices.Equal(args, managerArgs) && !manager.Exited() {
+		return nil
+	}
+	manager.Stop()
+	managerArgs = args
+	return startManager(ctx)
+}
+
 // startManager runs the operator as its own process, its metrics on plain HTTP on loopback
-// (read by the harness).
+// (read by the harness), with managerArgs.
 func startManager(ctx context.Context) error {
 	log, err := os.OpenFile(filepath.Join(logDir, "manager.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -132,8 +146,8 @@ func startManager(ctx context.Context) error {
 	}
 	manager, err = cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, ProgressPort: progressPort, ProbePort: probePort, Log: log,
 		Env: []string{"GOMEMLIMIT=" + memLimit}, // as the Deployment runs it
-		ExtraArgs: []string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
-			fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort)}})
+		ExtraArgs: append([]string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
+			fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort)}, managerArgs...)})
 	return err
 }
 
