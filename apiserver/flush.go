@@ -55,7 +55,7 @@ func (f *flusher) Start(ctx context.Context) error {
 	for range f.workers {
 		wg.Go(func() {
 			for d := range work {
-				err := f.write(ctx, d)
+				err := f.write(ctx, &d)
 				if err != nil && ctx.Err() == nil {
 					f.log.Error(err, "Writing pushed progress; retrying", "task", d.key)
 				}
@@ -86,14 +86,20 @@ func (f *flusher) Start(ctx context.Context) error {
 	}
 }
 
-// write applies d's entries to its task's status.progress under IngestFieldManager, if the task
-// named is still the one pushed for.
-func (f *flusher) write(ctx context.Context, d due) error {
-	if it := f.tasks.ByName(d.key.Namespace, d.key.Name); it == nil || it.task.UID != d.uid {
+// write applies to d's task's status.progress, under IngestFieldManager, what the task shows
+// (its status with the pushed entries over it, deleted types left out), if the task named is
+// still the one pushed for and that differs from its status. Entries no writer here holds keep
+// their written values: a replica that starts over (a new leader) loses nothing the status has.
+func (f *flusher) write(ctx context.Context, d *due) error {
+	it := f.tasks.ByName(d.key.Namespace, d.key.Name)
+	if it == nil || it.task.UID != d.uid {
 		f.live.forget(d.uid) // deleted or replaced: nothing to write into
 		return nil
 	}
-	entries := d.entries
+	entries, differs := f.live.toWrite(d, it.task.Status.Progress)
+	if !differs {
+		return nil
+	}
 	if entries == nil {
 		entries = []workflowv1alpha1.ProgressEntry{}
 	}

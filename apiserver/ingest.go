@@ -37,7 +37,12 @@ const (
 	MsgNoPermission = "Not a writer of this task"
 	MsgConflict     = "The task was replaced"
 	MsgNotLeader    = "Not the writing replica, please retry later"
+	// MsgInvalidProgress: a push or change the wire's bounds refuse.
+	MsgInvalidProgress = "Invalid progress"
 )
+
+// allowIngest are the methods of the ingest path: PUT a writer's whole state, PATCH one entry.
+var allowIngest = []string{http.MethodPut + ", " + http.MethodPatch}
 
 // The user extras kube-apiserver's TokenReview gives a pod-bound service-account token.
 const (
@@ -64,7 +69,10 @@ type ingestHandler struct {
 	// leading: this replica writes the status; others refuse pushes (the Service routes to
 	// the leader).
 	leading *atomic.Bool
-	debug   bool
+	// pendingBody answers a push whose values wait for the next write: re-send after the
+	// flush interval.
+	pendingBody []byte
+	debug       bool
 }
 
 // Per-pod push budget: the reporter pushes at most once a second (and at Close).
@@ -72,8 +80,10 @@ const (
 	pushesPerSecond = 2
 	pushBurst       = 10
 	maxPushers      = 100000
-	// maxWritersPerTask bounds the pods whose state one task holds.
+	// maxWritersPerTask bounds the writers whose state one task holds, maxWritersPerPod those
+	// of one of its pods (a reporter, a file sidecar, one-entry commands' types).
 	maxWritersPerTask = 1024
+	maxWritersPerPod  = 64
 )
 
 func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -85,9 +95,9 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.authn.Refused(r)
 		writeError(w, CodeNotFound, MsgNotFound, cid, nil, h.debug)
 		return
-	case r.Method != http.MethodPut:
+	case r.Method != http.MethodPut && r.Method != http.MethodPatch:
 		h.authn.Refused(r)
-		w.Header()["Allow"] = []string{http.MethodPut}
+		w.Header()["Allow"] = allowIngest
 		writeError(w, CodeMethod, MsgMethod, cid, nil, h.debug)
 		return
 	}
@@ -101,10 +111,14 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
 		return
 	}
-	code, msg, err := h.push(r, u, types.NamespacedName{Namespace: ns, Name: name})
+	code, msg, pending, err := h.push(r, u, types.NamespacedName{Namespace: ns, Name: name})
 	switch code {
 	case CodeSuccess:
-		writeBody(w, emptyBody)
+		if pending {
+			writeBody(w, h.pendingBody)
+		} else {
+			writeBody(w, writtenBody)
+		}
 	case CodeTooMany:
 		w.Header()["Retry-After"] = retryAfter1
 		writeError(w, code, msg, cid, err, h.debug)
@@ -115,50 +129,90 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// push checks that u may write task key, reads the body and keeps it.
-func (h *ingestHandler) push(r *http.Request, u user.Info, key types.NamespacedName) (int, string, error) {
+// push checks that u may write task key, reads the body (a Push, or with PATCH a Change) and
+// keeps it; pending says the writer's values are not in the status yet.
+func (h *ingestHandler) push(r *http.Request, u user.Info, key types.NamespacedName) (code int, msg string, pending bool, err error) {
 	pod, podUID := single(u.GetExtra()[extraPodName]), single(u.GetExtra()[extraPodUID])
 	if u.GetName() != "system:serviceaccount:"+key.Namespace+":"+key.Name+"-runner" || pod == "" || podUID == "" {
-		return CodeNoPermission, MsgNoPermission, errors.New("not the task's runner, or a token not bound to a pod")
+		return CodeNoPermission, MsgNoPermission, false, errors.New("not the task's runner, or a token not bound to a pod")
 	}
 	if !h.leading.Load() {
-		return CodeTooMany, MsgNotLeader, nil
+		return CodeTooMany, MsgNotLeader, false, nil
 	}
 	if !h.pushes.Take(r.Context(), podUID) {
-		return CodeTooMany, MsgTooMany, nil
+		return CodeTooMany, MsgTooMany, false, nil
 	}
-	var p ingest.Push
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, ingest.MaxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return CodeParamErr, "Invalid progress", err
+	var (
+		p      ingest.Push
+		change ingest.Change
+		uid    *types.UID
+		body   any
+		valid  func() error
+	)
+	if r.Method == http.MethodPatch {
+		body, uid, valid = &change, &change.TaskUID, change.Validate
+	} else {
+		body, uid, valid = &p, &p.TaskUID, p.Validate
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return CodeParamErr, "Invalid progress", errors.New("more than one JSON value")
+	if err := decodeStrict(r.Body, body); err != nil {
+		return CodeParamErr, MsgInvalidProgress, false, err
 	}
-	if err := p.Validate(); err != nil {
-		return CodeParamErr, "Invalid progress", err
+	if err := valid(); err != nil {
+		return CodeParamErr, MsgInvalidProgress, false, err
 	}
 	it := h.tasks.ByName(key.Namespace, key.Name)
 	switch {
 	case it == nil:
-		return CodeNoPermission, MsgNoPermission, errors.New("no such task")
-	case it.task.UID != p.TaskUID:
-		return CodeConflict, MsgConflict, fmt.Errorf("task %s is %s, not %s", key, it.task.UID, p.TaskUID)
+		return CodeNoPermission, MsgNoPermission, false, errors.New("no such task")
+	case it.task.UID != *uid:
+		return CodeConflict, MsgConflict, false, fmt.Errorf("task %s is %s, not %s", key, it.task.UID, *uid)
 	}
 	if ok, err := h.isWriter(r.Context(), it.task, pod, types.UID(podUID)); err != nil {
-		return CodeInternal, MsgInternal, err
+		return CodeInternal, MsgInternal, false, err
 	} else if !ok {
-		return CodeNoPermission, MsgNoPermission, errors.New("the token's pod is not a running pod of the task's Job")
+		return CodeNoPermission, MsgNoPermission, false, errors.New("the token's pod is not a running pod of the task's Job")
 	}
-	if !h.live.put(it.task.UID, key, pod, p.Entries, p.Final, time.Now()) {
-		return CodeTooMany, MsgTooMany, errors.New("too many writers for this task")
+	var ok bool
+	if r.Method == http.MethodPatch {
+		ok, pending = h.live.change(it.task.UID, key, writerKey{pod, change.Type}, change, it.task.Status.Progress, time.Now())
+	} else {
+		ok, pending = h.live.put(it.task.UID, key, writerKey{pod, p.Writer}, p.Entries, p.Final, time.Now())
+	}
+	if !ok {
+		return CodeTooMany, MsgTooMany, false, errors.New("too many writers for this task or pod")
 	}
 	if h.tasks.refresh(key, it.task.UID) {
 		h.hub.taskChanged(it.task)
 	}
-	return CodeSuccess, "", nil
+	return CodeSuccess, "", pending, nil
 }
+
+// decodeStrict reads exactly one JSON value of at most ingest.MaxBodyBytes into v, refusing
+// unknown fields.
+func decodeStrict(body io.Reader, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, io.NopCloser(body), ingest.MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("more than one JSON value")
+	}
+	return nil
+}
+
+// ackBody is the success envelope of a push with its ingest.Ack.
+func ackBody(a ingest.Ack) []byte {
+	b, _ := json.Marshal(struct {
+		Data ingest.Ack `json:"data"`
+		Code int        `json:"code"`
+		Msg  string     `json:"msg"`
+	}{Data: a})
+	return b
+}
+
+// writtenBody answers a push whose values are in the status already (a re-send).
+var writtenBody = ackBody(ingest.Ack{})
 
 func single(v []string) string {
 	if len(v) != 1 {

@@ -9,22 +9,31 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
-// liveStore holds what a task's pods pushed (ingest), per task and per writer (pod), until the
-// flusher has written it to the task's status: the endpoint and its streams answer from it at
-// once, the status catches up within the flush interval.
+// liveStore holds what a task's pods pushed (ingest), per task and per writer (a pod and a
+// writer name within it), until the flusher has written it to the task's status: the endpoint
+// and its streams answer from it at once, the status catches up within the flush interval.
 type liveStore struct {
-	maxWriters int // per task
+	maxWriters, maxPerPod int // per task, per pod of a task
 
 	mu    sync.Mutex
 	tasks map[types.UID]*liveTask
 }
 
+// writerKey names a writer: its pod and its name within the pod.
+type writerKey struct{ pod, name string }
+
 // liveTask is one task's pushed state.
 type liveTask struct {
 	key     types.NamespacedName
-	writers map[string]*liveWriter // by pod name
+	writers map[writerKey]*liveWriter
+	perPod  map[string]int
+	// deleted are types no writer holds any more (a writer dropped them, or a one-entry delete),
+	// at the version they went: writes leave them out of the status, until the status as read
+	// (the informer's, which may lag behind the last write) no longer has them.
+	deleted map[string]uint64
 	// version counts changes; flushed is the version last written; dirtySince is when the
 	// first unwritten change came; urgent says a writer finished (Close) or the task ended.
 	version, flushed uint64
@@ -37,39 +46,118 @@ type liveTask struct {
 type liveWriter struct {
 	entries []workflowv1alpha1.ProgressEntry
 	final   bool
+	// changed is the task's version at this writer's last change: pending until flushed.
+	changed uint64
 }
 
-func newLiveStore(maxWriters int) *liveStore {
-	return &liveStore{maxWriters: maxWriters, tasks: map[types.UID]*liveTask{}}
+func newLiveStore(maxWriters, maxPerPod int) *liveStore {
+	return &liveStore{maxWriters: maxWriters, maxPerPod: maxPerPod, tasks: map[types.UID]*liveTask{}}
 }
 
-// put replaces pod's state for task; false when the task already has maxWriters other writers.
-func (s *liveStore) put(task types.UID, key types.NamespacedName, pod string, entries []workflowv1alpha1.ProgressEntry, final bool, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// writer returns task's writer w (created, with the task, when new); nil when the task or the
+// pod already has its most writers.
+func (s *liveStore) writer(task types.UID, key types.NamespacedName, w writerKey) (*liveTask, *liveWriter) {
 	t := s.tasks[task]
 	if t == nil {
-		t = &liveTask{key: key, writers: map[string]*liveWriter{}}
+		t = &liveTask{key: key, writers: map[writerKey]*liveWriter{}, perPod: map[string]int{}, deleted: map[string]uint64{}}
 		s.tasks[task] = t
 	}
-	w := t.writers[pod]
-	if w == nil {
-		if len(t.writers) >= s.maxWriters {
-			return false
+	lw := t.writers[w]
+	if lw == nil {
+		if len(t.writers) >= s.maxWriters || t.perPod[w.pod] >= s.maxPerPod {
+			return t, nil
 		}
-		w = &liveWriter{}
-		t.writers[pod] = w
+		lw = &liveWriter{}
+		t.writers[w] = lw
+		t.perPod[w.pod]++
 	}
-	if w.final == final && slices.EqualFunc(w.entries, entries, sameEntry) {
-		return true // a retry: nothing changed
+	return t, lw
+}
+
+// put replaces writer w's state for task. ok is false when the task or the pod already has its
+// most writers; pending says the writer's values are not in the status yet.
+func (s *liveStore) put(task types.UID, key types.NamespacedName, w writerKey, entries []workflowv1alpha1.ProgressEntry, final bool, now time.Time) (ok, pending bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, lw := s.writer(task, key, w)
+	if lw == nil {
+		return false, false
 	}
-	w.entries, w.final = entries, final
+	if lw.final == final && lw.changed != 0 && slices.EqualFunc(lw.entries, entries, sameEntry) {
+		return true, lw.changed > t.flushed // a retry, or a re-send: nothing changed
+	}
+	old := lw.entries
+	lw.entries, lw.final = entries, final
+	t.changed(now, final)
+	lw.changed = t.version
+	for _, e := range old {
+		if !t.holds(e.Type) {
+			t.deleted[e.Type] = t.version
+		}
+	}
+	for _, e := range entries {
+		delete(t.deleted, e.Type)
+	}
+	return true, true
+}
+
+// change applies a one-entry command's change for writer w (named after the type) of task:
+// computed from what the task shows now (status: its written entries).
+func (s *liveStore) change(task types.UID, key types.NamespacedName, w writerKey, c ingest.Change, status []workflowv1alpha1.ProgressEntry, now time.Time) (ok, pending bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, lw := s.writer(task, key, w)
+	if lw == nil {
+		return false, false
+	}
+	t.changed(now, false)
+	if c.Delete {
+		for _, other := range t.writers {
+			other.entries = slices.DeleteFunc(slices.Clone(other.entries), func(e workflowv1alpha1.ProgressEntry) bool { return e.Type == c.Type })
+		}
+		t.deleted[c.Type] = t.version
+		lw.changed = t.version
+		return true, true
+	}
+	have, found := t.shown(c.Type, status)
+	lw.entries = []workflowv1alpha1.ProgressEntry{c.Entry(have, found, now)}
+	lw.changed = t.version
+	delete(t.deleted, c.Type)
+	return true, true
+}
+
+// changed counts a change of the task.
+func (t *liveTask) changed(now time.Time, urgent bool) {
 	if t.version == t.flushed {
 		t.dirtySince = now
 	}
 	t.version++
-	t.urgent = t.urgent || final
-	return true
+	t.urgent = t.urgent || urgent
+}
+
+// holds reports whether any writer holds typ.
+func (t *liveTask) holds(typ string) bool {
+	for _, w := range t.writers {
+		if slices.ContainsFunc(w.entries, func(e workflowv1alpha1.ProgressEntry) bool { return e.Type == typ }) {
+			return true
+		}
+	}
+	return false
+}
+
+// shown is the entry of typ the task shows: pushed, else written (unless deleted since).
+func (t *liveTask) shown(typ string, status []workflowv1alpha1.ProgressEntry) (workflowv1alpha1.ProgressEntry, bool) {
+	for _, e := range t.merged() {
+		if e.Type == typ {
+			return e, true
+		}
+	}
+	if _, gone := t.deleted[typ]; !gone {
+		if i := slices.IndexFunc(status, func(e workflowv1alpha1.ProgressEntry) bool { return e.Type == typ }); i >= 0 {
+			return status[i], true
+		}
+	}
+	return workflowv1alpha1.ProgressEntry{}, false
 }
 
 // sameEntry compares entries by value, update times at the API's precision.
@@ -80,27 +168,22 @@ func sameEntry(a, b workflowv1alpha1.ProgressEntry) bool {
 	return (a.UpdateTime == nil) == (b.UpdateTime == nil) && (a.UpdateTime == nil || a.UpdateTime.Equal(b.UpdateTime))
 }
 
-// entries are task's pushed entries, merged across its writers by type (writers in name order;
-// a type two writers push goes to the last), sorted by type; nil when none.
-func (s *liveStore) entries(task types.UID) []workflowv1alpha1.ProgressEntry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.tasks[task]
-	if t == nil {
-		return nil
-	}
-	return t.merged()
-}
-
+// merged are the task's pushed entries, merged across its writers by type (writers in pod and
+// name order; a type two writers push goes to the last), sorted by type.
 func (t *liveTask) merged() []workflowv1alpha1.ProgressEntry {
-	pods := make([]string, 0, len(t.writers))
-	for p := range t.writers {
-		pods = append(pods, p)
+	keys := make([]writerKey, 0, len(t.writers))
+	for k := range t.writers {
+		keys = append(keys, k)
 	}
-	sort.Strings(pods)
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].pod != keys[j].pod {
+			return keys[i].pod < keys[j].pod
+		}
+		return keys[i].name < keys[j].name
+	})
 	byType := map[string]workflowv1alpha1.ProgressEntry{}
-	for _, p := range pods {
-		for _, e := range t.writers[p].entries {
+	for _, k := range keys {
+		for _, e := range t.writers[k].entries {
 			byType[e.Type] = e
 		}
 	}
@@ -112,27 +195,35 @@ func (t *liveTask) merged() []workflowv1alpha1.ProgressEntry {
 	return out
 }
 
-// overlay is status with the pushed entries of task in place of those of the same type.
-func (s *liveStore) overlay(task types.UID, status []workflowv1alpha1.ProgressEntry) []workflowv1alpha1.ProgressEntry {
-	live := s.entries(task)
-	if len(live) == 0 {
-		return status
-	}
-	out := slices.Clone(live)
+// over is status with the pushed entries in place of those of the same type and the deleted
+// types left out: what the task shows, and what its next write applies.
+func (t *liveTask) over(status []workflowv1alpha1.ProgressEntry) []workflowv1alpha1.ProgressEntry {
+	out := t.merged()
+	live := len(out)
 	for _, e := range status {
-		if !slices.ContainsFunc(live, func(l workflowv1alpha1.ProgressEntry) bool { return l.Type == e.Type }) {
+		_, gone := t.deleted[e.Type]
+		if !gone && !slices.ContainsFunc(out[:live], func(l workflowv1alpha1.ProgressEntry) bool { return l.Type == e.Type }) {
 			out = append(out, e)
 		}
 	}
 	return out
 }
 
-// due is a task whose pushed state is to be written: its key, UID, entries and the version
-// they are.
+// overlay is what task shows: its status with the pushed entries over it.
+func (s *liveStore) overlay(task types.UID, status []workflowv1alpha1.ProgressEntry) []workflowv1alpha1.ProgressEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tasks[task]
+	if t == nil {
+		return status
+	}
+	return t.over(status)
+}
+
+// due is a task whose pushed state is to be written: its key, UID and the version it is.
 type due struct {
 	uid     types.UID
 	key     types.NamespacedName
-	entries []workflowv1alpha1.ProgressEntry
 	version uint64
 	since   time.Time
 }
@@ -161,11 +252,39 @@ func (s *liveStore) takeDue(now time.Time, interval time.Duration, n int) []due 
 		out = out[:n]
 	}
 	for i := range out {
-		t := s.tasks[out[i].uid]
-		t.flushing = true
-		out[i].entries = t.merged()
+		s.tasks[out[i].uid].flushing = true
 	}
 	return out
+}
+
+// toWrite is what the write of d applies (the entries the task shows over status) and whether
+// that differs from status at all; d.version is moved to what they are now.
+func (s *liveStore) toWrite(d *due, status []workflowv1alpha1.ProgressEntry) ([]workflowv1alpha1.ProgressEntry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tasks[d.uid]
+	if t == nil {
+		return nil, false
+	}
+	d.version = t.version
+	for typ, v := range t.deleted { // gone from the status as seen: the mark did its work
+		if v <= t.flushed && !slices.ContainsFunc(status, func(e workflowv1alpha1.ProgressEntry) bool { return e.Type == typ }) {
+			delete(t.deleted, typ)
+		}
+	}
+	want := t.over(status)
+	byType := func(a, b workflowv1alpha1.ProgressEntry) int {
+		switch {
+		case a.Type < b.Type:
+			return -1
+		case a.Type > b.Type:
+			return 1
+		}
+		return 0
+	}
+	slices.SortFunc(want, byType)
+	have := slices.SortedFunc(slices.Values(status), byType)
+	return want, !slices.EqualFunc(want, have, sameEntry)
 }
 
 // flushed records the outcome of writing d: written (that version is in the status), or not

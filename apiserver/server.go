@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
 // Server runs the binary's listeners behind its one front door: the HTTPS progress endpoint,
@@ -54,7 +56,7 @@ var registerMetricsOnce sync.Once
 func (c CompletedConfig) New() *Server {
 	var live *liveStore
 	if c.Options.Ingest {
-		live = newLiveStore(maxWritersPerTask)
+		live = newLiveStore(maxWritersPerTask, maxWritersPerPod)
 	}
 	// Correlation IDs from a pool of random bytes rather than a read of crypto/rand each.
 	uuid.EnableRandPool()
@@ -94,7 +96,8 @@ func (c CompletedConfig) New() *Server {
 			budget: c.Options.WriteBudget, workers: 4, leading: leading, log: c.Log.WithName("ingest")}
 		h.ingest = &ingestHandler{authn: c.ingestAuthn, reader: c.PodReader, tasks: h.tasks, live: live, hub: h.changes,
 			pushes: frontdoor.NewBudget(pushesPerSecond, pushBurst, maxPushers), writers: newExpiringSet(c.Options.AuthCacheTTL, maxPushers),
-			leading: leading, debug: c.Options.Debug}
+			leading: leading, debug: c.Options.Debug,
+			pendingBody: ackBody(ingest.Ack{Pending: true, ResendAfterSeconds: int(math.Ceil(c.Options.FlushInterval.Seconds()))})}
 	}
 	return srv
 }

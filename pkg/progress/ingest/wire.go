@@ -7,10 +7,14 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
@@ -120,6 +124,30 @@ func (c *Change) Validate() error {
 		errs = append(errs, errors.New("identifier: at most 1024 characters"))
 	}
 	return errors.Join(errs...)
+}
+
+// Entry is the entry a set or add change makes of have (the entry the task shows, found
+// false when it has none), updated at now.
+func (c *Change) Entry(have workflowv1alpha1.ProgressEntry, found bool, now time.Time) workflowv1alpha1.ProgressEntry {
+	e := workflowv1alpha1.ProgressEntry{Type: c.Type, UpdateTime: ptr.To(metav1.NewMicroTime(now))}
+	if found {
+		e.Current, e.Total, e.Identifier = have.Current, have.Total, have.Identifier
+	}
+	switch {
+	case c.Current != nil:
+		e.Current = *c.Current
+	case c.Add != nil && *c.Add > 0 && e.Current > math.MaxInt64-*c.Add:
+		e.Current = math.MaxInt64
+	case c.Add != nil:
+		e.Current = max(e.Current+*c.Add, 0)
+	}
+	if c.Total != nil {
+		e.Total = *c.Total
+	}
+	if c.Identifier != nil {
+		e.Identifier = *c.Identifier
+	}
+	return e
 }
 
 // Ack is the data of a successful push's or change's answer (in the endpoint's envelope:
