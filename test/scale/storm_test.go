@@ -9,7 +9,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"maps"
+	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +23,8 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -46,6 +53,7 @@ var (
 	streamsFlag   = flag.Int("scale.streams", 200, "BenchmarkStorm: event streams opened, on as many of the M tasks, for freshness at the endpoint")
 	budgetFlag    = flag.Float64("scale.ingest.budget", 50, "BenchmarkStorm: the ingest mode's --progress-write-budget (status writes a second)")
 	flushFlag     = flag.Duration("scale.ingest.flush", 10*time.Second, "BenchmarkStorm: the ingest mode's --progress-flush-interval")
+	ingestArgs    = flag.String("scale.ingest.args", "", "BenchmarkStorm: more flags for the ingest mode's manager, space-separated (e.g. --progress-auth-cache-ttl=10m)")
 )
 
 // writeInterval is the writers' interval (the reporter's default): at most one write or push
@@ -212,6 +220,7 @@ func stormManagerArgs(mode string) []string {
 	if mode == ingestMode {
 		args = append(args, "--progress-ingest", fmt.Sprintf("--progress-write-budget=%g", *budgetFlag),
 			"--progress-flush-interval="+flushFlag.String())
+		args = append(args, strings.Fields(*ingestArgs)...)
 	}
 	return args
 }
@@ -241,9 +250,15 @@ type stormResult struct {
 	// (after a collection) before the writers started and at the end of the window;
 	// TokenReviews its endpoint sent from the writers' start to their last value.
 	operatorCores, operatorRequestsPerSec float64
-	heapBefore, heapDuring                float64
-	tokenReviews                          float64
-	// The writers: pushed back (429), failed.
+	// operatorVerbs: the operator's requests to kube-apiserver by verb, a second, and their mean
+	// duration (its status writes are PATCHes, its reads of pods and Jobs GETs, TokenReviews
+	// POSTs).
+	operatorVerbs          map[string][2]float64
+	heapBefore, heapDuring float64
+	tokenReviews           float64
+	// The writers: their writes or pushes answered OK (a second, over the whole storm), pushed
+	// back (429), failed.
+	writerOKPerSec                float64
 	writerThrottled, writerErrors int64
 	// Every writer's last value in the status, and how long after the writers closed.
 	finalsLanded int
@@ -256,18 +271,28 @@ func (r stormResult) cpuPerWriter() float64     { return 1e6 * r.operatorCores /
 func (r stormResult) heapPerWriter() float64    { return (r.heapDuring - r.heapBefore) / float64(r.m) }
 func (r stormResult) reviewsPerWriter() float64 { return r.tokenReviews / float64(r.m) }
 
+// verbs: the operator's requests by verb, a second and their mean duration.
+func (r stormResult) verbs() string {
+	var out []string
+	for _, verb := range slices.Sorted(maps.Keys(r.operatorVerbs)) {
+		v := r.operatorVerbs[verb]
+		out = append(out, fmt.Sprintf("%s %.1f/s %.0f ms", verb, v[0], 1000*v[1]))
+	}
+	return "(" + strings.Join(out, ", ") + ")"
+}
+
 func (r stormResult) String() string {
 	return fmt.Sprintf("M=%d %s apf=%t: %.1f progress writes/s (+%.1f/s by the controller, %.1f/s refused), kube-apiserver %.2f cores; "+
 		"freshness in the status p50 %.0f ms p99 %.0f ms, at the endpoint p50 %.0f ms p99 %.0f ms (%d events); probe p99 idle %.1f ms storm %.1f ms (%.1f×); "+
 		"write → visible at the endpoint p50 %.1f ms p99 %.1f ms, on a stream p50 %.1f ms p99 %.1f ms (%d writes, %d not seen in 30 s); "+
-		"operator %.2f cores (%.0f µs/s per writer), %.1f requests/s to kube-apiserver, live heap %.1f → %.1f MiB (%.2f KiB per writer), %.0f TokenReviews (%.2f per writer); "+
-		"writers throttled %d errors %d; finals %d/%d after %s; operator exited %t",
+		"operator %.2f cores (%.0f µs/s per writer), %.1f requests/s to kube-apiserver %s, live heap %.1f → %.1f MiB (%.2f KiB per writer), %.0f TokenReviews (%.2f per writer); "+
+		"writers %.0f OK/s, throttled %d, errors %d; finals %d/%d after %s; operator exited %t",
 		r.m, r.mode, r.apf, r.writesPerSec, r.controllerPerSec, r.throttledPerSec, r.apiserverCores,
 		ms(r.statusFreshP50), ms(r.statusFreshP99), ms(r.endpointFreshP50), ms(r.endpointFreshP99), r.endpointFreshSamples,
 		ms(r.idleP99), ms(r.stormP99), float64(r.stormP99)/float64(max(r.idleP99, 1)),
 		ms(r.visibleGetP50), ms(r.visibleGetP99), ms(r.visibleStreamP50), ms(r.visibleStreamP99), r.visibleSamples, r.visibleMissed,
-		r.operatorCores, r.cpuPerWriter(), r.operatorRequestsPerSec, r.heapBefore/(1<<20), r.heapDuring/(1<<20), r.heapPerWriter()/1024,
-		r.tokenReviews, r.reviewsPerWriter(), r.writerThrottled, r.writerErrors, r.finalsLanded, r.m, r.finalsAfter.Round(time.Millisecond), r.operatorExited)
+		r.operatorCores, r.cpuPerWriter(), r.operatorRequestsPerSec, r.verbs(), r.heapBefore/(1<<20), r.heapDuring/(1<<20), r.heapPerWriter()/1024,
+		r.tokenReviews, r.reviewsPerWriter(), r.writerOKPerSec, r.writerThrottled, r.writerErrors, r.finalsLanded, r.m, r.finalsAfter.Round(time.Millisecond), r.operatorExited)
 }
 
 // storm runs the M tasks' writers in mode (the manager already started for it, see
@@ -287,6 +312,11 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 		}
 		defer func() { _, _ = cluster.Kubectl(context.Background(), "delete", "-k", "config/apf") }()
 	}
+	if manager.Exited() { // it lost its Lease in the storm before: started again
+		if err := startManager(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	m := s.m
 	r := stormResult{m: m, mode: mode, apf: apf}
 	writers := s.writers(t, mode)
@@ -294,8 +324,10 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	closedAll := false
 	defer func() { // whatever happened: no writer left running
 		if !closedAll {
+			closeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
 			for _, w := range append(writers, probeWriter) {
-				_ = w.Close(context.Background())
+				_ = w.Close(closeCtx)
 			}
 		}
 	}()
@@ -369,8 +401,14 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 
 	// The writers: each sets its upload entry every 10 ms from its start on, the starts spread
 	// over one interval (as pods that did not all start in the same millisecond).
-	heapBefore := managerLiveHeap(t)
-	mgr0 := managerMetrics(t)
+	profile := func(when string) string {
+		if *profileDir == "" {
+			return ""
+		}
+		return fmt.Sprintf("%s/storm-%d-%s-apf-%t-%s.pprof", *profileDir, m, mode, apf, when)
+	}
+	heapBefore := operatorLiveHeap(profile("before"))
+	mgr0 := operatorMetrics()
 	writersStart := time.Now()
 	from.Store(writersStart.UnixMilli())
 	stop := make(chan struct{})
@@ -398,7 +436,7 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	time.Sleep(*warmupFlag)
 
 	// The window.
-	w0, cpu0, mgr1 := apiserverStatusWrites(t), apiserverCPU(t), managerMetrics(t)
+	w0, cpu0, mgr1 := apiserverStatusWrites(t), apiserverCPU(t), operatorMetrics()
 	start := time.Now()
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	probeDone := make(chan visibility, 1)
@@ -408,9 +446,9 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	stormLat := sampleOther(start.Add(d))
 	stopProbe()
 	vis := <-probeDone
-	w1, cpu1, mgr2 := apiserverStatusWrites(t), apiserverCPU(t), managerMetrics(t)
+	w1, cpu1, mgr2 := apiserverStatusWrites(t), apiserverCPU(t), operatorMetrics()
 	r.elapsed = time.Since(start)
-	r.heapDuring = managerLiveHeap(t)
+	r.heapDuring = operatorLiveHeap(profile("during"))
 	r.heapBefore = heapBefore
 	close(stop)
 	setting.Wait()
@@ -422,6 +460,13 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	r.apiserverCores = (cpu1 - cpu0) / secs
 	r.operatorCores = (mgr2["process_cpu_seconds_total"] - mgr1["process_cpu_seconds_total"]) / secs
 	r.operatorRequestsPerSec = (mgr2["rest_client_requests_total"] - mgr1["rest_client_requests_total"]) / secs
+	r.operatorVerbs = map[string][2]float64{}
+	for _, verb := range []string{"GET", "PATCH", "POST", "PUT", "DELETE"} {
+		n, timed := mgr2["requests/"+verb]-mgr1["requests/"+verb], mgr2["timed/"+verb]-mgr1["timed/"+verb]
+		if n > 0 {
+			r.operatorVerbs[verb] = [2]float64{n / secs, (mgr2["seconds/"+verb] - mgr1["seconds/"+verb]) / timed}
+		}
+	}
 	r.visibleGetP50, r.visibleGetP99 = vis.get.quantile(0.5), vis.get.quantile(0.99)
 	r.visibleStreamP50, r.visibleStreamP99 = vis.stream.quantile(0.5), vis.stream.quantile(0.99)
 	r.visibleSamples, r.visibleMissed = vis.writes, vis.missed
@@ -448,6 +493,7 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	closedAll = true
 	for _, w := range writers {
 		st := w.Stats()
+		r.writerOKPerSec += float64(st.OK) / time.Since(writersStart).Seconds()
 		r.writerThrottled += st.Throttled
 		r.writerErrors += st.Error
 	}
@@ -481,7 +527,10 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 		}
 	}
 	r.finalsAfter = time.Since(closing)
-	r.tokenReviews = managerMetrics(t)["workflowtask_door_reviews_total"] - mgr0["workflowtask_door_reviews_total"]
+	r.tokenReviews = operatorMetrics()["workflowtask_door_reviews_total"] - mgr0["workflowtask_door_reviews_total"]
+	if r.operatorExited { // another process's counters
+		r.tokenReviews = math.NaN()
+	}
 	return r
 }
 
@@ -501,11 +550,61 @@ func checkStorm(t testing.TB, r stormResult) {
 	}
 }
 
-// managerLiveHeap is the manager's heap after a collection (its heap profile's, forced), bytes.
-func managerLiveHeap(t testing.TB) float64 {
-	t.Helper()
-	keepManagerHeap(t, fmt.Sprintf("%s/heap-%d.pprof", t.TempDir(), time.Now().UnixNano()))
-	return managerMetrics(t)["go_memstats_heap_alloc_bytes"]
+// operatorMetrics scrapes the manager's /metrics like managerMetrics; when it does not answer
+// (it exited in the storm) every value is NaN, and so is whatever is computed from them.
+func operatorMetrics() map[string]float64 {
+	nan := map[string]float64{}
+	for _, name := range []string{"process_cpu_seconds_total", "rest_client_requests_total", "workflowtask_door_reviews_total", "go_memstats_heap_alloc_bytes"} {
+		nan[name] = math.NaN()
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)) //nolint:gosec // loopback
+	if err != nil {
+		return nan
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nan
+	}
+	out := map[string]float64{}
+	for name := range nan {
+		for _, m := range families[name].GetMetric() {
+			out[name] += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	// The operator's requests to kube-apiserver by verb: their count and total duration.
+	for _, m := range families["rest_client_requests_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "method" {
+				out["requests/"+l.GetValue()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	for _, m := range families["rest_client_request_duration_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "verb" {
+				out["seconds/"+l.GetValue()] += m.GetHistogram().GetSampleSum()
+				out["timed/"+l.GetValue()] += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+// operatorLiveHeap is the manager's heap after a collection (forced by a heap profile, kept in
+// file unless it is empty), bytes; NaN when it does not answer.
+func operatorLiveHeap(file string) float64 {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", pprofPort)) //nolint:gosec // loopback
+	if err != nil {
+		return math.NaN()
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if file != "" && os.MkdirAll(filepath.Dir(file), 0o755) == nil {
+		_ = os.WriteFile(file, raw, 0o644)
+	}
+	return operatorMetrics()["go_memstats_heap_alloc_bytes"]
 }
 
 // endpointTaskURL is the task's progress at the endpoint.
@@ -617,12 +716,7 @@ func probeVisibility(ctx context.Context, t testing.TB, w stormWriter, url, toke
 		v.writes++
 		seen := false
 		for deadline := t0.Add(30 * time.Second); time.Now().Before(deadline); {
-			ok, err := shows(seq)
-			if err != nil {
-				t.Error(err)
-				break
-			}
-			if ok {
+			if ok, err := shows(seq); err == nil && ok { // (an error: the endpoint restarting, say)
 				v.get = append(v.get, time.Since(t0))
 				seen = true
 				break
@@ -724,6 +818,7 @@ func reportStorm(b *testing.B, r stormResult) {
 	b.ReportMetric(r.reviewsPerWriter(), "tokenreviews/writer")
 	b.ReportMetric(float64(r.finalsLanded)/float64(r.m), "finals-landed")
 	b.ReportMetric(r.finalsAfter.Seconds(), "s-to-finals")
+	b.ReportMetric(r.writerOKPerSec, "writer-ok/s")
 	b.ReportMetric(float64(r.writerThrottled), "writer-429s")
 	b.ReportMetric(float64(btoi(r.operatorExited)), "operator-lost-lease")
 }
