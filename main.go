@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -90,6 +91,18 @@ func main() {
 	}
 	if ctrlOpts.Enabled {
 		reconciler := controllers.NewWorkflowTaskReconciler(mgr, *ctrlOpts)
+		if progressOpts.Ingest {
+			// Tasks' pods push to the endpoint: they get its URL, its CA bundle (the one the
+			// serving certificate publishes unless --progress-ingest-ca-file) and a token for it.
+			var bundle types.NamespacedName
+			if certOpts.Enabled() && certOpts.BundleConfigMap != "" {
+				bundle = certOpts.BundleConfigMapName()
+			}
+			if reconciler.Pods.Ingest, err = ctrlOpts.IngestDefaults(mgr.GetAPIReader(), bundle); err != nil {
+				setupLog.Error(err, "Invalid options")
+				os.Exit(1)
+			}
+		}
 		if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: ctrlOpts.Workers}); err != nil {
 			setupLog.Error(err, "Unable to set up the WorkflowTask controller")
 			os.Exit(1)

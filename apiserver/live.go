@@ -102,7 +102,9 @@ func (s *liveStore) put(task types.UID, key types.NamespacedName, w writerKey, e
 }
 
 // change applies a one-entry command's change for writer w (named after the type) of task:
-// computed from what the task shows now (status: its written entries).
+// computed from what the task shows now (status: its written entries). A one-entry command is
+// a process that exits after it (nobody will send it again), so it is written at once, like a
+// writer's last values.
 func (s *liveStore) change(task types.UID, key types.NamespacedName, w writerKey, c ingest.Change, status []workflowv1alpha1.ProgressEntry, now time.Time) (ok, pending bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -110,7 +112,7 @@ func (s *liveStore) change(task types.UID, key types.NamespacedName, w writerKey
 	if lw == nil {
 		return false, false
 	}
-	t.changed(now, false)
+	t.changed(now, true)
 	if c.Delete {
 		for _, other := range t.writers {
 			other.entries = slices.DeleteFunc(slices.Clone(other.entries), func(e workflowv1alpha1.ProgressEntry) bool { return e.Type == c.Type })

@@ -129,6 +129,8 @@ func NewOptions() *Options {
 		MetricsBindAddress:           ":8443",
 		MetricsSecure:                true,
 		HealthProbeBindAddress:       ":8081",
+		FlushInterval:                10 * time.Second,
+		WriteBudget:                  50,
 	}
 }
 

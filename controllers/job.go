@@ -125,7 +125,11 @@ func isCancelRequested(task *workflowv1alpha1.WorkflowTask) bool {
 }
 
 func (r *WorkflowTaskReconciler) createJob(ctx context.Context, task *workflowv1alpha1.WorkflowTask) (jobObservation, error) {
-	job, err := newJob(task, r.Scheme, r.Pods)
+	push, err := r.Pods.pushTarget(ctx)
+	if err != nil {
+		return jobObservation{}, err
+	}
+	job, err := newJob(task, r.Scheme, r.Pods, push)
 	if err != nil {
 		return jobObservation{}, err
 	}
@@ -184,6 +188,9 @@ type PodDefaults struct {
 	ProgressImage string
 	// ProgressInterval, when set, is $WORKFLOWTASK_PROGRESS_INTERVAL in every container.
 	ProgressInterval time.Duration
+	// Ingest, when set, has the pods push their progress to the operator (ingest mode); nil:
+	// they write the task's status themselves, as the runner's RoleBinding allows (direct mode).
+	Ingest *IngestDefaults
 }
 
 // env is the environment the defaults add to every container.
@@ -196,8 +203,11 @@ func (d PodDefaults) env() []corev1.EnvVar {
 
 // newJob builds the task's Job: the task's pod template, run as the task's runner
 // ServiceAccount, with the task's identity (and the fleet's progress interval) in every
-// container's environment, and the progress-file sidecar when the task asks for it.
-func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, defaults PodDefaults) (*batchv1.Job, error) {
+// container's environment, the progress-file sidecar when the task asks for it, and, in ingest
+// mode (push not nil), what the pods push with: the push URL and CA bundle in every
+// container's environment and the projected token in every container, without a token for
+// kube-apiserver.
+func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, defaults PodDefaults, push *pushTarget) (*batchv1.Job, error) {
 	labels := labelsFor(task)
 	template := *task.Spec.Template.DeepCopy()
 	template.Labels = apilabels.Merge(template.Labels, labels)
@@ -205,7 +215,7 @@ func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, default
 	if template.Spec.RestartPolicy == "" {
 		template.Spec.RestartPolicy = corev1.RestartPolicyNever
 	}
-	env := append(taskEnv(task), defaults.env()...)
+	env := append(append(taskEnv(task), defaults.env()...), push.env(task)...)
 	for i := range template.Spec.InitContainers {
 		template.Spec.InitContainers[i].Env = withEnv(template.Spec.InitContainers[i].Env, env)
 	}
@@ -213,6 +223,7 @@ func newJob(task *workflowv1alpha1.WorkflowTask, scheme *runtime.Scheme, default
 		template.Spec.Containers[i].Env = withEnv(template.Spec.Containers[i].Env, env)
 	}
 	addProgressSidecar(task, &template.Spec, defaults.ProgressImage, env)
+	push.addToken(&template.Spec)
 
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: jobName(task), Namespace: task.Namespace, Labels: labels},

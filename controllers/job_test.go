@@ -12,6 +12,7 @@ import (
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
 func TestNewJob(t *testing.T) {
@@ -24,7 +25,7 @@ func TestNewJob(t *testing.T) {
 	w.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: workflowv1alpha1.EnvPodName, Value: "mine"}}
 	task := w.Obj()
 
-	job, err := newJob(task, testScheme(t), PodDefaults{ProgressImage: "progress:v1"})
+	job, err := newJob(task, testScheme(t), PodDefaults{ProgressImage: "progress:v1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestNewJobWithProgressSidecar(t *testing.T) {
 	w := testutil.MakeTask("t", "ns")
 	w.Spec.ProgressSidecar = &workflowv1alpha1.ProgressSidecar{}
 	w.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: "fetch", Image: "x"}}
-	job, err := newJob(w.Obj(), testScheme(t), PodDefaults{ProgressImage: "registry/operator:v1"})
+	job, err := newJob(w.Obj(), testScheme(t), PodDefaults{ProgressImage: "registry/operator:v1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestNewJobWithProgressSidecar(t *testing.T) {
 	}
 
 	w.Spec.ProgressSidecar.Image = "mine:v2"
-	job, _ = newJob(w.Obj(), testScheme(t), PodDefaults{ProgressImage: "registry/operator:v1"})
+	job, _ = newJob(w.Obj(), testScheme(t), PodDefaults{ProgressImage: "registry/operator:v1"}, nil)
 	if got := job.Spec.Template.Spec.InitContainers[0].Image; got != "mine:v2" {
 		t.Errorf("task's own sidecar image ignored: %q", got)
 	}
@@ -154,7 +155,7 @@ func TestNewJobProgressInterval(t *testing.T) {
 		{PodDefaults{ProgressImage: "p"},
 			map[string]string{workflowv1alpha1.ProgressSidecarName: "<unset>", "worker": "<unset>", "own": "5s"}},
 	} {
-		job, err := newJob(w.Obj(), testScheme(t), tc.defaults)
+		job, err := newJob(w.Obj(), testScheme(t), tc.defaults, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,5 +166,120 @@ func TestNewJobProgressInterval(t *testing.T) {
 		if diff := cmp.Diff(tc.want, got); diff != "" {
 			t.Errorf("%+v: $%s per container (-want +got):\n%s", tc.defaults, workflowv1alpha1.EnvProgressInterval, diff)
 		}
+	}
+}
+
+// In ingest mode every container (the init containers, the containers and the progress
+// sidecar) gets the task's push URL, the CA bundle and the token file, and the projected token
+// for ingest.Audience mounted read-only; the pod gets no kube-apiserver token, whatever its
+// template says. A container's own variables win. Direct mode adds none of it.
+func TestNewJobIngest(t *testing.T) {
+	// pushView is what a container gets to push with.
+	type pushView struct {
+		URL, CA, TokenFile string
+		Mounts             []corev1.VolumeMount
+	}
+	type podView struct {
+		Automount  *bool
+		Volumes    []corev1.Volume
+		Containers map[string]pushView
+	}
+	view := func(pod corev1.PodSpec) podView {
+		v := podView{Automount: pod.AutomountServiceAccountToken, Containers: map[string]pushView{}}
+		for _, vol := range pod.Volumes {
+			if vol.Name == ingestTokenVolume {
+				v.Volumes = append(v.Volumes, vol)
+			}
+		}
+		for _, c := range append(append([]corev1.Container{}, pod.InitContainers...), pod.Containers...) {
+			var p pushView
+			for _, e := range c.Env {
+				switch e.Name {
+				case ingest.EnvURL:
+					p.URL = e.Value
+				case ingest.EnvCA:
+					p.CA = e.Value
+				case ingest.EnvTokenFile:
+					p.TokenFile = e.Value
+				}
+			}
+			for _, m := range c.VolumeMounts {
+				if m.Name == ingestTokenVolume {
+					p.Mounts = append(p.Mounts, m)
+				}
+			}
+			v.Containers[c.Name] = p
+		}
+		return v
+	}
+	const (
+		base = "https://workflowtask-progress-ingest.workflowtask-system.svc"
+		url  = base + "/ingest/v1alpha1/namespaces/ns/workflowtasks/t/progress"
+		mine = "https://elsewhere.example/ingest/v1alpha1/namespaces/ns/workflowtasks/t/progress"
+	)
+	ca := testutil.CAPEM(t, "ingest-test-ca")
+	mount := []corev1.VolumeMount{{Name: ingestTokenVolume, MountPath: "/var/run/secrets/progress.taskops.dev/ingest", ReadOnly: true}}
+	token := []corev1.Volume{{Name: ingestTokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+			Audience: ingest.Audience, ExpirationSeconds: ptr.To[int64](3600), Path: "token",
+		}}},
+	}}}}
+	pushing := pushView{URL: url, CA: ca, TokenFile: "/var/run/secrets/progress.taskops.dev/ingest/token", Mounts: mount}
+
+	task := func(automount *bool) *workflowv1alpha1.WorkflowTask {
+		w := testutil.MakeTask("t", "ns")
+		w.Spec.ProgressSidecar = &workflowv1alpha1.ProgressSidecar{}
+		w.Spec.Template.Spec.AutomountServiceAccountToken = automount
+		w.Spec.Template.Spec.InitContainers = []corev1.Container{{Name: "fetch", Image: "x"}}
+		w.Spec.Template.Spec.Containers = append(w.Spec.Template.Spec.Containers, corev1.Container{Name: "own", Image: "x",
+			Env: []corev1.EnvVar{{Name: ingest.EnvURL, Value: mine}}})
+		return w.Obj()
+	}
+	for name, tc := range map[string]struct {
+		task *workflowv1alpha1.WorkflowTask
+		push *pushTarget
+		want podView
+	}{
+		"direct mode": {
+			task: task(nil),
+			want: podView{Containers: map[string]pushView{
+				workflowv1alpha1.ProgressSidecarName: {}, "fetch": {}, "worker": {}, "own": {URL: mine},
+			}},
+		},
+		"direct mode keeps the template's automount": {
+			task: task(ptr.To(true)),
+			want: podView{Automount: ptr.To(true), Containers: map[string]pushView{
+				workflowv1alpha1.ProgressSidecarName: {}, "fetch": {}, "worker": {}, "own": {URL: mine},
+			}},
+		},
+		"ingest": {
+			task: task(nil),
+			push: &pushTarget{baseURL: base, caPEM: ca},
+			want: podView{Automount: ptr.To(false), Volumes: token, Containers: map[string]pushView{
+				workflowv1alpha1.ProgressSidecarName: pushing, "fetch": pushing, "worker": pushing,
+				"own": {URL: mine, CA: ca, TokenFile: pushing.TokenFile, Mounts: mount},
+			}},
+		},
+		"ingest overrides the template's automount": {
+			task: task(ptr.To(true)),
+			push: &pushTarget{baseURL: base, caPEM: ca},
+			want: podView{Automount: ptr.To(false), Volumes: token, Containers: map[string]pushView{
+				workflowv1alpha1.ProgressSidecarName: pushing, "fetch": pushing, "worker": pushing,
+				"own": {URL: mine, CA: ca, TokenFile: pushing.TokenFile, Mounts: mount},
+			}},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			job, err := newJob(tc.task, testScheme(t), PodDefaults{ProgressImage: "p"}, tc.push)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, view(job.Spec.Template.Spec)); diff != "" {
+				t.Errorf("pod (-want +got):\n%s", diff)
+			}
+			if tc.task.Spec.Template.Spec.Volumes != nil || len(tc.task.Spec.Template.Spec.Containers[0].VolumeMounts) != 0 {
+				t.Errorf("newJob modified the task's template")
+			}
+		})
 	}
 }

@@ -19,11 +19,20 @@ type Options struct {
 	// task's reporters ($WORKFLOWTASK_PROGRESS_INTERVAL in every container that does not set it
 	// itself); 0 leaves the reporters' default (1s).
 	ProgressInterval time.Duration
+	// IngestURL is, when the endpoint takes pushed progress (apiserver.Options.Ingest), the base
+	// of the URL every task's pods push to: https://host[:port][/prefix], the task's
+	// ingest.Path appended. Default: DefaultIngestURL of the operator's namespace.
+	IngestURL string
+	// IngestCAFile, when set, is a PEM file of the CAs that verify the ingest endpoint's
+	// certificate, given to the pods (read again when it changes); empty: the CA bundle
+	// ConfigMap the serving certificate's code publishes (--progress-cert-ca-bundle-configmap).
+	IngestCAFile string
 }
 
 // NewOptions returns the defaults.
 func NewOptions() *Options {
-	return &Options{Enabled: true, Workers: 4, ProgressImage: "workflowtask-operator:dev"}
+	return &Options{Enabled: true, Workers: 4, ProgressImage: "workflowtask-operator:dev",
+		IngestURL: DefaultIngestURL(operatorNamespace())}
 }
 
 // AddFlags adds the options to fs.
@@ -36,6 +45,12 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.ProgressInterval, "progress-interval", o.ProgressInterval,
 		"Shortest time between two progress writes of each task's reporters, for the whole fleet (e.g. 1m for many thousands of busy tasks); "+
 			"a task's container may set WORKFLOWTASK_PROGRESS_INTERVAL itself. 0: the reporters' default, 1s.")
+	fs.StringVar(&o.IngestURL, "progress-ingest-url", o.IngestURL,
+		"With --progress-ingest: base URL (https) of the operator's ingest endpoint that tasks' pods push their progress to; "+
+			"each pod gets it with its task's path appended in WORKFLOWTASK_PROGRESS_URL. Default: the Service "+IngestServiceName+" in the operator's namespace ($POD_NAMESPACE).")
+	fs.StringVar(&o.IngestCAFile, "progress-ingest-ca-file", o.IngestCAFile,
+		"With --progress-ingest: PEM file of the CAs that verify the ingest endpoint, given to tasks' pods in WORKFLOWTASK_PROGRESS_CA (read again when it changes). "+
+			"Empty: the CA bundle ConfigMap the operator publishes (--progress-cert-ca-bundle-configmap), read from the API.")
 }
 
 // Validate checks the options.
@@ -50,5 +65,6 @@ func (o *Options) Validate() error {
 	if o.ProgressImage == "" {
 		errs = append(errs, errors.New("--progress-image is empty"))
 	}
+	errs = append(errs, o.validateIngest()...)
 	return errors.Join(errs...)
 }

@@ -67,7 +67,10 @@ func notOurs(obj client.Object, task *workflowv1alpha1.WorkflowTask, kind string
 
 // reconcileRunnerIdentity creates a task's runner identity (a ServiceAccount, a Role with
 // runnerRules, the RoleBinding between them, all owned by the task so garbage collection removes
-// them with it) and puts back whatever was changed in it. A canceled task gets none.
+// them with it) and puts back whatever was changed in it. A canceled task gets none. In ingest
+// mode the identity is the ServiceAccount alone: the pods push to the operator with a token for
+// ingest.Audience and need no RBAC (a Role and RoleBinding a task got earlier in direct mode are
+// left to its pods, which write directly, until revokeRunnerAccess removes the binding).
 func (r *WorkflowTaskReconciler) reconcileRunnerIdentity(ctx context.Context, task *workflowv1alpha1.WorkflowTask) error {
 	if isCancelRequested(task) {
 		return nil
@@ -89,6 +92,9 @@ func (r *WorkflowTaskReconciler) reconcileRunnerIdentity(ctx context.Context, ta
 		}},
 	}
 	for _, o := range runnerObjects {
+		if o.kind != "ServiceAccount" && r.Pods.Ingest != nil {
+			continue // ingest mode: no RBAC for the runner
+		}
 		var foreign error
 		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, o.obj, func() error {
 			if o.obj.GetResourceVersion() != "" && !metav1.IsControlledBy(o.obj, task) {

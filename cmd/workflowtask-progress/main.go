@@ -1,6 +1,8 @@
 // Command workflowtask-progress reports a WorkflowTask's progress from a job that is not
-// written in Go. In a task's pod it needs no configuration (the controller injects the task's
-// identity and the pod runs as the task's runner).
+// written in Go. In a task's pod it needs no configuration: the controller injects the task's
+// identity and either the operator's push target (WORKFLOWTASK_PROGRESS_URL, its CA and the
+// pod's projected token: the operator takes pushes and writes the status) or nothing more (the
+// pod runs as the task's runner and writes the status itself).
 //
 //	workflowtask-progress set TYPE CURRENT[/TOTAL] [IDENTIFIER]   set one entry and exit
 //	workflowtask-progress add TYPE DELTA                          add to one entry and exit
@@ -34,7 +36,6 @@ import (
 
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -95,7 +96,7 @@ func run(args []string, stderr io.Writer) int {
 	if o.task == "" || o.namespace == "" {
 		return usage("--task and --namespace (or " + workflowv1alpha1.EnvTaskName + " and " + workflowv1alpha1.EnvTaskNamespace + ") are required")
 	}
-	cfg, err := o.config()
+	target, err := o.target()
 	if err != nil {
 		fmt.Fprintln(stderr, "workflowtask-progress:", err)
 		return exitNotSaved
@@ -111,7 +112,7 @@ func run(args []string, stderr io.Writer) int {
 		if len(cmdArgs) != 1 {
 			return usage("file takes one PATH")
 		}
-		return followFile(cfg, o, cmdArgs[0], stderr)
+		return followFile(target, o, cmdArgs[0], stderr)
 	case "set":
 		if len(cmdArgs) < 2 {
 			return usage("set takes TYPE CURRENT[/TOTAL] [IDENTIFIER]")
@@ -124,7 +125,7 @@ func run(args []string, stderr io.Writer) int {
 		if _, err := strconv.ParseInt(cmdArgs[1], 10, 64); err != nil || !progress.ValidType(cmdArgs[0]) {
 			return usage(fmt.Sprintf("add takes a valid TYPE and a whole-number DELTA, got %q %q", cmdArgs[0], cmdArgs[1]))
 		}
-		return withTimeout(o, func(ctx context.Context) error { return addOne(ctx, cfg, o, cmdArgs[0], cmdArgs[1]) }, stderr)
+		return withTimeout(o, func(ctx context.Context) error { return addOne(ctx, target, o, cmdArgs[0], cmdArgs[1]) }, stderr)
 	case "delete":
 		if len(cmdArgs) != 1 {
 			return usage("delete takes TYPE")
@@ -136,18 +137,23 @@ func run(args []string, stderr io.Writer) int {
 	if parseE != nil {
 		return usage(parseE.Error())
 	}
-	return withTimeout(o, func(ctx context.Context) error { return writeOne(ctx, cfg, o, u) }, stderr)
+	return withTimeout(o, func(ctx context.Context) error { return writeOne(ctx, target, o, u) }, stderr)
 }
 
-func (o options) config() (*rest.Config, error) {
+// target is where the commands write: with --kubeconfig (or $KUBECONFIG), the status through
+// it; else the ingest target the controller injected ($WORKFLOWTASK_PROGRESS_URL…), else the
+// in-cluster config.
+func (o options) target() (progress.Options, error) {
+	var target progress.Options
 	if o.kubeconfig != "" {
 		cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 		if err != nil {
-			return nil, fmt.Errorf("loading kubeconfig %s: %w", o.kubeconfig, err)
+			return target, fmt.Errorf("loading kubeconfig %s: %w", o.kubeconfig, err)
 		}
-		return cfg, nil
+		target.Config = cfg
+		return target, nil
 	}
-	return progress.ConfigFromEnvironment()
+	return target, progress.TargetFromEnvironment(&target)
 }
 
 func withTimeout(o options, f func(context.Context) error, stderr io.Writer) int {
@@ -174,7 +180,7 @@ func parseOne(words []string) (progress.Update, error) {
 }
 
 // followFile reports a progress file continuously until SIGTERM or SIGINT.
-func followFile(cfg *rest.Config, o options, path string, stderr io.Writer) int {
+func followFile(target progress.Options, o options, path string, stderr io.Writer) int {
 	fm := o.fieldManager
 	if fm == "" {
 		fm = progress.DefaultFieldManager("file")
@@ -182,8 +188,9 @@ func followFile(cfg *rest.Config, o options, path string, stderr io.Writer) int 
 	// Write failures (one line per spell of failures) and a replaced task show on stderr as
 	// they happen, not only at exit.
 	logger := funcr.New(func(prefix, args string) { fmt.Fprintln(stderr, "workflowtask-progress:", prefix, args) }, funcr.Options{})
-	r, err := progress.New(progress.Options{Config: cfg, Namespace: o.namespace, Task: o.task, UID: o.uid, FieldManager: fm,
-		Interval: o.interval, Logger: logger})
+	target.Namespace, target.Task, target.UID, target.FieldManager = o.namespace, o.task, o.uid, fm
+	target.Interval, target.Logger = o.interval, logger
+	r, err := progress.New(target)
 	if err != nil {
 		fmt.Fprintln(stderr, "workflowtask-progress:", err)
 		return exitNotSaved

@@ -27,8 +27,10 @@ type Suite struct {
 	// BeforeManager runs once the API server is up, before the manager starts (e.g. install an
 	// admission policy and wait for it).
 	BeforeManager func(ctx context.Context, e *Env) error
-	// Manager starts the operator's manager (the controller, as the operator's ServiceAccount).
-	Manager bool
+	// Manager starts the operator's manager (the controller, as the operator's ServiceAccount),
+	// changed by ManagerSetup.
+	Manager      bool
+	ManagerSetup ManagerSetup
 }
 
 // Env is a running suite: the control plane, an admin config and client, and the manager
@@ -73,7 +75,7 @@ func Main(m *testing.M, s Suite, ready func(*Env)) int {
 		}
 	}
 	if s.Manager {
-		if e.Manager, err = StartManager(ctx, e.Admin); err != nil {
+		if e.Manager, err = StartManagerWith(ctx, e.Admin, s.ManagerSetup); err != nil {
 			return fail(err)
 		}
 	}

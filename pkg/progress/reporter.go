@@ -10,8 +10,13 @@
 // only the latest values are kept. Close makes a final write and says whether it landed.
 //
 // In a job pod, NewFromEnvironment needs no configuration: the controller injects the task's
-// identity (WORKFLOWTASK_* variables) and the pod runs as the task's runner ServiceAccount,
-// which may patch this task's status and nothing else.
+// identity (WORKFLOWTASK_* variables) and either the operator's push target (when the operator
+// takes pushes, --progress-ingest: the pod has no API rights at all and pushes its whole state,
+// with its projected token, to the operator, which shows it at once and writes the status
+// within its budget; see pkg/progress/ingest) or nothing more (the pod runs as the task's
+// runner ServiceAccount, which may patch this task's status and nothing else, and writes it).
+// Both paths keep the promises below; Client makes the CLI's one-entry changes by the same
+// paths.
 //
 // Every write is bound to one task object, not just to a name: a pod of a deleted task must
 // never write into a new task of the same name. The reporter writes for Options.UID
@@ -60,8 +65,13 @@ const (
 
 // Options configure a Reporter.
 type Options struct {
-	// Config reaches the API server as the task's runner. Required for New.
+	// Config reaches the API server as the task's runner: the status is written directly.
+	// Config or Ingest is required for New.
 	Config *rest.Config
+	// Ingest, when set, pushes to the operator instead (Config is not used): the operator keeps
+	// the values, shows them at once, and writes them to the status within its budget. UID is
+	// then required. NewFromEnvironment sets it when the controller injected the target.
+	Ingest *IngestTarget
 	// Namespace and Task name the task to report to. Required for New.
 	Namespace, Task string
 	// FieldManager names this writer; each writer of a task needs its own. Default:
@@ -116,12 +126,13 @@ type Reporter struct {
 	failures atomic.Int32          // failed writes in a row, for logging
 	dropped  atomic.Int64
 	interval atomic.Int64 // the current write interval (adapted to the API server's pushback)
+	resend   atomic.Int64 // how soon to send the unchanged state again (pushed, not yet written)
 }
 
 // New starts a Reporter for the task in opts.
 func New(opts Options) (*Reporter, error) {
-	if opts.Config == nil || opts.Namespace == "" || opts.Task == "" {
-		return nil, errors.New("progress: Options.Config, Namespace and Task are required")
+	if opts.Config == nil && opts.Ingest == nil || opts.Namespace == "" || opts.Task == "" {
+		return nil, errors.New("progress: Options.Config (or Ingest), Namespace and Task are required")
 	}
 	if opts.FieldManager == "" {
 		opts.FieldManager = DefaultFieldManager("")
@@ -159,8 +170,10 @@ func New(opts Options) (*Reporter, error) {
 
 // NewFromEnvironment starts a Reporter configured from the environment a task's pod gets:
 // WORKFLOWTASK_NAME and WORKFLOWTASK_NAMESPACE name the task, WORKFLOWTASK_UID is its UID (see
-// Options.UID), and the in-cluster config (the runner ServiceAccount's token, re-read when the
-// kubelet rotates it) reaches the API server. Outside a cluster, KUBECONFIG is used instead.
+// Options.UID), and it pushes to WORKFLOWTASK_PROGRESS_URL with the projected token in
+// WORKFLOWTASK_PROGRESS_TOKEN_FILE when the controller injected them (the operator takes
+// pushes), else the in-cluster config (the runner ServiceAccount's token, re-read when the
+// kubelet rotates it) reaches the API server; outside a cluster, KUBECONFIG is used instead.
 // Fields set in opts take precedence.
 func NewFromEnvironment(opts Options) (*Reporter, error) {
 	if opts.Task == "" {
@@ -183,14 +196,27 @@ func NewFromEnvironment(opts Options) (*Reporter, error) {
 		return nil, fmt.Errorf("progress: %s and %s must be set (the controller sets them in a task's pods)",
 			workflowv1alpha1.EnvTaskName, workflowv1alpha1.EnvTaskNamespace)
 	}
-	if opts.Config == nil {
-		cfg, err := ConfigFromEnvironment()
-		if err != nil {
-			return nil, err
-		}
-		opts.Config = cfg
+	if err := TargetFromEnvironment(&opts); err != nil {
+		return nil, err
 	}
 	return New(opts)
+}
+
+// TargetFromEnvironment fills where opts writes to when neither Config nor Ingest is set: the
+// ingest target the controller injected (the operator takes pushes), else the in-cluster
+// config (or KUBECONFIG's).
+func TargetFromEnvironment(opts *Options) error {
+	if opts.Config != nil || opts.Ingest != nil {
+		return nil
+	}
+	target, err := IngestTargetFromEnvironment()
+	if err != nil || target != nil {
+		opts.Ingest = target
+		return err
+	}
+	cfg, err := ConfigFromEnvironment()
+	opts.Config = cfg
+	return err
 }
 
 // IntervalFromEnvironment is $WORKFLOWTASK_PROGRESS_INTERVAL (set in a task's containers by the
@@ -323,7 +349,7 @@ func (r *Reporter) Delete(typ string) {
 // Stats are the reporter's write attempts so far, by result, and the bytes sent (for metrics:
 // pkg/progress/progressmetrics exposes them to Prometheus).
 func (r *Reporter) Stats() Stats {
-	s := &r.writer.stats
+	s := r.writer.stats
 	return Stats{OK: s.ok.Load(), Conflict: s.conflict.Load(), Throttled: s.throttled.Load(), Error: s.failed.Load(), Bytes: s.bytes.Load(),
 		Interval: time.Duration(r.interval.Load())}
 }

@@ -142,9 +142,8 @@ func TestBodyMetadata(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := newTestReporter(t, time.Hour)
-			r.writer.uid = tc.uid
 			r.Set("upload", 1, 2)
-			b, err := r.writer.body(*r.entries.Load(), time.Now(), tc.resourceVersion)
+			b, err := ApplyBody("ns", "t", tc.uid, tc.resourceVersion, r.writer.list(*r.entries.Load(), time.Now()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -166,8 +165,8 @@ func TestUIDFromOptionsAndEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close(expired())
-	if r.writer.uid != "u-1" {
-		t.Errorf("writer UID = %q, want u-1", r.writer.uid)
+	if uid := r.writer.sink.(*directSink).uid; uid != "u-1" {
+		t.Errorf("writer UID = %q, want u-1", uid)
 	}
 	t.Setenv(workflowv1alpha1.EnvTaskUID, "u-env")
 	t.Setenv(workflowv1alpha1.EnvTaskName, "t")
@@ -177,8 +176,8 @@ func TestUIDFromOptionsAndEnvironment(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.writer.uid != want {
-			t.Errorf("NewFromEnvironment(UID %q): writer UID = %q, want %q", opt, r.writer.uid, want)
+		if uid := r.writer.sink.(*directSink).uid; uid != want {
+			t.Errorf("NewFromEnvironment(UID %q): writer UID = %q, want %q", opt, uid, want)
 		}
 		_ = r.Close(expired())
 	}
@@ -254,7 +253,7 @@ func expired() context.Context {
 
 func decode(t *testing.T, r *Reporter, now time.Time) []map[string]any {
 	t.Helper()
-	b, err := r.writer.body(*r.entries.Load(), now, "")
+	b, err := ApplyBody("ns", "t", "", "", r.writer.list(*r.entries.Load(), now))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package progress
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,60 +12,50 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/transport"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
 
-// maxConflicts bounds how often one write reads the task again after a conflict (another
-// writer, or the controller, changed the task between the read and the apply) before it counts
-// as a failed write, retried with backoff.
-const maxConflicts = 5
-
-// writer sends a reporter's state as a server-side apply of the task's status subresource,
-// conditioned on the task still being the object with the writer's UID.
+// writer turns a reporter's entries into the list it sends, through its sink: the task's
+// status directly, or the operator's ingest endpoint.
 type writer struct {
-	rc   *rest.RESTClient
-	opts Options
-	// uid is the task's UID: Options.UID, or the one the first read found. Only the loop (then
-	// Close) uses it, as sent below.
-	uid types.UID
+	sink sink
 	// sent remembers, per entry, the version last sent and the update time given to it, so an
 	// entry that did not change keeps its update time. Only the loop (then Close) uses it.
 	sent map[*Entry]sentEntry
 	// stats count write attempts by result, and the bytes sent.
-	stats struct{ ok, conflict, throttled, failed, bytes atomic.Int64 }
+	stats *counters
+}
+
+// counters count a sink's attempts by result and the bytes it sent.
+type counters struct{ ok, conflict, throttled, failed, bytes atomic.Int64 }
+
+// count records the result of one attempt.
+func (c *counters) count(err error) {
+	switch {
+	case err == nil:
+		c.ok.Add(1)
+	case apierrors.IsConflict(err):
+		c.conflict.Add(1)
+	case apierrors.IsTooManyRequests(err):
+		c.throttled.Add(1)
+	default:
+		c.failed.Add(1)
+	}
 }
 
 // Stats are a reporter's write attempts since it started, by result, and the bytes it sent.
-// An attempt is one read of the task and, unless that fails, one apply.
+// An attempt is one read of the task and, unless that fails, one apply (or one push).
 type Stats struct {
 	// OK attempts landed; Conflict ones met a change of the task in between (read again and
-	// retried at once); Throttled ones were refused with 429 (API Priority and Fairness);
-	// Error ones failed otherwise.
+	// retried at once); Throttled ones were refused with 429 (API Priority and Fairness, or the
+	// operator's per-pod budget); Error ones failed otherwise.
 	OK, Conflict, Throttled, Error int64
-	// Bytes is the size of the apply bodies sent.
+	// Bytes is the size of the bodies sent.
 	Bytes int64
 	// Interval is the current shortest time between two writes: Options.Interval, stretched
-	// up to Options.MaxInterval while the API server pushes back.
+	// up to Options.MaxInterval while the server pushes back.
 	Interval time.Duration
-}
-
-// count records the result of one attempt.
-func (w *writer) count(err error) {
-	switch {
-	case err == nil:
-		w.stats.ok.Add(1)
-	case apierrors.IsConflict(err):
-		w.stats.conflict.Add(1)
-	case apierrors.IsTooManyRequests(err):
-		w.stats.throttled.Add(1)
-	default:
-		w.stats.failed.Add(1)
-	}
 }
 
 type sentEntry struct {
@@ -74,71 +63,19 @@ type sentEntry struct {
 	updateTime metav1.MicroTime
 }
 
+// newWriter is a writer through the sink opts name: Ingest when set, else Config.
 func newWriter(opts Options) (*writer, error) {
-	cfg := rest.CopyConfig(opts.Config)
-	cfg.QPS = -1 // the loop bounds the write rate itself
-	rc, err := NewRESTClient(cfg)
+	stats := &counters{}
+	s, err := newSink(opts, stats)
 	if err != nil {
 		return nil, err
 	}
-	return &writer{rc: rc, opts: opts, uid: opts.UID, sent: map[*Entry]sentEntry{}}, nil
+	return &writer{sink: s, sent: map[*Entry]sentEntry{}, stats: stats}, nil
 }
 
-// NewRESTClient is a client for WorkflowTasks (and their status) in the workflow.taskops.dev
-// API, for the reporter and the CLI. A bearer token file (a pod's projected token) is read
-// through a resettable source: client-go re-reads a token file only once a minute and ignores a
-// 401, while the kubelet rotates the token in place; here a 401 makes the next request read the
-// file again, so a rotated token works from the next retry on.
-func NewRESTClient(cfg *rest.Config) (*rest.RESTClient, error) {
-	cfg = rest.CopyConfig(cfg)
-	cfg.APIPath = "/apis"
-	cfg.GroupVersion = &workflowv1alpha1.GroupVersion
-	cfg.NegotiatedSerializer = clientgoscheme.Codecs.WithoutConversion()
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = "workflowtask-progress"
-	}
-	if path := cfg.BearerTokenFile; path != "" {
-		cfg.BearerTokenFile, cfg.BearerToken = "", ""
-		cfg.Wrap(transport.ResettableTokenSourceWrapTransport(transport.NewCachedFileTokenSource(path)))
-	}
-	rc, err := rest.RESTClientFor(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("progress: building the API client: %w", err)
-	}
-	return rc, nil
-}
-
-// ApplyBody is the server-side apply configuration of a task's status.progress: exactly the
-// given entries (one writer's), nothing else of the task — an empty list releases the writer's
-// entries. uid names the object meant (the API server ignores metadata.uid in a patch of the
-// status subresource); resourceVersion, when not empty, is the condition the apply is made on.
-// The reporter, the CLI and the tests all write progress with it.
-func ApplyBody(namespace, task string, uid types.UID, resourceVersion string, entries []workflowv1alpha1.ProgressEntry) ([]byte, error) {
-	if entries == nil {
-		entries = []workflowv1alpha1.ProgressEntry{}
-	}
-	type meta struct {
-		Name            string    `json:"name"`
-		Namespace       string    `json:"namespace"`
-		UID             types.UID `json:"uid,omitempty"`
-		ResourceVersion string    `json:"resourceVersion,omitempty"`
-	}
-	type status struct {
-		Progress []workflowv1alpha1.ProgressEntry `json:"progress"`
-	}
-	return json.Marshal(struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Metadata   meta   `json:"metadata"`
-		Status     status `json:"status"`
-	}{workflowv1alpha1.GroupVersion.String(), "WorkflowTask", meta{task, namespace, uid, resourceVersion}, status{entries}})
-}
-
-// body is the apply configuration: exactly this writer's entries, nothing else of the task,
-// with the task's UID and, when not empty, the resourceVersion the apply is conditioned on.
-// (The API server checks the resourceVersion; it ignores metadata.uid in a patch of the status
-// subresource, which is sent all the same: it names the object the write is meant for.)
-func (w *writer) body(entries map[string]*Entry, now time.Time, resourceVersion string) ([]byte, error) {
+// list is the entries as sent, sorted by type; an entry that did not change since it was last
+// sent keeps its update time.
+func (w *writer) list(entries map[string]*Entry, now time.Time) []workflowv1alpha1.ProgressEntry {
 	list := make([]workflowv1alpha1.ProgressEntry, 0, len(entries))
 	seen := make(map[*Entry]sentEntry, len(entries))
 	for _, e := range entries {
@@ -156,101 +93,18 @@ func (w *writer) body(entries map[string]*Entry, now time.Time, resourceVersion 
 	}
 	w.sent = seen // forget deleted entries
 	slices.SortFunc(list, func(a, b workflowv1alpha1.ProgressEntry) int { return strings.Compare(a.Type, b.Type) })
-	return ApplyBody(w.opts.Namespace, w.opts.Task, w.uid, resourceVersion, list)
-}
-
-// taskMeta is what a write needs of the task it reads.
-type taskMeta struct {
-	Metadata struct {
-		UID             types.UID `json:"uid"`
-		ResourceVersion string    `json:"resourceVersion"`
-	} `json:"metadata"`
-}
-
-// read reads the task's status and returns its resourceVersion, after checking that the task
-// is still the one this writer writes for (pinning its UID on the first read when none was
-// given). A task with another UID is an error matching ErrTaskReplaced; refused is the API
-// server's refusal that led to this read, if any, and is wrapped too.
-func (w *writer) read(ctx context.Context, refused error) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, w.opts.RequestTimeout)
-	defer cancel()
-	res := w.rc.Get().Namespace(w.opts.Namespace).Resource("workflowtasks").Name(w.opts.Task).SubResource("status").
-		MaxRetries(0).Do(ctx)
-	if err := res.Error(); err != nil { // (Raw's error would not carry the API server's message)
-		return "", fmt.Errorf("progress: reading task %s/%s: %w", w.opts.Namespace, w.opts.Task, err)
-	}
-	raw, _ := res.Raw()
-	var got taskMeta
-	if err := json.Unmarshal(raw, &got); err != nil {
-		return "", fmt.Errorf("progress: reading task %s/%s: %w", w.opts.Namespace, w.opts.Task, err)
-	}
-	if got.Metadata.UID == "" {
-		return "", fmt.Errorf("progress: reading task %s/%s: no metadata.uid in the answer", w.opts.Namespace, w.opts.Task)
-	}
-	switch {
-	case w.uid == "":
-		w.uid = got.Metadata.UID
-	case got.Metadata.UID != w.uid:
-		err := fmt.Errorf("progress: task %s/%s: %w (it has UID %s now; this reporter writes for UID %s): nothing more is written",
-			w.opts.Namespace, w.opts.Task, ErrTaskReplaced, got.Metadata.UID, w.uid)
-		if refused != nil {
-			err = fmt.Errorf("%w: %w", err, refused)
-		}
-		return "", err
-	}
-	return got.Metadata.ResourceVersion, nil
-}
-
-// write sends the entries once: it reads the task (its UID must be the writer's), then applies
-// on the condition that the task's resourceVersion is still the one read, so the check and the
-// write are atomic. A conflict (the task changed in between: another writer, the controller,
-// or the task replaced) reads again, at most maxConflicts times.
-func (w *writer) write(ctx context.Context, entries map[string]*Entry, now time.Time) error {
-	var refused error
-	for range maxConflicts {
-		rv, err := w.read(ctx, refused)
-		if err != nil {
-			w.count(err)
-			return err
-		}
-		body, err := w.body(entries, now, rv)
-		if err != nil {
-			return err
-		}
-		w.stats.bytes.Add(int64(len(body)))
-		err = w.apply(ctx, body)
-		w.count(err)
-		if err == nil || !apierrors.IsConflict(err) {
-			return err
-		}
-		refused = err
-	}
-	return refused
-}
-
-// apply sends one server-side apply. force takes over entries another writer held last (the
-// same type written from two places): the latest writer wins, as with any status field.
-func (w *writer) apply(ctx context.Context, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, w.opts.RequestTimeout)
-	defer cancel()
-	err := w.rc.Patch(types.ApplyPatchType).
-		Namespace(w.opts.Namespace).Resource("workflowtasks").Name(w.opts.Task).SubResource("status").
-		Param("fieldManager", w.opts.FieldManager).Param("force", "true").
-		MaxRetries(0).Body(body).Do(ctx).Error()
-	if err != nil {
-		return fmt.Errorf("progress: writing task %s/%s as %q: %w", w.opts.Namespace, w.opts.Task, w.opts.FieldManager, err)
-	}
-	return nil
+	return list
 }
 
 // send writes the current state once. Once the task was replaced it writes nothing and
 // returns that error (leaving dirty set, so updates no longer wake the loop).
-func (r *Reporter) send(ctx context.Context) error {
+func (r *Reporter) send(ctx context.Context, final bool) error {
 	if p := r.replaced.Load(); p != nil {
 		return *p
 	}
 	r.dirty.Store(false) // changes from here on mark it again and are sent next time
-	err := r.writer.write(ctx, *r.entries.Load(), time.Now())
+	resend, err := r.writer.sink.put(ctx, r.writer.list(*r.entries.Load(), time.Now()), final)
+	r.resend.Store(int64(resend))
 	if err != nil {
 		r.unsent.Store(true)
 		r.lastErr.Store(&err)
@@ -288,7 +142,10 @@ func (r *Reporter) loop() {
 		pending     bool
 		failures    int
 		interval    = r.opts.Interval
+		resend      = time.NewTimer(0) // the operator did not write the pushed values yet: send them again
 	)
+	<-resend.C
+	defer resend.Stop()
 	for {
 		var reply chan error
 		if !pending {
@@ -297,6 +154,7 @@ func (r *Reporter) loop() {
 				return
 			case reply = <-r.flushes:
 			case <-r.kick: // something changed: send it
+			case <-resend.C:
 			}
 		}
 		if reply == nil {
@@ -313,7 +171,8 @@ func (r *Reporter) loop() {
 			}
 		}
 		start := time.Now()
-		err := r.send(ctx)
+		resend.Stop()
+		err := r.send(ctx, false)
 		if reply != nil {
 			reply <- err
 		}
@@ -331,6 +190,9 @@ func (r *Reporter) loop() {
 		}
 		failures, pending = 0, false
 		nextAllowed = time.Now().Add(interval)
+		if d := time.Duration(r.resend.Load()); d > 0 {
+			resend.Reset(d)
+		}
 	}
 }
 
@@ -371,7 +233,7 @@ func (r *Reporter) finalWrite(ctx context.Context) error {
 		if !r.dirty.Load() && !r.unsent.Load() {
 			return nil
 		}
-		err := r.send(ctx)
+		err := r.send(ctx, true)
 		if err == nil {
 			return nil
 		}

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -38,7 +40,16 @@ func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(logSink())))
 	gomega.SetDefaultConsistentlyDuration(2 * time.Second)
 	gomega.SetDefaultConsistentlyPollingInterval(100 * time.Millisecond)
-	os.Exit(testenv.Main(m, testenv.Suite{Eventually: timeout, Polling: interval, Manager: true}, func(e *testenv.Env) {
+	suite := testenv.Suite{Eventually: timeout, Polling: interval, Manager: true,
+		// The suite's controller runs in direct mode; ingest mode's controller (ingest_test.go)
+		// has a namespace of its own, which this one leaves alone.
+		ManagerSetup: testenv.ManagerSetup{Cache: func(o *cache.Options) {
+			o.DefaultNamespaces = map[string]cache.Config{
+				cache.AllNamespaces: {FieldSelector: fields.OneTermNotEqualSelector("metadata.namespace", ingestNamespace)},
+			}
+		}},
+	}
+	os.Exit(testenv.Main(m, suite, func(e *testenv.Env) {
 		env, adminCfg, k8sClient, mgr = e.Environment, e.Admin, e.Client, e.Manager
 	}))
 }

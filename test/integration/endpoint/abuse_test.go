@@ -23,6 +23,7 @@ import (
 	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
 	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
 // junkJWT is a JWT-shaped token that no one issued, unique for i, padded to about size bytes.
@@ -54,7 +55,11 @@ func callRequest(t testing.TB, client *http.Client, req *http.Request) int {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("HTTP %d: %s", resp.StatusCode, body)
 	}
-	validateBody(t, body)
+	if strings.HasPrefix(req.URL.Path, ingest.PathPrefix) {
+		validateIngestBody(t, body)
+	} else {
+		validateBody(t, body)
+	}
 	var code int
 	if _, err := fmt.Sscanf(string(body), `{"code":%d`, &code); err != nil {
 		if strings.HasPrefix(string(body), `{"data":`) {

@@ -214,6 +214,21 @@ func TestIngestRefusals(t *testing.T) {
 			t.Errorf("%s %s: code %d", tc.method, tc.path, code)
 		}
 	}
+	// One-entry changes (PATCH) are held to the same rules.
+	for name, tc := range map[string]struct {
+		body string
+		want int
+	}{
+		"set and add at once": {`{"taskUID":"` + string(taskA.UID) + `","type":"upload","current":1,"add":1}`, apiserver.CodeParamErr},
+		"an unknown field":    {`{"taskUID":"` + string(taskA.UID) + `","type":"upload","add":1,"owner":"mallory"}`, apiserver.CodeParamErr},
+		"another UID":         {`{"taskUID":"not-the-uid","type":"upload","add":1}`, apiserver.CodeConflict},
+	} {
+		req, _ := http.NewRequest(http.MethodPatch, base+ingest.Path(taskA.Namespace, taskA.Name), strings.NewReader(tc.body))
+		req.Header.Set("Authorization", "Bearer "+tokenA)
+		if code := callRequest(t, httpc, req); code != tc.want {
+			t.Errorf("PATCH %s: code %d, want %d", name, code, tc.want)
+		}
+	}
 	// Task B's status got nothing from task A's pod.
 	time.Sleep(ingestFlushInterval + time.Second)
 	b := &workflowv1alpha1.WorkflowTask{}
@@ -247,4 +262,22 @@ func tooManyEntries(task *workflowv1alpha1.WorkflowTask) ingest.Push {
 		p.Entries = append(p.Entries, workflowv1alpha1.ProgressEntry{Type: fmt.Sprintf("upload_single_%d", i)})
 	}
 	return p
+}
+
+// validateIngestBody checks an ingest answer: the endpoint's envelope, with the ingest.Ack as a
+// success's data, nothing else.
+func validateIngestBody(t testing.TB, body []byte) {
+	t.Helper()
+	var env struct {
+		Data          *ingest.Ack `json:"data"`
+		Code          *int        `json:"code"`
+		Msg           string      `json:"msg"`
+		Error         string      `json:"error"`
+		CorrelationID string      `json:"correlation_id"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil || env.Code == nil || (*env.Code == 0) != (env.Data != nil) || *env.Code != 0 && env.CorrelationID == "" {
+		t.Errorf("ingest answer %s: not the envelope with an ack (success) or a correlation ID (error): %v", body, err)
+	}
 }

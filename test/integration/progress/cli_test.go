@@ -89,54 +89,56 @@ func runCLI(t *testing.T, env []string, args ...string) (int, string) {
 }
 
 func TestCLIOneEntryCommands(t *testing.T) {
-	task := newTask(t, "cli")
-	env := runnerEnv(t, task)
-	g := gomega.NewWithT(t)
-	mustRun := func(args ...string) {
-		t.Helper()
-		if code, stderr := runCLI(t, env, args...); code != 0 {
-			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+	eachMode(t, func(t *testing.T, m mode) {
+		task := newTask(t, "cli")
+		env := m.env(t, task, "cli-pod")
+		mustRun := func(args ...string) {
+			t.Helper()
+			if code, stderr := runCLI(t, env, args...); code != 0 {
+				t.Fatalf("%v: exit %d: %s", args, code, stderr)
+			}
 		}
-	}
 
-	mustRun("set", "upload", "5/10", "/dst/my file.bin")
-	mustRun("set", "upload_count", "1/3")
-	mustRun("set", "upload", "7") // current only: total and identifier kept
-	e := progressOf(g, task)
-	if u := e["upload"]; u.Current != 7 || u.Total != 10 || u.Identifier != "/dst/my file.bin" {
-		t.Errorf("upload = %+v", u)
-	}
-	if c := e["upload_count"]; c.Current != 1 || c.Total != 3 {
-		t.Errorf("a second one-entry command took away the first's entry: %+v", e)
-	}
+		mustRun("set", "upload", "5/10", "/dst/my file.bin")
+		mustRun("set", "upload_count", "1/3")
+		mustRun("set", "upload", "7") // current only: total and identifier kept
+		settled(t, task, func(g gomega.Gomega, e map[string]workflowv1alpha1.ProgressEntry) {
+			u := e["upload"]
+			g.Expect(u.Current == 7 && u.Total == 10 && u.Identifier == "/dst/my file.bin").To(gomega.BeTrue(), "upload = %+v", u)
+			c := e["upload_count"]
+			g.Expect(c.Current == 1 && c.Total == 3).To(gomega.BeTrue(), "a second one-entry command took away the first's entry: %+v", e)
+		})
 
-	mustRun("add", "upload_count", "1")
-	mustRun("add", "upload_count", "1")
-	mustRun("add", "imported", "4") // a new entry
-	e = progressOf(g, task)
-	if e["upload_count"].Current != 3 || e["imported"].Current != 4 {
-		t.Errorf("after add: %+v", e)
-	}
+		mustRun("add", "upload_count", "1")
+		mustRun("add", "upload_count", "1")
+		mustRun("add", "imported", "4") // a new entry
+		settled(t, task, func(g gomega.Gomega, e map[string]workflowv1alpha1.ProgressEntry) {
+			g.Expect(e["upload_count"].Current == 3 && e["imported"].Current == 4).To(gomega.BeTrue(), "after add: %+v", e)
+		})
 
-	// delete removes the entry whoever wrote it: here one written by a library reporter.
-	r, err := progress.New(progress.Options{Config: runnerConfig(t, task), Namespace: task.Namespace, Task: task.Name, FieldManager: "workflowtask-progress/lib"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Set("indexed", 10, 10)
-	if err := closeWithin(t, r, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	mustRun("delete", "indexed")
-	mustRun("delete", "upload")
-	mustRun("delete", "never_written") // nothing to delete is success
-	e = progressOf(g, task)
-	if _, ok := e["indexed"]; ok {
-		t.Errorf("indexed not deleted: %+v", e)
-	}
-	if _, ok := e["upload"]; ok || len(e) != 2 {
-		t.Errorf("after deletes: %+v", e)
-	}
+		// delete removes the entry whoever wrote it: here one written by a library reporter.
+		opts := m.target(t, task, "cli-lib-pod")
+		opts.FieldManager = "workflowtask-progress/lib"
+		r, err := progress.New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Set("indexed", 10, 10)
+		if err := closeWithin(t, r, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		settled(t, task, func(g gomega.Gomega, e map[string]workflowv1alpha1.ProgressEntry) {
+			g.Expect(e).To(gomega.HaveKey("indexed"))
+		})
+		mustRun("delete", "indexed")
+		mustRun("delete", "upload")
+		mustRun("delete", "never_written") // nothing to delete is success
+		settled(t, task, func(g gomega.Gomega, e map[string]workflowv1alpha1.ProgressEntry) {
+			g.Expect(e).NotTo(gomega.HaveKey("indexed"))
+			g.Expect(e).NotTo(gomega.HaveKey("upload"))
+			g.Expect(e).To(gomega.HaveLen(2))
+		})
+	})
 }
 
 func TestCLIExitCodes(t *testing.T) {
@@ -177,11 +179,13 @@ func TestCLIExitCodes(t *testing.T) {
 
 // File mode follows a progress file, reports malformed lines by number and skips them, and on
 // SIGTERM writes what is left and exits 0.
-func TestCLIFileMode(t *testing.T) {
+func TestCLIFileMode(t *testing.T) { eachMode(t, testCLIFileMode) }
+
+func testCLIFileMode(t *testing.T, m mode) {
 	task := newTask(t, "file-mode")
 	path := filepath.Join(t.TempDir(), "progress") // created later: the CLI waits for it
 	cmd := exec.Command(cli(t), "--interval", "100ms", "file", path)
-	cmd.Env = runnerEnv(t, task)
+	cmd.Env = m.env(t, task, "file-mode-pod")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -199,13 +203,11 @@ func TestCLIFileMode(t *testing.T) {
 			}
 		}
 	}
-	g := gomega.NewWithT(t)
 	appendLines("# a comment", "indexed 10/10", "this is not progress", `{"type":"upload_single_0","current":3,"total":8,"identifier":"/dst/a"}`)
-	g.Eventually(func(g gomega.Gomega) {
-		e := progressOf(g, task)
+	settled(t, task, func(g gomega.Gomega, e map[string]workflowv1alpha1.ProgressEntry) {
 		g.Expect(e["indexed"].Current).To(gomega.Equal(int64(10)))
 		g.Expect(e["upload_single_0"].Identifier).To(gomega.Equal("/dst/a"))
-	}).Should(gomega.Succeed())
+	})
 
 	appendLines("delete indexed", "imported 1/10", `{"broken json`, "imported -5/10", "imported 2")
 	// The last line has no newline yet when SIGTERM comes: it is still reported.
@@ -227,13 +229,10 @@ func TestCLIFileMode(t *testing.T) {
 		_ = cmd.Process.Kill()
 		t.Fatal("file mode did not exit after SIGTERM")
 	}
-	e := progressOf(g, task)
-	if _, ok := e["indexed"]; ok {
-		t.Errorf("indexed not deleted: %+v", e)
-	}
-	if e["imported"].Current != 2 || e["imported"].Total != 10 || e["upload_single_0"].Current != 8 {
-		t.Errorf("final state: %+v", e)
-	}
+	settled(t, task, func(g gomega.Gomega, e map[string]workflowv1alpha1.ProgressEntry) {
+		g.Expect(e).NotTo(gomega.HaveKey("indexed"))
+		g.Expect(e["imported"].Current == 2 && e["imported"].Total == 10 && e["upload_single_0"].Current == 8).To(gomega.BeTrue(), "final state: %+v", e)
+	})
 	for _, want := range []string{path + ":3: skipped", path + ":7: skipped", path + ":8: skipped", "negative"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())

@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/pkg/progress"
 )
@@ -32,71 +34,77 @@ func closeWithin(t testing.TB, r *progress.Reporter, d time.Duration) error {
 
 // 4 reporters (4 "pods") with 8 goroutines each, every goroutine on its own type, 1,000 updates
 // each: the task ends with every type at its last value. Then one pod deletes one of its types:
-// only that entry goes.
+// only that entry goes. Written directly and pushed.
 func TestParallelWritersLoseNothing(t *testing.T) {
-	task := newTask(t, "parallel")
-	cfg := runnerConfig(t, task)
-	const pods, perPod, updates = 4, 8, 1000
-	reporters := make([]*progress.Reporter, pods)
-	for p := range pods {
-		r, err := progress.New(progress.Options{Config: cfg, Namespace: task.Namespace, Task: task.Name,
-			FieldManager: fmt.Sprintf("workflowtask-progress/pod-%d", p), Interval: 50 * time.Millisecond})
+	eachMode(t, func(t *testing.T, m mode) {
+		task := newTask(t, "parallel")
+		const pods, perPod, updates = 4, 8, 1000
+		targets := make([]progress.Options, pods)
+		reporters := make([]*progress.Reporter, pods)
+		for p := range pods {
+			targets[p] = m.target(t, task, fmt.Sprintf("parallel-pod-%d", p))
+			opts := targets[p]
+			opts.FieldManager, opts.Interval = fmt.Sprintf("workflowtask-progress/pod-%d", p), 50*time.Millisecond
+			r, err := progress.New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reporters[p] = r
+		}
+		var wg sync.WaitGroup
+		for p, r := range reporters {
+			for g := range perPod {
+				wg.Go(func() {
+					typ := fmt.Sprintf("upload_single_%d", p*perPod+g)
+					r.SetIdentifier(typ, fmt.Sprintf("/dst/pod-%d/file-%d", p, g))
+					for i := 1; i <= updates; i++ {
+						r.Set(typ, int64(i), updates)
+						if i%100 == 0 {
+							time.Sleep(time.Millisecond) // spread over several write intervals
+						}
+					}
+				})
+			}
+		}
+		wg.Wait()
+		for _, r := range reporters {
+			if err := closeWithin(t, r, 30*time.Second); err != nil {
+				t.Fatalf("final write: %v", err)
+			}
+		}
+		settled(t, task, func(g gomega.Gomega, entries map[string]workflowv1alpha1.ProgressEntry) {
+			g.Expect(entries).To(gomega.HaveLen(pods * perPod))
+			for i := range pods * perPod {
+				e := entries[fmt.Sprintf("upload_single_%d", i)]
+				g.Expect(e.Current == updates && e.Total == updates && e.Identifier == fmt.Sprintf("/dst/pod-%d/file-%d", i/perPod, i%perPod) &&
+					!e.UpdateTime.IsZero()).To(gomega.BeTrue(), "entry %d = %+v", i, e)
+			}
+		})
+
+		// Pod 0 deletes one of its types: that entry goes, everyone else's stays.
+		opts := targets[0]
+		opts.FieldManager = "workflowtask-progress/pod-0"
+		r, err := progress.New(opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		reporters[p] = r
-	}
-	var wg sync.WaitGroup
-	for p, r := range reporters {
-		for g := range perPod {
-			wg.Go(func() {
-				typ := fmt.Sprintf("upload_single_%d", p*perPod+g)
-				r.SetIdentifier(typ, fmt.Sprintf("/dst/pod-%d/file-%d", p, g))
-				for i := 1; i <= updates; i++ {
-					r.Set(typ, int64(i), updates)
-					if i%100 == 0 {
-						time.Sleep(time.Millisecond) // spread over several write intervals
-					}
-				}
-			})
+		for gi := range perPod {
+			typ := fmt.Sprintf("upload_single_%d", gi)
+			r.Set(typ, updates, updates)
+			r.SetIdentifier(typ, fmt.Sprintf("/dst/pod-0/file-%d", gi))
 		}
-	}
-	wg.Wait()
-	for _, r := range reporters {
+		if err := r.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		r.Delete("upload_single_0")
 		if err := closeWithin(t, r, 30*time.Second); err != nil {
-			t.Fatalf("final write: %v", err)
+			t.Fatal(err)
 		}
-	}
-	g := gomega.NewWithT(t)
-	entries := progressOf(g, task)
-	if len(entries) != pods*perPod {
-		t.Fatalf("task has %d entries, want %d", len(entries), pods*perPod)
-	}
-	for i := range pods * perPod {
-		e := entries[fmt.Sprintf("upload_single_%d", i)]
-		if e.Current != updates || e.Total != updates || e.Identifier != fmt.Sprintf("/dst/pod-%d/file-%d", i/perPod, i%perPod) || e.UpdateTime.IsZero() {
-			t.Errorf("entry %d = %+v", i, e)
-		}
-	}
-
-	// Pod 0 deletes one of its types: that entry goes, everyone else's stays.
-	r, err := progress.New(progress.Options{Config: cfg, Namespace: task.Namespace, Task: task.Name, FieldManager: "workflowtask-progress/pod-0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for gi := 1; gi < perPod; gi++ {
-		typ := fmt.Sprintf("upload_single_%d", gi)
-		r.Set(typ, updates, updates)
-		r.SetIdentifier(typ, fmt.Sprintf("/dst/pod-0/file-%d", gi))
-	}
-	r.Delete("upload_single_0")
-	if err := closeWithin(t, r, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	entries = progressOf(g, task)
-	if _, still := entries["upload_single_0"]; still || len(entries) != pods*perPod-1 {
-		t.Errorf("after deleting upload_single_0: %d entries, upload_single_0 present=%t", len(entries), still)
-	}
+		settled(t, task, func(g gomega.Gomega, entries map[string]workflowv1alpha1.ProgressEntry) {
+			g.Expect(entries).NotTo(gomega.HaveKey("upload_single_0"))
+			g.Expect(entries).To(gomega.HaveLen(pods*perPod - 1))
+		})
+	})
 }
 
 // 100,000 updates over about 3 s make at most ceil(3 s / interval) + 2 writes, counted at the
@@ -215,33 +223,45 @@ func TestThrottlingIsHonoured(t *testing.T) {
 	}
 }
 
-// A runner's token cannot write another task: the 403 comes back as a clear error, and Close
-// says the final state was not written.
+// A runner's token cannot write another task, directly or pushed (a pod of one task pushing to
+// another): the 403 comes back as a clear error, and Close says the final state was not written.
 func TestOtherTaskIsForbidden(t *testing.T) {
-	mine := newTask(t, "mine")
-	other := newTask(t, "other")
-	r, err := progress.New(progress.Options{Config: runnerConfig(t, mine), Namespace: other.Namespace, Task: other.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Set("upload", 1, 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = r.Flush(ctx)
-	if !apierrors.IsForbidden(err) {
-		t.Fatalf("Flush = %v, want Forbidden", err)
-	}
-	for _, want := range []string{other.Namespace + "/" + other.Name, "forbidden", "mine-runner"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %q", err, want)
+	eachMode(t, func(t *testing.T, m mode) {
+		mine := newTask(t, "mine")
+		other := newTask(t, "other")
+		opts := m.target(t, mine, "mine-pod")
+		opts.Namespace, opts.Task = other.Namespace, other.Name
+		if opts.Ingest != nil { // the pod knows the other task's UID
+			opts.UID = other.UID
 		}
-	}
-	if err := closeWithin(t, r, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "NOT written") {
-		t.Errorf("Close = %v, want 'final state NOT written'", err)
-	}
-	if len(progressOf(gomega.NewWithT(t), other)) != 0 {
-		t.Error("the other task got progress")
-	}
+		r, err := progress.New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Set("upload", 1, 2)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = r.Flush(ctx)
+		if !apierrors.IsForbidden(err) {
+			t.Fatalf("Flush = %v, want Forbidden", err)
+		}
+		wants := []string{other.Namespace + "/" + other.Name, "forbidden", "mine-runner"}
+		if m.name != direct.name {
+			wants = []string{other.Namespace + "/" + other.Name, "forbidden", apiserver.MsgNoPermission}
+		}
+		for _, want := range wants {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not mention %q", err, want)
+			}
+		}
+		if err := closeWithin(t, r, 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "NOT written") {
+			t.Errorf("Close = %v, want 'final state NOT written'", err)
+		}
+		time.Sleep(2 * ingestFlushInterval)
+		if len(progressOf(gomega.NewWithT(t), other)) != 0 {
+			t.Error("the other task got progress")
+		}
+	})
 }
 
 // The API server stopped and started again under a running reporter: updates never wait, and

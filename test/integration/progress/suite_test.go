@@ -14,6 +14,7 @@ import (
 
 	"github.com/onsi/gomega"
 	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -26,6 +27,9 @@ var (
 	env       *envtest.Environment
 	adminCfg  *rest.Config
 	k8sClient client.Client
+	// mgr is the operator's manager (the controller, and the ingest endpoint once a test in
+	// ingest mode needs it).
+	mgr ctrl.Manager
 )
 
 func TestMain(m *testing.M) {
@@ -42,7 +46,7 @@ func TestMain(m *testing.M) {
 		// is killed, which is a harder stop for TestAPIServerRestart anyway.
 		e.ControlPlaneStopTimeout = 5 * time.Second
 		return nil
-	}}, func(e *testenv.Env) { env, adminCfg, k8sClient = e.Environment, e.Admin, e.Client })
+	}}, func(e *testenv.Env) { env, adminCfg, k8sClient, mgr = e.Environment, e.Admin, e.Client, e.Manager })
 	_ = os.RemoveAll(certDir)
 	os.Exit(code)
 }
