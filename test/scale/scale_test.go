@@ -166,6 +166,9 @@ func TestScaleSmoke(t *testing.T) {
 	// The storm in both modes on the same tasks: direct without and with config/apf, ingest.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if err := restartManager(ctx, stormManagerArgs(directMode)); err != nil { // the runners get their RBAC
+		t.Fatal(err)
+	}
 	tasks := newStormTasks(ctx, t, m)
 	defer func() {
 		if err := restartManager(context.Background(), nil); err != nil {

@@ -141,31 +141,36 @@ func (s *stormTasks) runnerTokens(t testing.TB, mode string) []string {
 	return tokens
 }
 
-// writers start a writer of mode for each task (the probe's last), not yet writing.
-func (s *stormTasks) writers(t testing.TB, mode string) []stormWriter {
+// writers start a reporter (the library) of mode for each task (the probe's last), not yet
+// writing: in direct mode with the task's runner's token for kube-apiserver, in ingest mode
+// pushing with the runner's token bound to the task's pod, over a connection of its own as a
+// pod's, verifying the endpoint with the CA bundle the operator publishes.
+func (s *stormTasks) writers(t testing.TB, mode string) []*progress.Reporter {
 	t.Helper()
 	tokens := s.runnerTokens(t, mode)
-	out := make([]stormWriter, s.m+1)
-	var tlsConfig *tls.Config
+	out := make([]*progress.Reporter, s.m+1)
+	var ca []byte
 	if mode == ingestMode {
-		tlsConfig = endpointTLS(t)
+		ca = endpointCA(t)
 	}
+	// The endpoint's certificate names localhost, not 127.0.0.1.
+	base := strings.Replace(manager.ProgressURL, "127.0.0.1", "localhost", 1)
 	parallel(t, s.m+1, func(i int) error {
+		o := progress.Options{Namespace: s.ns, Task: taskName(i), FieldManager: "workflowtask-progress/scale-" + taskName(i), UID: s.tasks[i].UID}
 		if mode == ingestMode {
-			out[i] = newPusher(manager.ProgressURL+ingest.Path(s.ns, taskName(i)), tokens[i], s.tasks[i].UID, tlsConfig, writeInterval)
-			return nil
+			o.Ingest = &progress.IngestTarget{URL: base + ingest.Path(s.ns, taskName(i)), CAData: ca, Token: tokens[i]}
+		} else {
+			o.Config = fastConfig(cluster.TokenConfig(tokens[i]))
 		}
-		r, err := progress.New(progress.Options{Config: fastConfig(cluster.TokenConfig(tokens[i])), Namespace: s.ns, Task: taskName(i),
-			FieldManager: "workflowtask-progress/scale-" + taskName(i), UID: s.tasks[i].UID})
-		out[i] = r
+		var err error
+		out[i], err = progress.New(o)
 		return err
 	})
 	return out
 }
 
-// endpointTLS verifies the endpoint as a pod would: the CA bundle the operator publishes (in its
-// APIService), the name the certificate is for.
-func endpointTLS(t testing.TB) *tls.Config {
+// endpointCA is the CA bundle the operator publishes (in its APIService), PEM.
+func endpointCA(t testing.TB) []byte {
 	t.Helper()
 	out, err := cluster.Kubectl(context.Background(), "get", "apiservice", "v1alpha1.progress.taskops.dev", "-o", "jsonpath={.spec.caBundle}")
 	if err != nil {
@@ -175,11 +180,10 @@ func endpointTLS(t testing.TB) *tls.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
 		t.Fatal("the APIService's caBundle holds no certificate")
 	}
-	return &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	return pem
 }
 
 // parallel calls f for 0..n-1 from 16 goroutines; an error fails the test.
@@ -276,7 +280,11 @@ func (r stormResult) verbs() string {
 	var out []string
 	for _, verb := range slices.Sorted(maps.Keys(r.operatorVerbs)) {
 		v := r.operatorVerbs[verb]
-		out = append(out, fmt.Sprintf("%s %.1f/s %.0f ms", verb, v[0], 1000*v[1]))
+		if math.IsNaN(v[1]) { // (the client's latency histogram is not exported)
+			out = append(out, fmt.Sprintf("%s %.1f/s", verb, v[0]))
+		} else {
+			out = append(out, fmt.Sprintf("%s %.1f/s %.0f ms", verb, v[0], 1000*v[1]))
+		}
 	}
 	return "(" + strings.Join(out, ", ") + ")"
 }
@@ -665,7 +673,7 @@ type visibility struct {
 // ends, and measures from the Set until the endpoint's GET shows it (polled every 2 ms for
 // 200 ms, then every 20 ms) and until an event stream delivers it; a value neither shows
 // within 30 s is missed.
-func probeVisibility(ctx context.Context, t testing.TB, w stormWriter, url, token string) visibility {
+func probeVisibility(ctx context.Context, t testing.TB, w *progress.Reporter, url, token string) visibility {
 	var (
 		mu       sync.Mutex
 		arrivals = map[int64]time.Time{}
@@ -766,16 +774,27 @@ func BenchmarkStorm(b *testing.B) {
 		b.Run(fmt.Sprintf("M=%d", m), func(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			s := newStormTasks(ctx, b, m)
+			var modes []string
 			for _, mode := range strings.Split(*modesFlag, ",") {
-				mode = strings.TrimSpace(mode)
-				if mode != directMode && mode != ingestMode {
+				switch mode = strings.TrimSpace(mode); {
+				case mode != directMode && mode != ingestMode:
 					b.Fatalf("-scale.modes: %q is neither %s nor %s", mode, directMode, ingestMode)
-				}
-				if mode == directMode && m > *directMaxFlag {
+				case mode == directMode && m > *directMaxFlag:
 					b.Logf("M=%d: direct mode not run (-scale.direct.max=%d)", m, *directMaxFlag)
-					continue
+				default:
+					modes = append(modes, mode)
 				}
+			}
+			if len(modes) == 0 {
+				return
+			}
+			// The tasks are made by the manager of the first mode (in direct mode their runners
+			// get the RBAC to write the status; ingest mode leaves it to them).
+			if err := restartManager(ctx, stormManagerArgs(modes[0])); err != nil {
+				b.Fatal(err)
+			}
+			s := newStormTasks(ctx, b, m)
+			for _, mode := range modes {
 				b.Run(mode, func(b *testing.B) {
 					if err := restartManager(ctx, stormManagerArgs(mode)); err != nil {
 						b.Fatal(err)
