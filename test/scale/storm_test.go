@@ -240,11 +240,14 @@ type stormResult struct {
 	// controller's status updates, 429s, its CPU.
 	writesPerSec, controllerPerSec, throttledPerSec float64
 	apiserverCores                                  float64
+	applyTook                                       time.Duration // its mean time per progress write
 	// Freshness, from a value's set time: in the status (the harness's watch on
 	// kube-apiserver), and at the endpoint (event streams on a sample of the tasks).
 	statusFreshP50, statusFreshP99     time.Duration
 	endpointFreshP50, endpointFreshP99 time.Duration
 	endpointFreshSamples               int
+	// streamEnds: event streams the endpoint ended (each connected again after 3 s).
+	streamEnds int64
 	// The control plane's other work: a ServiceAccount listing pods.
 	idleP99, stormP99 time.Duration
 	otherFailed       int
@@ -292,13 +295,13 @@ func (r stormResult) verbs() string {
 }
 
 func (r stormResult) String() string {
-	return fmt.Sprintf("M=%d %s apf=%t: %.1f progress writes/s (+%.1f/s by the controller, %.1f/s refused), kube-apiserver %.2f cores; "+
-		"freshness in the status p50 %.0f ms p99 %.0f ms, at the endpoint p50 %.0f ms p99 %.0f ms (%d events); probe p99 idle %.1f ms storm %.1f ms (%.1f×, %d failed); "+
+	return fmt.Sprintf("M=%d %s apf=%t: %.1f progress writes/s (+%.1f/s by the controller, %.1f/s refused; %.0f ms each on average), kube-apiserver %.2f cores; "+
+		"freshness in the status p50 %.0f ms p99 %.0f ms, at the endpoint p50 %.0f ms p99 %.0f ms (%d events, %d streams ended by the endpoint); probe p99 idle %.1f ms storm %.1f ms (%.1f×, %d failed); "+
 		"write → visible at the endpoint p50 %.1f ms p99 %.1f ms, on a stream p50 %.1f ms p99 %.1f ms (%d writes, %d not seen in 30 s); "+
 		"operator %.2f cores (%.0f µs/s per writer), %.1f requests/s to kube-apiserver %s, live heap %.1f → %.1f MiB (%.2f KiB per writer), %.0f TokenReviews (%.2f per writer); "+
 		"writers %.0f OK/s, throttled %d, errors %d; finals %d/%d after %s; operator exited %t",
-		r.m, r.mode, r.apf, r.writesPerSec, r.controllerPerSec, r.throttledPerSec, r.apiserverCores,
-		ms(r.statusFreshP50), ms(r.statusFreshP99), ms(r.endpointFreshP50), ms(r.endpointFreshP99), r.endpointFreshSamples,
+		r.m, r.mode, r.apf, r.writesPerSec, r.controllerPerSec, r.throttledPerSec, ms(r.applyTook), r.apiserverCores,
+		ms(r.statusFreshP50), ms(r.statusFreshP99), ms(r.endpointFreshP50), ms(r.endpointFreshP99), r.endpointFreshSamples, r.streamEnds,
 		ms(r.idleP99), ms(r.stormP99), float64(r.stormP99)/float64(max(r.idleP99, 1)), r.otherFailed,
 		ms(r.visibleGetP50), ms(r.visibleGetP99), ms(r.visibleStreamP50), ms(r.visibleStreamP99), r.visibleSamples, r.visibleMissed,
 		r.operatorCores, r.cpuPerWriter(), r.operatorRequestsPerSec, r.verbs(), r.heapBefore/(1<<20), r.heapDuring/(1<<20), r.heapPerWriter()/1024,
@@ -380,9 +383,10 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 		t.Fatal(err)
 	}
 	sample := min(*streamsFlag, m)
+	var streamEnds atomic.Int64 // streams the endpoint ended (they connect again)
 	streamLast := make([]atomic.Int64, sample)
 	for i := range sample {
-		if err := openStream(ctx, endpointTaskURL(s.tasks[i]), ownerToken, func(data map[string]progressValue, at time.Time) {
+		if err := followStream(ctx, endpointTaskURL(s.tasks[i]), ownerToken, &streamEnds, func(data map[string]progressValue, at time.Time) {
 			if v, ok := data["upload"]; ok {
 				fresh(&endpointFresh, &streamLast[i], v.Current, at)
 			}
@@ -448,17 +452,17 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	time.Sleep(*warmupFlag)
 
 	// The window.
-	w0, cpu0, mgr1 := apiserverStatusWrites(t), apiserverCPU(t), operatorMetrics()
+	w0, cpu0, mgr1, took0 := apiserverStatusWrites(t), apiserverCPU(t), operatorMetrics(), apiserverApplyTime(t)
 	start := time.Now()
 	probeCtx, stopProbe := context.WithCancel(ctx)
-	probeDone := make(chan visibility, 1)
+	probeDone := make(chan *visibility, 1)
 	go func() {
-		probeDone <- probeVisibility(probeCtx, t, probeWriter, endpointTaskURL(s.tasks[m]), ownerToken)
+		probeDone <- probeVisibility(probeCtx, probeWriter, endpointTaskURL(s.tasks[m]), ownerToken)
 	}()
 	stormLat := sampleOther(start.Add(d))
 	stopProbe()
 	vis := <-probeDone
-	w1, cpu1, mgr2 := apiserverStatusWrites(t), apiserverCPU(t), operatorMetrics()
+	w1, cpu1, mgr2, took1 := apiserverStatusWrites(t), apiserverCPU(t), operatorMetrics(), apiserverApplyTime(t)
 	r.elapsed = time.Since(start)
 	r.heapDuring = operatorLiveHeap(profile("during"))
 	r.heapBefore = heapBefore
@@ -470,6 +474,7 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	r.controllerPerSec = (w1.update - w0.update) / secs
 	r.throttledPerSec = (w1.throttled - w0.throttled) / secs
 	r.apiserverCores = (cpu1 - cpu0) / secs
+	r.applyTook = time.Duration(float64(time.Second) * (took1[0] - took0[0]) / (took1[1] - took0[1]))
 	r.operatorCores = (mgr2["process_cpu_seconds_total"] - mgr1["process_cpu_seconds_total"]) / secs
 	r.operatorRequestsPerSec = (mgr2["rest_client_requests_total"] - mgr1["rest_client_requests_total"]) / secs
 	r.operatorVerbs = map[string][2]float64{}
@@ -482,6 +487,7 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	r.visibleGetP50, r.visibleGetP99 = vis.get.quantile(0.5), vis.get.quantile(0.99)
 	r.visibleStreamP50, r.visibleStreamP99 = vis.stream.quantile(0.5), vis.stream.quantile(0.99)
 	r.visibleSamples, r.visibleMissed = vis.writes, vis.missed
+	r.streamEnds = streamEnds.Load() + vis.streamEnds.Load()
 	from.Store(1 << 62) // the window's freshness only
 	freshMu.Lock()
 	r.statusFreshP50, r.statusFreshP99 = statusFresh.quantile(0.5), statusFresh.quantile(0.99)
@@ -562,6 +568,33 @@ func checkStorm(t testing.TB, r stormResult) {
 	}
 }
 
+// apiserverApplyTime is kube-apiserver's total time answering status applies of tasks
+// (seconds) and their count.
+func apiserverApplyTime(t testing.TB) [2]float64 {
+	t.Helper()
+	raw, err := kubernetes.NewForConfigOrDie(cluster.Admin).RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [2]float64
+	for _, m := range families["apiserver_request_duration_seconds"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		if l["verb"] == "APPLY" && l["resource"] == "workflowtasks" && l["subresource"] == "status" {
+			out[0] += m.GetHistogram().GetSampleSum()
+			out[1] += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return out
+}
+
 // operatorMetrics scrapes the manager's /metrics like managerMetrics; when it does not answer
 // (it exited in the storm) every value is NaN, and so is whatever is computed from them.
 func operatorMetrics() map[string]float64 {
@@ -637,53 +670,86 @@ type progressValue struct {
 // streamClient opens event streams (each its own HTTP/1.1 connection, as a browser tab's).
 var streamClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, MaxConnsPerHost: 0}} //nolint:gosec // loopback measurement
 
-// openStream follows url's event stream as token's holder until ctx ends (or the stream does),
-// calling onEvent with each event's entries and its arrival.
-func openStream(ctx context.Context, url, token string, onEvent func(map[string]progressValue, time.Time)) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := streamClient.Do(req)
+// followStream follows url's event stream as token's holder until ctx ends, as a browser's
+// EventSource does: when the server ends the stream it connects again after the stream's retry
+// delay (3 s), counting the end in ends. It calls onEvent with each event's entries and its
+// arrival. The first connection's failure is returned.
+func followStream(ctx context.Context, url, token string, ends *atomic.Int64, onEvent func(map[string]progressValue, time.Time)) error {
+	body, err := connectStream(ctx, url, token)
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		_ = resp.Body.Close()
-		return fmt.Errorf("GET %s: no event stream (%d %s)", url, resp.StatusCode, resp.Header.Get("Content-Type"))
-	}
 	go func() {
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			data, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
+		for {
+			readStream(body, onEvent)
+			_ = body.Close()
+			if ctx.Err() != nil {
+				return
 			}
-			at := time.Now()
-			var body struct {
-				Data map[string]progressValue `json:"data"`
-			}
-			if json.Unmarshal([]byte(data), &body) == nil {
-				onEvent(body.Data, at)
+			ends.Add(1)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(3 * time.Second):
+				}
+				if body, err = connectStream(ctx, url, token); err == nil {
+					break
+				}
 			}
 		}
 	}()
 	return nil
 }
 
+func connectStream(ctx context.Context, url, token string) (io.ReadCloser, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := streamClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: no event stream (%d %s)", url, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return resp.Body, nil
+}
+
+// readStream reads events until the stream ends.
+func readStream(body io.Reader, onEvent func(map[string]progressValue, time.Time)) {
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		at := time.Now()
+		var b struct {
+			Data map[string]progressValue `json:"data"`
+		}
+		if json.Unmarshal([]byte(data), &b) == nil {
+			onEvent(b.Data, at)
+		}
+	}
+}
+
 // visibility is what the probe measured.
 type visibility struct {
 	get, stream    latencies
 	writes, missed int
+	streamEnds     atomic.Int64
 }
 
 // probeVisibility writes its task's probe entry (a new value, then Flush) every 250 ms until ctx
 // ends, and measures from the Set until the endpoint's GET shows it (polled every 2 ms for
 // 200 ms, then every 20 ms) and until an event stream delivers it; a value neither shows
 // within 30 s is missed.
-func probeVisibility(ctx context.Context, t testing.TB, w *progress.Reporter, url, token string) visibility {
+func probeVisibility(ctx context.Context, w *progress.Reporter, url, token string) *visibility {
 	var (
+		v        visibility
 		mu       sync.Mutex
 		arrivals = map[int64]time.Time{}
 		cond     = make(chan struct{}, 1)
@@ -692,7 +758,7 @@ func probeVisibility(ctx context.Context, t testing.TB, w *progress.Reporter, ur
 	defer stopStream()
 	// (Not open when the endpoint is not up: the operator lost its Lease and exited. Then the
 	// probe's writes are counted as missed.)
-	_ = openStream(streamCtx, url, token, func(data map[string]progressValue, at time.Time) {
+	_ = followStream(streamCtx, url, token, &v.streamEnds, func(data map[string]progressValue, at time.Time) {
 		if v, ok := data["probe"]; ok {
 			mu.Lock()
 			if _, seen := arrivals[v.Current]; !seen {
@@ -722,7 +788,6 @@ func probeVisibility(ctx context.Context, t testing.TB, w *progress.Reporter, ur
 		}
 		return body.Data["probe"].Current >= seq, nil
 	}
-	var v visibility
 	for seq := time.Now().UnixMilli(); ctx.Err() == nil; seq++ {
 		t0 := time.Now()
 		w.Set("probe", seq, 1<<40)
@@ -769,7 +834,7 @@ func probeVisibility(ctx context.Context, t testing.TB, w *progress.Reporter, ur
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	return v
+	return &v
 }
 
 // BenchmarkStorm measures M writers for each M of -scale.writers, in each mode of -scale.modes

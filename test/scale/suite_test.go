@@ -43,6 +43,7 @@ var (
 	writersFlag = flag.String("scale.writers", "10,100,1000", "BenchmarkStorm: the numbers M of job pods writing progress at once")
 	stormFlag   = flag.Duration("scale.storm", 20*time.Second, "BenchmarkStorm: how long each storm lasts")
 	profileDir  = flag.String("scale.profile", "", "a directory to keep profiles in: the manager's heap at each N (BenchmarkScale), kube-apiserver's CPU during one round of each kind (BenchmarkStatusWrite)")
+	keepLogs    = flag.Bool("scale.keep-logs", false, "keep the manager's and the cluster's logs even when everything passed")
 	capacity    = flag.Int("scale.capacity", 0, "pods the kwok node may run; 0: room for the tasks of every N and M above (and the smoke's) at once")
 
 	root       string
@@ -112,7 +113,7 @@ func run(m *testing.M) int {
 		return fail(err)
 	}
 	code := m.Run()
-	if code != 0 {
+	if code != 0 || *keepLogs {
 		fmt.Fprintln(os.Stderr, "scale: logs kept in", logDir)
 	} else {
 		_ = os.RemoveAll(logDir)
