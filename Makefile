@@ -145,7 +145,7 @@ bench: controlplane ## Benchmarks: the reporter's hot path, freshness through a 
 	go test -run '^$$' -bench Streams -benchtime 5x ./test/integration/endpoint
 
 .PHONY: bench-scale
-bench-scale: controlplane cluster ## The scale harness (test/scale, loopback, ~30 min): N tasks, M writers with and without config/apf, the cost of a status write. SCALE_ARGS to narrow it.
+bench-scale: controlplane cluster ## The scale harness (test/scale, loopback, ~50 min): N tasks, M writers writing the status (direct) and pushing to the operator (ingest), with and without config/apf, the cost of a status write. SCALE_ARGS to narrow it (e.g. SCALE_ARGS='-bench Storm -scale.writers=1000').
 	hack/debian-packages.sh wrk
 	go test -run '^$$' -bench 'Scale|Storm|StatusWrite' -benchtime 1x -timeout 120m -v ./test/scale $(SCALE_ARGS)
 

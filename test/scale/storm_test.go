@@ -145,8 +145,13 @@ func (s *stormTasks) runnerTokens(t testing.TB, mode string) []string {
 // writers start a reporter (the library) of mode for each task (the probe's last), not yet
 // writing: in direct mode with the task's runner's token for kube-apiserver, in ingest mode
 // pushing with the runner's token bound to the task's pod, over a connection of its own as a
-// pod's, verifying the endpoint with the CA bundle the operator publishes.
-func (s *stormTasks) writers(t testing.TB, mode string) []*progress.Reporter {
+// pod's, verifying the endpoint with the CA bundle the operator publishes. An ingest storm's
+// writers are new writers of the pod (named after the storm, as a new process's would be):
+// the writers of an earlier storm on the same tasks finished with their final values, which
+// stay. (The same name would make the new writer's first push drop the type "final" its
+// predecessor pushed — see docs/benchmarks.md on what that does to a status that a direct
+// writer wrote too.)
+func (s *stormTasks) writers(t testing.TB, mode string, storm int64) []*progress.Reporter {
 	t.Helper()
 	tokens := s.runnerTokens(t, mode)
 	out := make([]*progress.Reporter, s.m+1)
@@ -159,6 +164,7 @@ func (s *stormTasks) writers(t testing.TB, mode string) []*progress.Reporter {
 	parallel(t, s.m+1, func(i int) error {
 		o := progress.Options{Namespace: s.ns, Task: taskName(i), FieldManager: "workflowtask-progress/scale-" + taskName(i), UID: s.tasks[i].UID}
 		if mode == ingestMode {
+			o.FieldManager += fmt.Sprintf("/%d", storm)
 			o.Ingest = &progress.IngestTarget{URL: base + ingest.Path(s.ns, taskName(i)), CAData: ca, Token: tokens[i]}
 		} else {
 			o.Config = fastConfig(cluster.TokenConfig(tokens[i]))
@@ -332,7 +338,8 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	}
 	m := s.m
 	r := stormResult{m: m, mode: mode, apf: apf}
-	writers := s.writers(t, mode)
+	marker := time.Now().UnixMilli() // this storm's final values
+	writers := s.writers(t, mode, marker)
 	probeWriter, writers := writers[m], writers[:m]
 	closedAll := false
 	defer func() { // whatever happened: no writer left running
@@ -344,7 +351,6 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 			}
 		}
 	}()
-	marker := time.Now().UnixMilli() // this storm's final values
 
 	// Freshness in the status: each task's new upload values, as the harness's watch sees them.
 	var (
