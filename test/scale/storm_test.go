@@ -278,6 +278,10 @@ type stormResult struct {
 	// Every writer's last value in the status, and how long after the writers closed.
 	finalsLanded int
 	finalsAfter  time.Duration
+	// closeErrors are the writers' Close errors; finalsOnlyLive the final values the endpoint
+	// shows but the status does not.
+	closeErrors    []string
+	finalsOnlyLive int
 	// operatorExited: the manager process ended during the storm (it lost its lease).
 	operatorExited bool
 }
@@ -507,10 +511,15 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	defer closeCancel()
 	closing := time.Now()
 	var closed sync.WaitGroup
+	var closeMu sync.Mutex
 	for _, w := range append(writers, probeWriter) {
 		closed.Go(func() {
 			w.Set("final", marker, 0)
-			_ = w.Close(closeCtx)
+			if err := w.Close(closeCtx); err != nil && w != probeWriter {
+				closeMu.Lock()
+				r.closeErrors = append(r.closeErrors, err.Error())
+				closeMu.Unlock()
+			}
 		})
 	}
 	closed.Wait()
@@ -526,17 +535,22 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 			t.Fatal(err)
 		}
 	}
+	var missing []*workflowv1alpha1.WorkflowTask // the last count's tasks without their final value
 	finals := func() int {
 		var list workflowv1alpha1.WorkflowTaskList
 		if err := admin.List(ctx, &list, client.InNamespace(s.ns)); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
-		for _, task := range list.Items {
-			for _, e := range task.Status.Progress {
-				if e.Type == "final" && e.Current == marker && task.Name != taskName(m) {
-					n++
-				}
+		missing = nil
+		for i, task := range list.Items {
+			if task.Name == taskName(m) {
+				continue
+			}
+			if slices.ContainsFunc(task.Status.Progress, func(e workflowv1alpha1.ProgressEntry) bool { return e.Type == "final" && e.Current == marker }) {
+				n++
+			} else {
+				missing = append(missing, &list.Items[i])
 			}
 		}
 		return n
@@ -551,6 +565,19 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 		}
 	}
 	r.finalsAfter = time.Since(closing)
+	// Of the final values missing from the status, those the endpoint shows (taken, not written).
+	for _, task := range missing {
+		get := getter(endpointTaskURL(task), ownerToken, func(b []byte) bool {
+			return strings.Contains(string(b), fmt.Sprintf(`"final":{"total":0,"current":%d`, marker))
+		})
+		if get() == nil {
+			r.finalsOnlyLive++
+		}
+	}
+	if len(r.closeErrors) > 0 || len(missing) > 0 {
+		t.Logf("%s apf=%t M=%d: %d Close errors (first: %v); %d final values not in the status, %d of them at the endpoint",
+			mode, apf, m, len(r.closeErrors), r.closeErrors[:min(1, len(r.closeErrors))], len(missing), r.finalsOnlyLive)
+	}
 	r.tokenReviews = operatorMetrics()["workflowtask_door_reviews_total"] - mgr0["workflowtask_door_reviews_total"]
 	if r.operatorExited { // another process's counters
 		r.tokenReviews = math.NaN()
