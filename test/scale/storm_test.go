@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/onsi/gomega"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -161,8 +162,19 @@ func (s *stormTasks) writers(t testing.TB, mode string, storm int64) []*progress
 	}
 	// The endpoint's certificate names localhost, not 127.0.0.1.
 	base := strings.Replace(manager.ProgressURL, "127.0.0.1", "localhost", 1)
+	logFile, err := os.OpenFile(filepath.Join(logDir, fmt.Sprintf("writers-%d-%s-%d.log", s.m, mode, storm)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = logFile.Close() })
+	var logMu sync.Mutex
 	parallel(t, s.m+1, func(i int) error {
-		o := progress.Options{Namespace: s.ns, Task: taskName(i), FieldManager: "workflowtask-progress/scale-" + taskName(i), UID: s.tasks[i].UID}
+		log := funcr.New(func(prefix, args string) { // the reporters' failures, into logDir
+			logMu.Lock()
+			defer logMu.Unlock()
+			fmt.Fprintln(logFile, time.Now().Format(time.RFC3339Nano), taskName(i), prefix, args)
+		}, funcr.Options{})
+		o := progress.Options{Namespace: s.ns, Task: taskName(i), FieldManager: "workflowtask-progress/scale-" + taskName(i), UID: s.tasks[i].UID, Logger: log}
 		if mode == ingestMode {
 			o.FieldManager += fmt.Sprintf("/%d", storm)
 			o.Ingest = &progress.IngestTarget{URL: base + ingest.Path(s.ns, taskName(i)), CAData: ca, Token: tokens[i]}
