@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -279,5 +280,51 @@ func validateIngestBody(t testing.TB, body []byte) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&env); err != nil || env.Code == nil || (*env.Code == 0) != (env.Data != nil) || *env.Code != 0 && env.CorrelationID == "" {
 		t.Errorf("ingest answer %s: not the envelope with an ack (success) or a correlation ID (error): %v", body, err)
+	}
+}
+
+// A push reaches an open event stream at once, as a new event equal to what a GET answers then
+// (the live values, before any status write); so does a one-entry change.
+func TestIngestPushReachesStreams(t *testing.T) {
+	base := ingestEndpoint(t)
+	owner := newSAUser(t, "users", "ingest-streamer")
+	task := createTaskWithProgress(t, testutil.MakeTask("pushed-streamed", "ingest").Owner(owner.name))
+	_, token := runningPod(t, task, "pushed-streamed-abcde")
+	path := "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	httpc := clientFor(t)
+	s, plain := openStream(t, httpc, base+path, owner.token)
+	if s == nil {
+		t.Fatalf("no stream: %s", plain)
+	}
+	s.nextData(t) // the state before
+	getNow := func() string {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+owner.token)
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for i := int64(1); i <= 3; i++ {
+		push := ingest.Push{TaskUID: task.UID, Entries: []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: i, Total: 10}}}
+		if code := pushTo(t, httpc, base, task.Namespace, task.Name, token, push); code != apiserver.CodeSuccess {
+			t.Fatalf("push %d: code %d", i, code)
+		}
+		got := s.nextData(t)
+		if want := getNow(); got != want || !strings.Contains(got, `"current":`+strconv.FormatInt(i, 10)) {
+			t.Errorf("event after push %d: %s, GET %s", i, got, want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPatch, base+ingest.Path(task.Namespace, task.Name),
+		strings.NewReader(`{"taskUID":"`+string(task.UID)+`","type":"upload_count","add":2}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if code := callRequest(t, httpc, req); code != apiserver.CodeSuccess {
+		t.Fatalf("PATCH: code %d", code)
+	}
+	if got := s.nextData(t); !strings.Contains(got, `"upload_count":{"total":0,"current":2`) {
+		t.Errorf("event after a one-entry change: %s", got)
 	}
 }
