@@ -34,8 +34,12 @@ var (
 	ingestURL  string
 )
 
-// ingestFlushInterval is the ingest endpoint's flush interval in these tests.
-const ingestFlushInterval = 2 * time.Second
+// ingestFlushInterval is the ingest endpoint's flush interval in these tests, and
+// ingestAuthCacheTTL its cache TTL (short: a pod's token must outlive it in the cache).
+const (
+	ingestFlushInterval = 2 * time.Second
+	ingestAuthCacheTTL  = time.Second
+)
 
 // ingestEndpoint is an endpoint with --progress-ingest on the suite's manager (its flusher runs:
 // the suite's manager elects no leader).
@@ -50,6 +54,7 @@ func ingestEndpoint(t *testing.T) string {
 		opts.BindAddress = ln.Addr().String()
 		opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
 		opts.Ingest, opts.FlushInterval, opts.WriteBudget = true, ingestFlushInterval, 50
+		opts.AuthCacheTTL = ingestAuthCacheTTL
 		if _, err := apiserver.SetupWithManager(context.Background(), mgr, opts, func(c *apiserver.Config) {
 			c.Listener = ln
 			c.ReviewConfig = countTokenReviews(c.ReviewConfig)
@@ -326,5 +331,27 @@ func TestIngestPushReachesStreams(t *testing.T) {
 	}
 	if got := s.nextData(t); !strings.Contains(got, `"upload_count":{"total":0,"current":2`) {
 		t.Errorf("event after a one-entry change: %s", got)
+	}
+}
+
+// A pod's token costs one TokenReview in its life, however long the pod keeps pushing: it is
+// remembered until it expires, not for the cache TTL (what kube-apiserver's cost per writer
+// rests on); its pod is checked against the cache on every push instead.
+func TestIngestOneReviewPerToken(t *testing.T) {
+	base := ingestEndpoint(t)
+	owner := newSAUser(t, "users", "ingest-reviews")
+	task := createTaskWithProgress(t, testutil.MakeTask("reviewed", "ingest").Owner(owner.name))
+	_, token := runningPod(t, task, "reviewed-abcde")
+	httpc := clientFor(t)
+	before := tokenReviews.Load()
+	for i := range 4 {
+		push := ingest.Push{TaskUID: task.UID, Entries: []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: int64(i), Total: 10}}}
+		if code := pushTo(t, httpc, base, task.Namespace, task.Name, token, push); code != apiserver.CodeSuccess {
+			t.Fatalf("push %d: code %d", i, code)
+		}
+		time.Sleep(ingestAuthCacheTTL + 200*time.Millisecond) // past the cache TTL each time
+	}
+	if n := tokenReviews.Load() - before; n != 1 {
+		t.Errorf("%d TokenReviews for one pod token pushing 4 times over %s; want 1", n, 4*(ingestAuthCacheTTL+200*time.Millisecond))
 	}
 }
