@@ -126,6 +126,8 @@ func NewOptions() *Options {
 		MaxStreamsPerUser:            16,
 		StreamHeartbeat:              15 * time.Second,
 		StreamLifetime:               30 * time.Minute,
+		FlushInterval:                10 * time.Second,
+		WriteBudget:                  50,
 		MetricsBindAddress:           ":8443",
 		MetricsSecure:                true,
 		HealthProbeBindAddress:       ":8081",
@@ -229,6 +231,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Ingest && (o.FlushInterval <= 0 || o.WriteBudget < 1) {
 		errs = append(errs, errors.New("--progress-flush-interval must be positive and --progress-write-budget at least 1"))
+	}
+	if o.Ingest && !o.Enabled() {
+		errs = append(errs, errors.New("--progress-ingest takes pushes on the endpoint: it needs --progress-bind-address"))
 	}
 	if o.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("--progress-request-timeout must be positive"))
