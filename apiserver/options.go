@@ -32,7 +32,8 @@ type Options struct {
 	// TLSCertFile and TLSKeyFile are a serving certificate (e.g. a mounted Secret), reloaded
 	// when they change. Without them a self-signed certificate for DNSNames is made at start.
 	TLSCertFile, TLSKeyFile string
-	// DNSNames are the names of the endpoint's Service, for the self-signed certificate.
+	// DNSNames are the names of the endpoint's Services (the progress Service and the ingest
+	// Service), for the self-signed or operator-managed serving certificate.
 	DNSNames []string
 	// PathPrefix also serves the endpoint under this prefix ("/api/v4": a drop-in for a
 	// Cloudreve front end).
@@ -108,7 +109,8 @@ func NewOptions() *Options {
 	return &Options{
 		BindAddress: ":9443",
 		DNSNames: []string{"workflowtask-progress.workflowtask-system.svc",
-			"workflowtask-progress.workflowtask-system.svc.cluster.local"},
+			"workflowtask-progress.workflowtask-system.svc.cluster.local",
+			IngestServiceName + ".workflowtask-system.svc", IngestServiceName + ".workflowtask-system.svc.cluster.local"},
 		PathPrefix:                   "/api/v4",
 		AuthCacheTTL:                 10 * time.Second,
 		MaxConcurrentReviews:         16,
