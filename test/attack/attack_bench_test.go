@@ -80,7 +80,7 @@ type load struct {
 
 // closedLoop runs conns connections from ip, each sending its next request as soon as the last
 // is answered, for d.
-func closedLoop(b *testing.B, ip net.IP, conns int, d time.Duration, req func(*http.Client) bool) load {
+func closedLoop(b testing.TB, ip net.IP, conns int, d time.Duration, req func(*http.Client) bool) load {
 	b.Helper()
 	var mu sync.Mutex
 	var out load
