@@ -101,7 +101,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
 		return
 	}
-	code, msg, err := h.push(r, u, types.NamespacedName{Namespace: ns, Name: name})
+	code, msg, err := h.push(w, r, u, types.NamespacedName{Namespace: ns, Name: name})
 	switch code {
 	case CodeSuccess:
 		writeBody(w, emptyBody)
@@ -116,7 +116,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // push checks that u may write task key, reads the body and keeps it.
-func (h *ingestHandler) push(r *http.Request, u user.Info, key types.NamespacedName) (int, string, error) {
+func (h *ingestHandler) push(w http.ResponseWriter, r *http.Request, u user.Info, key types.NamespacedName) (int, string, error) {
 	pod, podUID := single(u.GetExtra()[extraPodName]), single(u.GetExtra()[extraPodUID])
 	if u.GetName() != "system:serviceaccount:"+key.Namespace+":"+key.Name+"-runner" || pod == "" || podUID == "" {
 		return CodeNoPermission, MsgNoPermission, errors.New("not the task's runner, or a token not bound to a pod")
@@ -124,7 +124,7 @@ func (h *ingestHandler) push(r *http.Request, u user.Info, key types.NamespacedN
 	if !h.leading.Load() {
 		return CodeTooMany, MsgNotLeader, nil
 	}
-	if !h.pushes.Take(r.Context(), podUID) {
+	if !h.pushes.Take(w, r, podUID) {
 		return CodeTooMany, MsgTooMany, nil
 	}
 	var p ingest.Push

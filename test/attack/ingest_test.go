@@ -897,3 +897,64 @@ func TestIngestAttackerOnTheVictimsAddress(t *testing.T) {
 	t.Logf("attacker: %d × 401, %d × 429 in %s; victim pod %d/%d pushes served; owner %d reads, %d failed; %d TokenReviews",
 		refusals.Load(), tooMany.Load(), elapsed.Round(time.Millisecond), *pushed, *sent, len(reads.latencies), reads.failed, reviews)
 }
+
+// A pod over its push budget holds no connection a newcomer cannot take: a pod flooding its own
+// task from as many addresses as fill the listener (every address at its bound of connections,
+// each pushing as fast as it is answered, nearly every push past the pod's budget and so
+// waiting the tarpit) does not keep 20 newcomers from other addresses out — each is served —
+// and each of the pod's connections gets at most one answer per tarpit.
+func TestIngestFloodCannotFillTheListener(t *testing.T) {
+	const newcomers = 20
+	owner := newSAUser(t, "users", "ingest-fill-owner")
+	task := createTaskObject(t, "ingest-fill-"+strings.ToLower(randomID(5)), owner)
+	flooder := runningPod(t, task, task.Name+"-flooder")
+	if a := send(clientFrom(freshAddress()), progressURL+readPath(task), "Authorization", "Bearer "+owner.token); a.code() != apiserver.CodeSuccess {
+		t.Fatalf("the owner's first read: HTTP %d %.200s (%v)", a.status, a.body, a.err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var answers atomic.Int64
+	var wg sync.WaitGroup
+	addresses := opts.MaxConnections / opts.MaxConnectionsPerAddress
+	conns := addresses * opts.MaxConnectionsPerAddress
+	start := time.Now()
+	for range addresses {
+		ip := freshAddress()
+		for range opts.MaxConnectionsPerAddress {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, MaxConnsPerHost: 1, //nolint:gosec // self-signed test endpoint
+				DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).DialContext}
+			c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+			wg.Go(func() {
+				defer tr.CloseIdleConnections()
+				for ctx.Err() == nil {
+					if a := flooder.push(c, "upload", 1, ""); a.err == nil {
+						answers.Add(1)
+					}
+				}
+			})
+		}
+	}
+	// Every connection of the listener the flooder's, each through its first tarpits.
+	gomega.NewWithT(t).Eventually(answers.Load, 20*time.Second, 100*time.Millisecond).Should(gomega.BeNumerically(">=", 2*conns))
+	served := 0
+	var failures []string
+	for range newcomers {
+		a := send(sameAddressClient(freshAddress()), progressURL+readPath(task), "Authorization", "Bearer "+owner.token)
+		if a.code() == apiserver.CodeSuccess {
+			served++
+		} else if len(failures) < 3 {
+			failures = append(failures, fmt.Sprintf("HTTP %d %v", a.status, a.err))
+		}
+	}
+	cancel()
+	wg.Wait()
+	elapsed := time.Since(start)
+	t.Logf("%d of %d newcomers served (%v); the flooding pod's %d connections got %d answers in %s", served, newcomers, failures, conns, answers.Load(), elapsed.Round(time.Millisecond))
+	if served != newcomers {
+		t.Errorf("%d of %d newcomers served while a pod over its budget pushed from %d connections on %d addresses: %v", served, newcomers, conns, addresses, failures)
+	}
+	if most := int64(pushBurst) + int64(conns)*(int64(elapsed/time.Second)+2); answers.Load() > most {
+		t.Errorf("%d answers to the flooding pod's %d connections in %s; paced, at most %d", answers.Load(), conns, elapsed.Round(time.Millisecond), most)
+	}
+	closeIdle()
+}
