@@ -22,10 +22,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
@@ -305,5 +309,49 @@ func TestJunkFromManyAddressesIsBoundedOverall(t *testing.T) {
 	if allowed := int64(2*rate+elapsed.Seconds()*rate) + 2; reviews > allowed {
 		t.Errorf("%d TokenReviews for %d junk tokens from %d addresses in %s; the overall budget allows %d",
 			reviews, addrs*each, addrs, elapsed.Round(time.Millisecond), allowed)
+	}
+}
+
+// A revoked token (bound to a Secret since deleted, as a leaked token is revoked) presented again
+// and again — by whoever holds it, 24 times from an address of its own — is refused with at
+// most one TokenReview, and spends its identity's budget of new tokens only for that review:
+// the identity's new token is still reviewed and served.
+func TestRevokedTokenCannotLockItsIdentityOut(t *testing.T) {
+	const n = 24
+	ctx := context.Background()
+	owner := newSAUser(t, "users", "revoked-owner")
+	path := createTask(t, "revoked", owner)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "revoked-owner-binding", Namespace: "users"}}
+	if err := k8sClient.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	leaked, err := testenv.BoundToken(ctx, adminCfg, "users", "revoked-owner", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief := clientFrom(freshAddress())
+	if a := send(thief, progressURL+path, "Authorization", "Bearer "+leaked); a.code() != apiserver.CodeSuccess {
+		t.Fatalf("the token before it was revoked: HTTP %d %.200s (%v)", a.status, a.body, a.err)
+	}
+	if err := k8sClient.Delete(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	// Known to the door until its cache of the token expires; then reviewed, and refused.
+	gomega.NewWithT(t).Eventually(func() int {
+		return send(sameAddressClient(freshAddress()), progressURL+path, "Authorization", "Bearer "+leaked).code()
+	}, 3*opts.AuthCacheTTL, time.Second).Should(gomega.Equal(apiserver.CodeLoginRequired), "the revoked token refused")
+	before := tokenReviews.Load()
+	answers := flood(thief, progressURL+path, n, 4, func(int) []string { return []string{"Authorization", "Bearer " + leaked} })
+	reviews := tokenReviews.Load() - before
+	for i, a := range answers {
+		if a.code() != apiserver.CodeLoginRequired && a.code() != apiserver.CodeTooMany {
+			t.Fatalf("the revoked token, request %d: HTTP %d %.200s (%v)", i, a.status, a.body, a.err)
+		}
+	}
+	if reviews > 1 {
+		t.Errorf("%d TokenReviews for a revoked token presented %d times; want at most 1", reviews, n)
+	}
+	if a := send(clientFrom(freshAddress()), progressURL+path, "Authorization", "Bearer "+owner.freshToken(t)); a.code() != apiserver.CodeSuccess {
+		t.Errorf("the identity's new token after its revoked one was presented %d times: HTTP %d %.200s (%v)", n, a.status, a.body, a.err)
 	}
 }

@@ -324,7 +324,8 @@ func TestIngestHostileCredentials(t *testing.T) {
 // (GET /workflow/progress/{id}) is refused, however often it comes — the suite's readers take
 // kube-apiserver's audience, so the signature holds and one TokenReview refuses it, remembered
 // (with --progress-token-audiences=progress.taskops.dev, as shipped, it is refused here with
-// none) — and the readers' tokens are refused at the ingest door without a review (above).
+// none) — and the readers' tokens are refused at the ingest door without a review (above). The
+// refusals spend the pod's budget of new tokens only for the one review: the pod still pushes.
 func TestIngestTokenOnTheReadersPath(t *testing.T) {
 	const n = 24
 	owner := newSAUser(t, "users", "ingest-aud-owner")
@@ -339,6 +340,14 @@ func TestIngestTokenOnTheReadersPath(t *testing.T) {
 	}
 	if reviews > 1 {
 		t.Errorf("%d TokenReviews for one ingest token presented %d times on the readers' path; want at most 1", reviews, n)
+	}
+	// Refused again and again, it spent the pod's budget of new tokens once, for its one review:
+	// the pod still pushes, with that token and with a new one.
+	if a := p.push(clientFrom(freshAddress()), "upload", 5, ""); a.code() != apiserver.CodeSuccess {
+		t.Errorf("the pod's token at the ingest door, after %d refusals on the readers' path: HTTP %d %.200s (%v)", n, a.status, a.body, a.err)
+	}
+	if a := p.push(clientFrom(freshAddress()), "upload", 6, p.newToken(t, ingest.Audience)); a.code() != apiserver.CodeSuccess {
+		t.Errorf("the pod's new token at the ingest door, after %d refusals on the readers' path: HTTP %d %.200s (%v)", n, a.status, a.body, a.err)
 	}
 	// And an ingest token of the task's pod cannot read the task through the aggregation layer
 	// either: kube-apiserver refuses it (not its audience) before anything reaches the endpoint.
