@@ -113,7 +113,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
 		return
 	}
-	code, msg, pending, err := h.push(r, u, types.NamespacedName{Namespace: ns, Name: name})
+	code, msg, pending, err := h.push(w, r, u, types.NamespacedName{Namespace: ns, Name: name})
 	switch code {
 	case CodeSuccess:
 		if pending {
@@ -136,17 +136,22 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // push checks that u may write task key, reads the body (a Push, or with PATCH a Change) and
-// keeps it; pending says the writer's values are not in the status yet.
-func (h *ingestHandler) push(r *http.Request, u user.Info, key types.NamespacedName) (code int, msg string, pending bool, err error) {
+// keeps it; pending says the writer's values are not in the status yet. Every push of a pod,
+// refused or not, spends the pod's budget; a token bound to no pod spends its address's.
+func (h *ingestHandler) push(w http.ResponseWriter, r *http.Request, u user.Info, key types.NamespacedName) (code int, msg string, pending bool, err error) {
 	pod, podUID := single(u.GetExtra()[extraPodName]), single(u.GetExtra()[extraPodUID])
-	if u.GetName() != "system:serviceaccount:"+key.Namespace+":"+key.Name+"-runner" || pod == "" || podUID == "" {
-		return CodeNoPermission, MsgNoPermission, false, errors.New("not the task's runner, or a token not bound to a pod")
+	if pod == "" || podUID == "" {
+		h.authn.Refused(r)
+		return CodeNoPermission, MsgNoPermission, false, errors.New("a token not bound to a pod")
+	}
+	if !h.pushes.Take(w, r, podUID) {
+		return CodeTooMany, MsgTooMany, false, nil
+	}
+	if u.GetName() != "system:serviceaccount:"+key.Namespace+":"+key.Name+"-runner" {
+		return CodeNoPermission, MsgNoPermission, false, errors.New("not the task's runner")
 	}
 	if !h.leading.Load() {
 		return CodeTooMany, MsgNotLeader, false, nil
-	}
-	if !h.pushes.Take(r.Context(), podUID) {
-		return CodeTooMany, MsgTooMany, false, nil
 	}
 	var (
 		p      ingest.Push

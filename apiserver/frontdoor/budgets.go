@@ -1,7 +1,6 @@
 package frontdoor
 
 import (
-	"context"
 	"hash/maphash"
 	"net"
 	"net/http"
@@ -82,13 +81,17 @@ func NewBudget(perSecond float64, burst, maxKeys int) *Budget {
 	return &Budget{b: newBudget(perSecond, burst, maxKeys), tarpit: time.Second}
 }
 
-// Take takes one from key's budget; over it, it waits a tarpit (or until ctx ends) and
-// reports false.
-func (b *Budget) Take(ctx context.Context, key string) bool {
+// Take takes one from key's budget for r, a request the door authenticated. Over it, r's
+// connection loses the trust its authentication gave it (a newcomer may take its place, and it
+// is closed after the answer), r waits a tarpit (or until it ends), and Take reports false: a
+// caller over its own budget holds its connections no more than a refused one does, however
+// many it keeps busy with requests past the budget.
+func (b *Budget) Take(w http.ResponseWriter, r *http.Request, key string) bool {
 	if b.b.reserve(key, time.Now()) {
 		return true
 	}
-	tarpit(ctx, b.tarpit)
+	distrust(w, r)
+	tarpit(r.Context(), b.tarpit)
 	return false
 }
 
