@@ -121,6 +121,10 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case CodeTooMany:
 		w.Header()["Retry-After"] = retryAfter1
+		if msg == MsgNotLeader {
+			// Through the ingest Service again: the pod may carry a stale leader label.
+			w.Header()["Connection"] = []string{"close"}
+		}
 		writeError(w, code, msg, cid, err, h.debug)
 	case CodeInternal:
 		writeError(w, code, MsgInternal, cid, err, h.debug)

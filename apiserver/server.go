@@ -134,6 +134,9 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, c
 		if err := mgr.Add(srv.flusher); err != nil {
 			return nil, fmt.Errorf("progress ingest: %w", err)
 		}
+		if err := addLeaderLabel(mgr, cfg.Log.WithName("ingest-leader-label")); err != nil {
+			return nil, fmt.Errorf("progress ingest: %w", err)
+		}
 	}
 	return srv, nil
 }

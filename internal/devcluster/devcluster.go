@@ -238,7 +238,7 @@ func managerArgs(kubeconfig string, o ManagerOptions) []string {
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProbePort),
 		"--progress-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProgressPort),
-		"--progress-dns-names", "workflowtask-progress.workflowtask-system.svc,localhost",
+		"--progress-dns-names", "workflowtask-progress.workflowtask-system.svc," + apiserver.IngestServiceName + ".workflowtask-system.svc,localhost",
 		"--progress-token-audiences", apiserver.TokenAudience,
 	}, o.ExtraArgs...)
 }
