@@ -226,8 +226,11 @@ func single(v []string) string {
 }
 
 // isWriter reports whether pod (with podUID) is a running pod of task's Job: the Job the task
-// controls, the pod's controller that Job, the pod not finished or being deleted. Remembered
-// for the cache TTL.
+// controls, the pod's controller that Job, the pod not finished. A pod being deleted is still
+// running until its grace period ends — a canceled task's pod gets SIGTERM, and its last values
+// (the reporter's Close, the progress sidecar's final write) come then; once its containers
+// have ended (phase Succeeded or Failed) or it is gone, it is not a writer. Remembered for the
+// cache TTL.
 func (h *ingestHandler) isWriter(ctx context.Context, task *workflowv1alpha1.WorkflowTask, pod string, podUID types.UID) (bool, error) {
 	memo := string(task.UID) + "/" + string(podUID)
 	if h.writers.has(memo) {
@@ -251,7 +254,7 @@ func (h *ingestHandler) isWriter(ctx context.Context, task *workflowv1alpha1.Wor
 		return false, fmt.Errorf("reading the token's pod: %w", err)
 	}
 	ref := metav1.GetControllerOf(p)
-	if p.UID != podUID || ref == nil || ref.UID != job.UID || p.DeletionTimestamp != nil ||
+	if p.UID != podUID || ref == nil || ref.UID != job.UID ||
 		p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || !strings.EqualFold(ref.Kind, "Job") {
 		return false, nil
 	}
