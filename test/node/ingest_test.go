@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -217,11 +218,16 @@ spec:
 	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	before := routedConnections(t)
 	kubectl(t, "apply", "-f", f)
 	defer func() { _, _ = cluster.Kubectl(context.Background(), "delete", "-f", f, "--wait=false") }()
 	g := gomega.NewWithT(t)
 	g.Eventually(func() string { return jsonpath(t, "default", "wft", name, "{.status.phase}") }).Should(gomega.Equal("Completed"))
 	ctx := context.Background()
+	// The pushes went through the Service's address (the pod's connections DNATed to the leader).
+	if after := routedConnections(t); after <= before {
+		t.Errorf("no connection to the ingest Service's address routed (%d before, %d after)", before, after)
+	}
 
 	// The pod: on the real node, pushing (the controller's ingest environment), no API token.
 	pods := &corev1.PodList{}
@@ -305,6 +311,28 @@ spec:
 	if got := strings.TrimSpace(string(out)); got != "no" || err == nil {
 		t.Errorf("may the runner patch the task's status? %q (%v), want no", got, err)
 	}
+}
+
+// routedConnections is how many connections pods opened to the ingest Service's address: the
+// packet count of its DNAT rules in hack/real-node.sh's WFT-SERVICES chain (the nat table sees
+// a connection's first packet only).
+func routedConnections(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("iptables", "-w", "-t", "nat", "-L", "WFT-SERVICES", "-v", "-x", "-n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables: %v\n%s", err, out)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 8 && f[2] == "DNAT" && f[8] == ingestIP {
+			c, err := strconv.Atoi(f[0])
+			if err != nil {
+				t.Fatalf("iptables: %q", line)
+			}
+			n += c
+		}
+	}
+	return n
 }
 
 // progressManagers are the field managers that own status.progress (in the status
