@@ -84,9 +84,13 @@ loop:
 	for {
 		var retry <-chan time.Time
 		if want := l.leading.Load(); applied == nil || *applied != want {
-			if err := l.patch(ctx, want); err == nil {
+			switch err := l.patch(ctx, want); {
+			case err == nil:
 				applied, backoff = &want, labelFirstBackoff
-			} else if ctx.Err() == nil {
+			case ctx.Err() != nil:
+				applied = nil // a failed patch may still have been applied: removed below
+			default:
+				applied = nil
 				l.log.Error(err, "Labelling the operator's own pod; retrying", "leader", want, "in", backoff)
 				retry = time.After(backoff)
 				backoff = min(2*backoff, labelLastBackoff)

@@ -99,8 +99,10 @@ func (b *Budget) Take(ctx context.Context, key string) bool {
 type knownTokens struct {
 	seed maphash.Seed
 	ttl  time.Duration
-	mu   sync.Mutex
-	lru  *lru.Cache
+	// untilExpiry remembers a token with a known expiry until then, not only for ttl.
+	untilExpiry bool
+	mu          sync.Mutex
+	lru         *lru.Cache
 }
 
 type knownToken struct {
@@ -110,18 +112,18 @@ type knownToken struct {
 
 const maxKnownTokens = 10000
 
-func newKnownTokens(ttl time.Duration) *knownTokens {
-	return &knownTokens{seed: maphash.MakeSeed(), ttl: ttl, lru: lru.New(maxKnownTokens)}
+func newKnownTokens(ttl time.Duration, size int, untilExpiry bool) *knownTokens {
+	return &knownTokens{seed: maphash.MakeSeed(), ttl: ttl, untilExpiry: untilExpiry, lru: lru.New(size)}
 }
 
 // add remembers token for u until the cache TTL ends, or the token's own expiry if earlier
-// (zero: unknown).
+// (zero: unknown) — or, untilExpiry, until the token's own expiry when it has one.
 func (k *knownTokens) add(token string, u user.Info, now, tokenExpiry time.Time) {
 	if k.ttl <= 0 {
 		return
 	}
 	expires := now.Add(k.ttl)
-	if !tokenExpiry.IsZero() && tokenExpiry.Before(expires) {
+	if !tokenExpiry.IsZero() && (k.untilExpiry || tokenExpiry.Before(expires)) {
 		expires = tokenExpiry
 	}
 	k.mu.Lock()
