@@ -318,22 +318,90 @@ spec:
 // a connection's first packet only).
 func routedConnections(t *testing.T) int {
 	t.Helper()
+	n := 0
+	for _, c := range ingestRoutes(t) {
+		n += c
+	}
+	return n
+}
+
+// ingestRoutes are the ingest Service address's DNAT rules: each endpoint with the number of
+// connections sent to it.
+func ingestRoutes(t *testing.T) map[string]int {
+	t.Helper()
 	out, err := exec.Command("iptables", "-w", "-t", "nat", "-L", "WFT-SERVICES", "-v", "-x", "-n").CombinedOutput()
 	if err != nil {
 		t.Fatalf("iptables: %v\n%s", err, out)
 	}
-	n := 0
+	routes := map[string]int{}
 	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 8 && f[2] == "DNAT" && f[8] == ingestIP {
-			c, err := strconv.Atoi(f[0])
-			if err != nil {
-				t.Fatalf("iptables: %q", line)
-			}
-			n += c
+		f := strings.Fields(line)
+		if len(f) < 10 || f[2] != "DNAT" || f[8] != ingestIP || !strings.HasPrefix(f[len(f)-1], "to:") {
+			continue
 		}
+		c, err := strconv.Atoi(f[0])
+		if err != nil {
+			t.Fatalf("iptables: %q", line)
+		}
+		routes[strings.TrimPrefix(f[len(f)-1], "to:")] += c
 	}
-	return n
+	return routes
 }
+
+// The lane's route follows the ingest Service as kube-proxy would: the operator's pod deleted,
+// the Deployment's new pod leads and labels itself, the Service's EndpointSlice names it, the
+// route goes to it alone, and a task's pod pushes to it through the same ClusterIP.
+func TestIngestRouteFollowsTheLeadersPod(t *testing.T) {
+	managers := func() []corev1.Pod {
+		pods := &corev1.PodList{}
+		if err := k8sClient.List(context.Background(), pods, client.InNamespace(operatorNamespace),
+			client.MatchingLabels{"control-plane": "controller-manager"}); err != nil {
+			t.Fatal(err)
+		}
+		return pods.Items
+	}
+	old := managers()
+	if len(old) != 1 || old[0].Status.PodIP == "" {
+		t.Fatalf("%d manager pods, want one with an address", len(old))
+	}
+	if routes := ingestRoutes(t); len(routes) != 1 || !hasKey(routes, old[0].Status.PodIP+":9443") {
+		t.Fatalf("routes %v, want the leader's pod %s:9443 alone", routes, old[0].Status.PodIP)
+	}
+	kubectl(t, "delete", "pod", "-n", operatorNamespace, old[0].Name, "--wait=false")
+	g := gomega.NewWithT(t)
+	var leader corev1.Pod
+	g.Eventually(func() error {
+		pods := managers()
+		if len(pods) != 1 || pods[0].UID == old[0].UID || pods[0].Labels["workflow.taskops.dev/progress-ingest"] != "leader" {
+			return fmt.Errorf("%d manager pods, want the new one alone, labelled leader", len(pods))
+		}
+		leader = pods[0]
+		want := leader.Status.PodIP + ":9443"
+		if routes := ingestRoutes(t); len(routes) != 1 || !hasKey(routes, want) {
+			return fmt.Errorf("routes %v, want %s alone", routes, want)
+		}
+		return nil
+	}).WithTimeout(3 * time.Minute).Should(gomega.Succeed())
+	const name = "real-ingest-new-leader"
+	applyTask(t, name, "relocate", 0, 0)
+	defer func() { _, _ = cluster.Kubectl(context.Background(), "delete", "wft", name, "--wait=false") }()
+	g.Eventually(func() string { return jsonpath(t, "default", "wft", name, "{.status.phase}") }).Should(gomega.Equal("Completed"))
+	if got := jsonpath(t, "default", "wft", name, "{.status.progress[0].type} {.status.progress[0].current}/{.status.progress[0].total}"); got != "relocate 30/30" {
+		t.Errorf("progress %q", got)
+	}
+	task := &workflowv1alpha1.WorkflowTask{}
+	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, task); err != nil {
+		t.Fatal(err)
+	}
+	if managers := progressManagers(t, task.ManagedFields); !slices.Equal(managers, []string{apiserver.IngestFieldManager}) {
+		t.Errorf("status.progress managed by %q, want %q alone", managers, apiserver.IngestFieldManager)
+	}
+	if n := ingestRoutes(t)[leader.Status.PodIP+":9443"]; n == 0 {
+		t.Errorf("no connection routed to the new leader's pod %s", leader.Status.PodIP)
+	}
+}
+
+func hasKey(m map[string]int, k string) bool { _, ok := m[k]; return ok }
 
 // progressManagers are the field managers that own status.progress (in the status
 // subresource), sorted.
