@@ -233,10 +233,13 @@ func single(v []string) string {
 }
 
 // isWriter reports whether pod (with podUID) is a running pod of task's Job: the Job the task
-// controls, the pod's controller that Job, the pod not finished or being deleted. It reads the
-// manager's cache (task pods and Jobs, by label: no API call per push, and a pod's end refuses
-// its token at once); a pod the cache does not have yet (it just started) is read once past the
-// cache, and a refusal is remembered for the cache TTL, so a token of a pod that is gone costs
+// controls, the pod's controller that Job, the pod not finished. A pod being deleted is still
+// running until its grace period ends — a canceled task's pod gets SIGTERM, and its last values
+// (the reporter's Close, the progress sidecar's final write) come then; once its containers have
+// ended (phase Succeeded or Failed) or it is gone, it is not a writer. It reads the manager's
+// cache (task pods and Jobs, by label: no API call per push, and a pod's end refuses its token
+// at once); a pod the cache does not have yet (it just started) is read once past the cache, and
+// a refusal is remembered for the cache TTL, so a token of a pod that is gone costs
 // kube-apiserver at most one read per TTL.
 func (h *ingestHandler) isWriter(ctx context.Context, task *workflowv1alpha1.WorkflowTask, pod string, podUID types.UID) (bool, error) {
 	memo := string(task.UID) + "/" + string(podUID)
@@ -266,7 +269,7 @@ func writerIn(ctx context.Context, r client.Reader, task *workflowv1alpha1.Workf
 		return false, false, fmt.Errorf("reading the token's pod: %w", err)
 	}
 	ref := metav1.GetControllerOf(p)
-	if p.UID != podUID || ref == nil || !strings.EqualFold(ref.Kind, "Job") || p.DeletionTimestamp != nil ||
+	if p.UID != podUID || ref == nil || !strings.EqualFold(ref.Kind, "Job") ||
 		p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return false, true, nil
 	}
