@@ -220,7 +220,9 @@ func TestIngestRefusals(t *testing.T) {
 			t.Errorf("%s %s: code %d", tc.method, tc.path, code)
 		}
 	}
-	// One-entry changes (PATCH) are held to the same rules.
+	// One-entry changes (PATCH) are held to the same rules (from another pod of task A: the
+	// pushes above, refused ones too, spent the first pod's budget).
+	_, tokenA2 := runningPod(t, taskA, "task-a-patcher")
 	for name, tc := range map[string]struct {
 		body string
 		want int
@@ -230,7 +232,7 @@ func TestIngestRefusals(t *testing.T) {
 		"another UID":         {`{"taskUID":"not-the-uid","type":"upload","add":1}`, apiserver.CodeConflict},
 	} {
 		req, _ := http.NewRequest(http.MethodPatch, base+ingest.Path(taskA.Namespace, taskA.Name), strings.NewReader(tc.body))
-		req.Header.Set("Authorization", "Bearer "+tokenA)
+		req.Header.Set("Authorization", "Bearer "+tokenA2)
 		if code := callRequest(t, httpc, req); code != tc.want {
 			t.Errorf("PATCH %s: code %d, want %d", name, code, tc.want)
 		}
