@@ -108,7 +108,7 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 	if err != nil {
 		return err
 	}
-	samples, err := devcluster.RealSamples(root, filepath.Join(state, "samples-real"), "docker.io/library/"+localWorkerImage)
+	samples, err := devcluster.RealSamples(root, filepath.Join(state, "samples-real"), "docker.io/library/"+localWorkerImage, nil)
 	if err != nil {
 		return err
 	}
