@@ -272,7 +272,7 @@ func progressManagers(t *testing.T, entries []metav1.ManagedFieldsEntry) []strin
 			continue
 		}
 		var fields map[string]any
-		if err := yaml.Unmarshal(e.FieldsV1.Raw, &fields); err != nil {
+		if err := yaml.Unmarshal(e.FieldsV1.GetRawBytes(), &fields); err != nil {
 			t.Fatalf("managedFields of %s: %v", e.Manager, err)
 		}
 		if status, ok := fields["f:status"].(map[string]any); ok {
