@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,18 +14,16 @@ import (
 
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/controllers"
+	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
@@ -36,153 +33,15 @@ const operatorNamespace = "workflowtask-system"
 
 var ingestHost = strings.TrimPrefix(controllers.DefaultIngestURL(operatorNamespace), "https://")
 
-// ingestIP is the ingest Service's ClusterIP, routed to its endpoint by routeIngestService.
-var ingestIP string
+// ingestRoute is the ingest Service's ClusterIP port, routed on the node to the leader's pod
+// (cluster.RouteService, from TestMain until the node goes down).
+var ingestRoute *devcluster.ServiceRoute
 
 // ingestHostAliases is the pod spec field every task of this lane carries: the node has no
 // cluster DNS, so a task's own template maps the push URL's host to the Service's ClusterIP
 // (a user's choice, as on any cluster without DNS for Services).
 func ingestHostAliases() string {
-	return fmt.Sprintf(`hostAliases: [{ip: %q, hostnames: [%q]}]`, ingestIP, ingestHost)
-}
-
-// routeIngestService stands in for kube-proxy for the ingest Service: it routes the Service's
-// ClusterIP port to the ready endpoints of its EndpointSlices (kube-controller-manager's
-// EndpointSlice controller keeps them: the pod the leader labelled) with hack/real-node.sh route,
-// and keeps doing so on every change of the slices until ctx ends. It returns once the address
-// routes to an endpoint; the returned channel is closed when the goroutine has ended.
-func routeIngestService(ctx context.Context, nodeEnv []string) (<-chan struct{}, error) {
-	wc, err := client.NewWithWatch(cluster.Admin, client.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("a watching client: %w", err)
-	}
-	svc := &corev1.Service{}
-	if err := wc.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: controllers.IngestServiceName}, svc); err != nil {
-		return nil, fmt.Errorf("the ingest Service: %w", err)
-	}
-	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone || len(svc.Spec.Ports) != 1 {
-		return nil, fmt.Errorf("the ingest Service has ClusterIP %q and %d ports, want an address and one port", svc.Spec.ClusterIP, len(svc.Spec.Ports))
-	}
-	ingestIP = svc.Spec.ClusterIP
-	port := svc.Spec.Ports[0]
-	address := fmt.Sprintf("%s:%d", ingestIP, port.Port)
-	opts := []client.ListOption{client.InNamespace(operatorNamespace), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}}
-
-	routed, done := make(chan struct{}), make(chan struct{})
-	var last []string
-	sync := func() {
-		list := &discoveryv1.EndpointSliceList{}
-		if err := wc.List(ctx, list, opts...); err != nil {
-			if ctx.Err() == nil {
-				fmt.Fprintln(os.Stderr, "node: the ingest Service's EndpointSlices:", err)
-			}
-			return
-		}
-		endpoints := readyEndpoints(list.Items, port.Name)
-		if last != nil && slices.Equal(endpoints, last) {
-			return
-		}
-		out, err := command(append(append([]string{"env"}, nodeEnv...), append([]string{"hack/real-node.sh", "route", address}, endpoints...)...)...)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "node: routing the ingest Service: %v\n%s", err, out)
-			return
-		}
-		last = endpoints
-		if len(endpoints) > 0 {
-			select {
-			case <-routed:
-			default:
-				close(routed)
-			}
-		}
-	}
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			sync()
-			w, err := wc.Watch(ctx, &discoveryv1.EndpointSliceList{}, opts...)
-			if err != nil {
-				if ctx.Err() == nil {
-					fmt.Fprintln(os.Stderr, "node: watching the ingest Service's EndpointSlices:", err)
-					time.Sleep(time.Second)
-				}
-				continue
-			}
-			for ev := range w.ResultChan() {
-				if ev.Type == watch.Error {
-					break
-				}
-				sync() // a Service has a slice or two: read them all again
-			}
-			w.Stop()
-		}
-	}()
-	select {
-	case <-routed:
-		return done, nil
-	case <-time.After(2 * time.Minute):
-		return done, errors.New("the ingest Service got no ready endpoint (is the leader's pod labelled?)")
-	}
-}
-
-// readyEndpoints are the slices' ready endpoints as IP:port for the Service port portName.
-func readyEndpoints(items []discoveryv1.EndpointSlice, portName string) []string {
-	var eps []string
-	for _, s := range items {
-		if s.AddressType != discoveryv1.AddressTypeIPv4 {
-			continue
-		}
-		var port int32
-		for _, p := range s.Ports {
-			if p.Name != nil && *p.Name == portName && p.Port != nil {
-				port = *p.Port
-			}
-		}
-		if port == 0 {
-			continue
-		}
-		for _, e := range s.Endpoints {
-			if e.Conditions.Ready != nil && !*e.Conditions.Ready || len(e.Addresses) == 0 {
-				continue
-			}
-			eps = append(eps, e.Addresses[0]+":"+strconv.Itoa(int(port)))
-		}
-	}
-	slices.Sort(eps)
-	return eps
-}
-
-// withIngestHost gives every task manifest in dir the lane's hostAliases.
-func withIngestHost(t *testing.T, dir string) {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("task manifests in %s: %v", dir, err)
-	}
-	var aliases map[string]any
-	if err := yaml.Unmarshal([]byte(ingestHostAliases()), &aliases); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(raw, &u.Object); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if err := unstructured.SetNestedField(u.Object, aliases["hostAliases"], "spec", "template", "spec", "hostAliases"); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		out, err := yaml.Marshal(u.Object)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f, out, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return fmt.Sprintf(`hostAliases: [{ip: %q, hostnames: [%q]}]`, ingestRoute.ClusterIP, ingestHost)
 }
 
 // The shipped installer runs the operator with --progress-ingest: a task's pod pushes its
@@ -336,7 +195,7 @@ func ingestRoutes(t *testing.T) map[string]int {
 	routes := map[string]int{}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 10 || f[2] != "DNAT" || f[8] != ingestIP || !strings.HasPrefix(f[len(f)-1], "to:") {
+		if len(f) < 10 || f[2] != "DNAT" || f[8] != ingestRoute.ClusterIP || !strings.HasPrefix(f[len(f)-1], "to:") {
 			continue
 		}
 		c, err := strconv.Atoi(f[0])

@@ -172,11 +172,10 @@ spec:
 // The six samples of config/samples/, their pods running the sample worker (as make run does
 // on a real node), all Complete with the progress their containers reported.
 func TestSamplesComplete(t *testing.T) {
-	dir, err := devcluster.RealSamples(root, t.TempDir(), workerImage)
+	dir, err := devcluster.RealSamples(root, t.TempDir(), workerImage, ingestRoute.HostAliases(ingestHost))
 	if err != nil {
 		t.Fatal(err)
 	}
-	withIngestHost(t, dir)
 	kubectl(t, "apply", "-f", dir)
 	names := []string{"create-archive", "extract-archive", "import", "relocate", "remote-download", "upload"}
 	g := gomega.NewWithT(t)

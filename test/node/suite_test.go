@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/controllers"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/internal/project"
 )
@@ -144,11 +145,11 @@ func run(m *testing.M) (code int) {
 	// Tasks' pods push their progress to the ingest Service (the shipped --progress-ingest): the
 	// lane routes its ClusterIP to the leader's pod as kube-proxy would, until the node goes down.
 	routeCtx, stopRouting := context.WithCancel(ctx)
-	routing, err := routeIngestService(routeCtx, nodeEnv)
+	ingestRoute, err = cluster.RouteService(routeCtx, operatorNamespace, controllers.IngestServiceName, "")
 	defer func() {
 		stopRouting()
-		if routing != nil {
-			<-routing
+		if ingestRoute != nil {
+			<-ingestRoute.Done
 		}
 	}()
 	if err != nil {
