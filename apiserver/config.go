@@ -26,10 +26,11 @@ type Config struct {
 	// Listener, MetricsListener and ProbesListener, when set, are used instead of listening on
 	// the options' bind addresses.
 	Listener, MetricsListener, ProbesListener net.Listener
-	// Writer writes pushed progress to tasks' status, and PodReader reads the pods and Jobs a
-	// push's token names (with Options.Ingest: the manager's client and API reader).
-	Writer    client.Client
-	PodReader client.Reader
+	// Writer writes pushed progress to tasks' status; PodReader reads the pods and Jobs a push's
+	// token names from a cache, LiveReader past it (with Options.Ingest: the manager's client,
+	// twice, and its API reader).
+	Writer                client.Client
+	PodReader, LiveReader client.Reader
 	// GetCertificate, when set and no certificate files are named, gives the serving
 	// certificate (internal/servingcert's Source: the operator-managed Secret); the metrics
 	// port serves it too.
@@ -78,7 +79,7 @@ func (c *Config) Complete() (CompletedConfig, error) {
 		return CompletedConfig{}, err
 	}
 	if c.Options.Ingest {
-		if cc.ingestAuthn, err = cc.door.Authenticator([]string{ingest.Audience}); err != nil {
+		if cc.ingestAuthn, err = cc.door.PodTokenAuthenticator([]string{ingest.Audience}, maxPushers); err != nil {
 			return CompletedConfig{}, err
 		}
 	}

@@ -17,14 +17,17 @@ func TestOptionsValidate(t *testing.T) {
 		mutate  func(*Options)
 		wantErr string
 	}{
-		"defaults":          {mutate: func(*Options) {}},
-		"bad address":       {mutate: func(o *Options) { o.BindAddress = "nope" }, wantErr: "--progress-bind-address"},
-		"cert without key":  {mutate: func(o *Options) { o.TLSCertFile = "c" }, wantErr: "go together"},
-		"prefix with slash": {mutate: func(o *Options) { o.PathPrefix = "/api/v4/" }, wantErr: "--progress-path-prefix"},
-		"prefix no slash":   {mutate: func(o *Options) { o.PathPrefix = "api" }, wantErr: "--progress-path-prefix"},
-		"no reviews":        {mutate: func(o *Options) { o.MaxConcurrentReviews = 0 }, wantErr: "reviews"},
-		"no names, no cert": {mutate: func(o *Options) { o.DNSNames = nil }, wantErr: "--progress-dns-names"},
-		"disabled is fine":  {mutate: func(o *Options) { o.BindAddress = "0" }},
+		"defaults":            {mutate: func(*Options) {}},
+		"bad address":         {mutate: func(o *Options) { o.BindAddress = "nope" }, wantErr: "--progress-bind-address"},
+		"cert without key":    {mutate: func(o *Options) { o.TLSCertFile = "c" }, wantErr: "go together"},
+		"prefix with slash":   {mutate: func(o *Options) { o.PathPrefix = "/api/v4/" }, wantErr: "--progress-path-prefix"},
+		"prefix no slash":     {mutate: func(o *Options) { o.PathPrefix = "api" }, wantErr: "--progress-path-prefix"},
+		"no reviews":          {mutate: func(o *Options) { o.MaxConcurrentReviews = 0 }, wantErr: "reviews"},
+		"no names, no cert":   {mutate: func(o *Options) { o.DNSNames = nil }, wantErr: "--progress-dns-names"},
+		"disabled is fine":    {mutate: func(o *Options) { o.BindAddress = "0" }},
+		"ingest, defaults":    {mutate: func(o *Options) { o.Ingest = true }},
+		"ingest, no budget":   {mutate: func(o *Options) { o.Ingest, o.WriteBudget = true, 0 }, wantErr: "--progress-write-budget"},
+		"ingest, no endpoint": {mutate: func(o *Options) { o.Ingest, o.BindAddress = true, "0" }, wantErr: "--progress-ingest"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

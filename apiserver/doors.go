@@ -64,7 +64,7 @@ func newMetricsHandler(authn *frontdoor.Authenticator, authz authorizer.Authoriz
 				http.Error(w, "Forbidden", http.StatusForbidden)
 				return
 			}
-			if !scrapes.Take(r.Context(), u.GetName()) {
+			if !scrapes.Take(w, r, u.GetName()) {
 				w.Header().Set("Retry-After", "1")
 				http.Error(w, "Too many requests", http.StatusTooManyRequests)
 				return

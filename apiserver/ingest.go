@@ -50,7 +50,7 @@ const (
 	extraPodUID  = "authentication.kubernetes.io/pod-uid"
 )
 
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 
 // ingestHandler serves PUT /ingest/v1alpha1/namespaces/{ns}/workflowtasks/{name}/progress: a pod
 // of the task pushes its whole state, with a projected token of its runner ServiceAccount for
@@ -58,14 +58,16 @@ const (
 // each pod may push pushesPerSecond (burst pushBurst); the values are kept (liveStore), shown at
 // once, and written to the status by the leader's flusher.
 type ingestHandler struct {
-	authn  requestAuthenticator
-	reader client.Reader // pods (not cached: one read per new token and pod) and the task's Job
-	tasks  *taskIndex
-	live   *liveStore
-	hub    *changeHub
-	pushes *frontdoor.Budget // per pod UID
-	// writers remembers pods found to be writers of a task, for the cache TTL.
-	writers *expiringSet
+	authn requestAuthenticator
+	// cached reads task pods and Jobs from the manager's cache; uncached past it (a pod the
+	// cache does not have yet).
+	cached, uncached client.Reader
+	tasks            *taskIndex
+	live             *liveStore
+	hub              *changeHub
+	pushes           *frontdoor.Budget // per pod UID
+	// refused remembers pods found not to be writers of a task, for the cache TTL.
+	refused *expiringSet
 	// leading: this replica writes the status; others refuse pushes (the Service routes to
 	// the leader).
 	leading *atomic.Bool
@@ -111,7 +113,7 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeLoginRequired, MsgLoginRequired, cid, nil, h.debug)
 		return
 	}
-	code, msg, pending, err := h.push(r, u, types.NamespacedName{Namespace: ns, Name: name})
+	code, msg, pending, err := h.push(w, r, u, types.NamespacedName{Namespace: ns, Name: name})
 	switch code {
 	case CodeSuccess:
 		if pending {
@@ -121,6 +123,10 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case CodeTooMany:
 		w.Header()["Retry-After"] = retryAfter1
+		if msg == MsgNotLeader {
+			// Through the ingest Service again: the pod may carry a stale leader label.
+			w.Header()["Connection"] = []string{"close"}
+		}
 		writeError(w, code, msg, cid, err, h.debug)
 	case CodeInternal:
 		writeError(w, code, MsgInternal, cid, err, h.debug)
@@ -130,17 +136,22 @@ func (h *ingestHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // push checks that u may write task key, reads the body (a Push, or with PATCH a Change) and
-// keeps it; pending says the writer's values are not in the status yet.
-func (h *ingestHandler) push(r *http.Request, u user.Info, key types.NamespacedName) (code int, msg string, pending bool, err error) {
+// keeps it; pending says the writer's values are not in the status yet. Every push of a pod,
+// refused or not, spends the pod's budget; a token bound to no pod spends its address's.
+func (h *ingestHandler) push(w http.ResponseWriter, r *http.Request, u user.Info, key types.NamespacedName) (code int, msg string, pending bool, err error) {
 	pod, podUID := single(u.GetExtra()[extraPodName]), single(u.GetExtra()[extraPodUID])
-	if u.GetName() != "system:serviceaccount:"+key.Namespace+":"+key.Name+"-runner" || pod == "" || podUID == "" {
-		return CodeNoPermission, MsgNoPermission, false, errors.New("not the task's runner, or a token not bound to a pod")
+	if pod == "" || podUID == "" {
+		h.authn.Refused(r)
+		return CodeNoPermission, MsgNoPermission, false, errors.New("a token not bound to a pod")
+	}
+	if !h.pushes.Take(w, r, podUID) {
+		return CodeTooMany, MsgTooMany, false, nil
+	}
+	if u.GetName() != "system:serviceaccount:"+key.Namespace+":"+key.Name+"-runner" {
+		return CodeNoPermission, MsgNoPermission, false, errors.New("not the task's runner")
 	}
 	if !h.leading.Load() {
 		return CodeTooMany, MsgNotLeader, false, nil
-	}
-	if !h.pushes.Take(r.Context(), podUID) {
-		return CodeTooMany, MsgTooMany, false, nil
 	}
 	var (
 		p      ingest.Push
@@ -222,37 +233,55 @@ func single(v []string) string {
 }
 
 // isWriter reports whether pod (with podUID) is a running pod of task's Job: the Job the task
-// controls, the pod's controller that Job, the pod not finished or being deleted. Remembered
-// for the cache TTL.
+// controls, the pod's controller that Job, the pod not finished. A pod being deleted is still
+// running until its grace period ends — a canceled task's pod gets SIGTERM, and its last values
+// (the reporter's Close, the progress sidecar's final write) come then; once its containers have
+// ended (phase Succeeded or Failed) or it is gone, it is not a writer. It reads the manager's
+// cache (task pods and Jobs, by label: no API call per push, and a pod's end refuses its token
+// at once); a pod the cache does not have yet (it just started) is read once past the cache, and
+// a refusal is remembered for the cache TTL, so a token of a pod that is gone costs
+// kube-apiserver at most one read per TTL.
 func (h *ingestHandler) isWriter(ctx context.Context, task *workflowv1alpha1.WorkflowTask, pod string, podUID types.UID) (bool, error) {
 	memo := string(task.UID) + "/" + string(podUID)
-	if h.writers.has(memo) {
-		return true, nil
-	}
-	job := &batchv1.Job{}
-	switch err := h.reader.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job); {
-	case apierrors.IsNotFound(err):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("reading the task's Job: %w", err)
-	}
-	if ref := metav1.GetControllerOf(job); ref == nil || ref.UID != task.UID {
+	if h.refused.has(memo) {
 		return false, nil
 	}
+	ok, found, err := writerIn(ctx, h.cached, task, pod, podUID)
+	if err == nil && !found {
+		ok, _, err = writerIn(ctx, h.uncached, task, pod, podUID)
+	}
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		h.refused.add(memo)
+	}
+	return ok, nil
+}
+
+// writerIn is isWriter's check against one reader; found says the reader has the pod.
+func writerIn(ctx context.Context, r client.Reader, task *workflowv1alpha1.WorkflowTask, pod string, podUID types.UID) (ok, found bool, err error) {
 	p := &corev1.Pod{}
-	switch err := h.reader.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: pod}, p); {
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: pod}, p); {
 	case apierrors.IsNotFound(err):
-		return false, nil
+		return false, false, nil
 	case err != nil:
-		return false, fmt.Errorf("reading the token's pod: %w", err)
+		return false, false, fmt.Errorf("reading the token's pod: %w", err)
 	}
 	ref := metav1.GetControllerOf(p)
-	if p.UID != podUID || ref == nil || ref.UID != job.UID || p.DeletionTimestamp != nil ||
-		p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || !strings.EqualFold(ref.Kind, "Job") {
-		return false, nil
+	if p.UID != podUID || ref == nil || !strings.EqualFold(ref.Kind, "Job") ||
+		p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return false, true, nil
 	}
-	h.writers.add(memo)
-	return true, nil
+	job := &batchv1.Job{}
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job); {
+	case apierrors.IsNotFound(err):
+		return false, true, nil
+	case err != nil:
+		return false, true, fmt.Errorf("reading the task's Job: %w", err)
+	}
+	jobRef := metav1.GetControllerOf(job)
+	return jobRef != nil && jobRef.UID == task.UID && ref.UID == job.UID, true, nil
 }
 
 // expiringSet remembers keys for ttl, at most maxKeys (the least recently added go first).

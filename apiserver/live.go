@@ -170,28 +170,27 @@ func sameEntry(a, b workflowv1alpha1.ProgressEntry) bool {
 	return (a.UpdateTime == nil) == (b.UpdateTime == nil) && (a.UpdateTime == nil || a.UpdateTime.Equal(b.UpdateTime))
 }
 
-// merged are the task's pushed entries, merged across its writers by type (writers in pod and
-// name order; a type two writers push goes to the last), sorted by type.
+// merged are the task's pushed entries, merged across its writers by type, sorted by type: a
+// type two writers hold goes to the one that changed last (as with field managers, the latest
+// writer wins; between writers of the same change, the last in pod and name order).
 func (t *liveTask) merged() []workflowv1alpha1.ProgressEntry {
-	keys := make([]writerKey, 0, len(t.writers))
-	for k := range t.writers {
-		keys = append(keys, k)
+	type held struct {
+		entry   workflowv1alpha1.ProgressEntry
+		changed uint64
+		by      writerKey
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].pod != keys[j].pod {
-			return keys[i].pod < keys[j].pod
-		}
-		return keys[i].name < keys[j].name
-	})
-	byType := map[string]workflowv1alpha1.ProgressEntry{}
-	for _, k := range keys {
-		for _, e := range t.writers[k].entries {
-			byType[e.Type] = e
+	byType := map[string]held{}
+	for k, w := range t.writers {
+		for _, e := range w.entries {
+			h, ok := byType[e.Type]
+			if !ok || w.changed > h.changed || w.changed == h.changed && (k.pod > h.by.pod || k.pod == h.by.pod && k.name > h.by.name) {
+				byType[e.Type] = held{entry: e, changed: w.changed, by: k}
+			}
 		}
 	}
 	out := make([]workflowv1alpha1.ProgressEntry, 0, len(byType))
-	for _, e := range byType {
-		out = append(out, e)
+	for _, h := range byType {
+		out = append(out, h.entry)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Type < out[j].Type })
 	return out

@@ -182,3 +182,20 @@ func TestLiveStoreChange(t *testing.T) {
 		t.Errorf("%d writers, want the one named after the type", n)
 	}
 }
+
+// A type two writers hold shows the one that changed last, whatever their names (the latest
+// writer wins, as with field managers): a pod's new writer after its old one, or the other way.
+func TestLiveStoreLatestWriterWins(t *testing.T) {
+	s := newLiveStore(10, 10)
+	now := time.Now()
+	key := types.NamespacedName{Namespace: "ns", Name: "t"}
+	s.put("u", key, writerKey{"pod-b", "storm-2"}, []workflowv1alpha1.ProgressEntry{pe("upload", 1)}, false, now)
+	s.put("u", key, writerKey{"pod-a", "storm-1"}, []workflowv1alpha1.ProgressEntry{pe("upload", 2)}, false, now)
+	if got := s.overlay("u", nil)[0].Current; got != 2 {
+		t.Errorf("upload shows %d, want the last push's 2", got)
+	}
+	s.put("u", key, writerKey{"pod-b", "storm-2"}, []workflowv1alpha1.ProgressEntry{pe("upload", 3)}, true, now)
+	if got := s.overlay("u", nil)[0].Current; got != 3 {
+		t.Errorf("upload shows %d, want the last push's 3", got)
+	}
+}

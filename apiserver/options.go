@@ -32,7 +32,8 @@ type Options struct {
 	// TLSCertFile and TLSKeyFile are a serving certificate (e.g. a mounted Secret), reloaded
 	// when they change. Without them a self-signed certificate for DNSNames is made at start.
 	TLSCertFile, TLSKeyFile string
-	// DNSNames are the names of the endpoint's Service, for the self-signed certificate.
+	// DNSNames are the names of the endpoint's Services (the progress Service and the ingest
+	// Service), for the self-signed or operator-managed serving certificate.
 	DNSNames []string
 	// PathPrefix also serves the endpoint under this prefix ("/api/v4": a drop-in for a
 	// Cloudreve front end).
@@ -108,7 +109,8 @@ func NewOptions() *Options {
 	return &Options{
 		BindAddress: ":9443",
 		DNSNames: []string{"workflowtask-progress.workflowtask-system.svc",
-			"workflowtask-progress.workflowtask-system.svc.cluster.local"},
+			"workflowtask-progress.workflowtask-system.svc.cluster.local",
+			IngestServiceName + ".workflowtask-system.svc", IngestServiceName + ".workflowtask-system.svc.cluster.local"},
 		PathPrefix:                   "/api/v4",
 		AuthCacheTTL:                 10 * time.Second,
 		MaxConcurrentReviews:         16,
@@ -126,11 +128,11 @@ func NewOptions() *Options {
 		MaxStreamsPerUser:            16,
 		StreamHeartbeat:              15 * time.Second,
 		StreamLifetime:               30 * time.Minute,
+		FlushInterval:                10 * time.Second,
+		WriteBudget:                  50,
 		MetricsBindAddress:           ":8443",
 		MetricsSecure:                true,
 		HealthProbeBindAddress:       ":8081",
-		FlushInterval:                10 * time.Second,
-		WriteBudget:                  50,
 	}
 }
 
@@ -231,6 +233,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Ingest && (o.FlushInterval <= 0 || o.WriteBudget < 1) {
 		errs = append(errs, errors.New("--progress-flush-interval must be positive and --progress-write-budget at least 1"))
+	}
+	if o.Ingest && !o.Enabled() {
+		errs = append(errs, errors.New("--progress-ingest takes pushes on the endpoint: it needs --progress-bind-address"))
 	}
 	if o.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("--progress-request-timeout must be positive"))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -94,8 +95,8 @@ func (c CompletedConfig) New() *Server {
 		leading := &atomic.Bool{}
 		srv.flusher = &flusher{live: live, tasks: h.tasks, client: c.Writer, interval: c.Options.FlushInterval,
 			budget: c.Options.WriteBudget, workers: 4, leading: leading, log: c.Log.WithName("ingest")}
-		h.ingest = &ingestHandler{authn: c.ingestAuthn, reader: c.PodReader, tasks: h.tasks, live: live, hub: h.changes,
-			pushes: frontdoor.NewBudget(pushesPerSecond, pushBurst, maxPushers), writers: newExpiringSet(c.Options.AuthCacheTTL, maxPushers),
+		h.ingest = &ingestHandler{authn: c.ingestAuthn, cached: c.PodReader, uncached: c.LiveReader, tasks: h.tasks, live: live, hub: h.changes,
+			pushes: frontdoor.NewBudget(pushesPerSecond, pushBurst, maxPushers), refused: newExpiringSet(c.Options.AuthCacheTTL, maxPushers),
 			leading: leading, debug: c.Options.Debug,
 			pendingBody: ackBody(ingest.Ack{Pending: true, ResendAfterSeconds: int(math.Ceil(c.Options.FlushInterval.Seconds()))})}
 	}
@@ -107,8 +108,9 @@ func (c CompletedConfig) New() *Server {
 // theirs are. The manager's own metrics and probe servers are to be off (their ports are
 // served here).
 func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, configure ...func(*Config)) (*Server, error) {
-	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Writer: mgr.GetClient(), PodReader: mgr.GetAPIReader(),
-		Log: mgr.GetLogger().WithName("progress-endpoint")}
+	cfg := &Config{Options: opts, ReviewConfig: mgr.GetConfig(), Writer: mgr.GetClient(), PodReader: mgr.GetClient(),
+		LiveReader: mgr.GetAPIReader(),
+		Log:        mgr.GetLogger().WithName("progress-endpoint")}
 	for _, c := range configure {
 		c(cfg)
 	}
@@ -131,7 +133,15 @@ func SetupWithManager(ctx context.Context, mgr manager.Manager, opts *Options, c
 		return nil, fmt.Errorf("progress endpoint: %w", err)
 	}
 	if srv.flusher != nil {
+		// Pushes are checked against task pods in the cache: start watching them now rather
+		// than at the first push.
+		if _, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{}); err != nil {
+			return nil, fmt.Errorf("progress ingest: %w", err)
+		}
 		if err := mgr.Add(srv.flusher); err != nil {
+			return nil, fmt.Errorf("progress ingest: %w", err)
+		}
+		if err := addLeaderLabel(mgr, cfg.Log.WithName("ingest-leader-label")); err != nil {
 			return nil, fmt.Errorf("progress ingest: %w", err)
 		}
 	}

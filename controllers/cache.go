@@ -26,6 +26,9 @@ func CacheOptions() cache.Options {
 			&corev1.ServiceAccount{}: {Label: managed},
 			&rbacv1.Role{}:           {Label: managed},
 			&rbacv1.RoleBinding{}:    {Label: managed},
+			// The tasks' pods, which the progress endpoint's ingest path checks pushes against
+			// (read only with --progress-ingest: the informer starts then).
+			&corev1.Pod{}: {Label: managed},
 		},
 	}
 }
@@ -41,6 +44,8 @@ func CacheOptions() cache.Options {
 //     to create the Job, which never happens again (a Job gone later is a deleted Job, an error),
 //     and the endpoint serves progress only. The record is metadata, which the task's pods
 //     cannot write;
+//   - a pod's spec and status but its phase (the ingest path reads its owner, UID, deletion and
+//     phase);
 //   - repeated strings (namespace, label keys and values, owner references' apiVersion and kind,
 //     conditions' type, status, reason and message) are interned: one copy however many objects
 //     hold them (BenchmarkCacheMemory measures what is left per task).
@@ -63,6 +68,10 @@ func trimForCache(obj any) (any, error) {
 			c.Type, c.Status = batchv1.JobConditionType(intern(string(c.Type))), corev1.ConditionStatus(intern(string(c.Status)))
 			c.Reason, c.Message = intern(c.Reason), intern(c.Message)
 		}
+	case *corev1.Pod:
+		o.Spec = corev1.PodSpec{}
+		o.Status = corev1.PodStatus{Phase: o.Status.Phase}
+		o.Annotations = nil
 	case *workflowv1alpha1.WorkflowTask:
 		if readRecord(o).JobCreated {
 			o.Spec.Template = corev1.PodTemplateSpec{}

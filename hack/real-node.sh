@@ -6,12 +6,18 @@
 #   hack/real-node.sh up      start containerd and kubelet, join the running local cluster
 #   hack/real-node.sh down    stop them, remove every pod, and undo every change to the host
 #   hack/real-node.sh check   compare the host with the snapshot taken before `up` (exit 1 on a difference)
+#   hack/real-node.sh route SERVICE_IP:PORT [ENDPOINT_IP:PORT...]
+#                             kube-proxy's part for one Service port, for this node's pods: their
+#                             TCP connections to SERVICE_IP:PORT go to one of the endpoints (none:
+#                             not routed); run it again whenever the Service's EndpointSlices change
 #
 # The node is the machine's hostname, its kubelet listens on 127.0.0.1 only, with webhook
 # authentication and authorization (kube-apiserver presents the kubelet client certificate
 # local-cluster.sh makes); pods get 10.88.0.0/16 on the bridge wft0 and can reach this machine
-# only: kube-apiserver at https://10.96.0.1:443 (a DNAT to 127.0.0.1), nothing beyond it (a
-# FORWARD drop). Host changes (sysctls kubelet and the bridge set, iptables chains, mounts,
+# only: kube-apiserver at https://10.96.0.1:443 (a DNAT to 127.0.0.1), other pods, the Services
+# `route` was given (DNATs to their endpoints), nothing beyond (a FORWARD drop). There is no
+# kube-proxy and no cluster DNS: a pod names a routed Service by its ClusterIP, or maps its DNS
+# name to it in hostAliases. Host changes (sysctls kubelet and the bridge set, iptables chains, mounts,
 # directories outside the data dir, pod cgroups) are recorded before `up` and undone by `down`;
 # `check` proves it.
 #
@@ -209,8 +215,14 @@ host_network() { # the bridge, its route_localnet, the DNAT to kube-apiserver, t
   ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
   ip link set "$bridge" up
   sysctl -qw "net.ipv4.conf.$bridge.route_localnet=1"
+  # A routed Service's endpoint is a pod on the same bridge: its answers are bridged, not routed,
+  # and only pass netfilter (to be un-DNATed) with this on — kube-proxy needs it too.
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1 ||
+    die "net.bridge.bridge-nf-call-iptables: the br_netfilter module is needed (modprobe br_netfilter)"
   iptables -t nat -N WFT-NODE 2>/dev/null || iptables -t nat -F WFT-NODE
+  iptables -t nat -N WFT-SERVICES 2>/dev/null || iptables -t nat -F WFT-SERVICES # filled by `route`
   iptables -t nat -A WFT-NODE -d "$service_ip/32" -p tcp --dport 443 -j DNAT --to-destination "127.0.0.1:$apiserver_port"
+  iptables -t nat -A WFT-NODE -j WFT-SERVICES
   iptables -t nat -C PREROUTING -s "$pod_cidr" -j WFT-NODE 2>/dev/null || iptables -t nat -I PREROUTING -s "$pod_cidr" -j WFT-NODE
   iptables -N WFT-NODE 2>/dev/null || iptables -F WFT-NODE
   iptables -A WFT-NODE -s "$pod_cidr" -d "$pod_cidr" -j ACCEPT
@@ -281,6 +293,7 @@ cmd_down() {
   iptables -F WFT-NODE 2>/dev/null && iptables -X WFT-NODE 2>/dev/null || true
   iptables -t nat -D PREROUTING -s "$pod_cidr" -j WFT-NODE 2>/dev/null || true
   iptables -t nat -F WFT-NODE 2>/dev/null && iptables -t nat -X WFT-NODE 2>/dev/null || true
+  iptables -t nat -F WFT-SERVICES 2>/dev/null && iptables -t nat -X WFT-SERVICES 2>/dev/null || true
   if [ -d "$snapshot_before" ]; then
     restore_iptables
     restore_sysctls
@@ -338,9 +351,44 @@ remove_pod_cgroups() { # kubelet's cgroups at the root of every hierarchy, deepe
   done
 }
 
+# --- Services ------------------------------------------------------------------------------------
+
+# cmd_route <service-ip:port> [<endpoint-ip:port>...]: what kube-proxy does for one Service port,
+# for this node's pods only (WFT-SERVICES is reached from PREROUTING for the pod network): each
+# new TCP connection to the Service's address goes to one of the endpoints, picked at random as
+# kube-proxy's iptables mode does; without endpoints the address is not routed (the FORWARD drop
+# answers). The chain is replaced in one iptables-restore, the other Services' rules kept: a
+# connection never sees half an update. The caller keeps the rules in step with the Service's
+# EndpointSlices (ready endpoints only); `down` removes them with the chain.
+cmd_route() {
+  [ $# -ge 1 ] || die "usage: $0 route SERVICE_IP:PORT [ENDPOINT_IP:PORT...]"
+  local ipv4='[0-9]{1,3}(\.[0-9]{1,3}){3}' a vip vport n i=0 rules
+  for a in "$@"; do
+    [[ $a =~ ^$ipv4:[0-9]{1,5}$ ]] || die "route: $a is not IPv4:PORT"
+  done
+  vip=${1%:*} vport=${1##*:}
+  shift
+  [ "$vip" != "$service_ip" ] || die "route: $service_ip is kube-apiserver's, routed by up"
+  iptables -t nat -S WFT-SERVICES >/dev/null 2>&1 || die "route: no WFT-SERVICES chain: up first"
+  # the chain's rules for other addresses, then this address's, one per endpoint: the i-th taken
+  # with probability 1/(n-i) when the ones before it were not, the last always
+  rules=$(iptables -t nat -S WFT-SERVICES | grep '^-A ' | grep -vF -- "-d $vip/32 -p tcp -m tcp --dport $vport " || true)
+  n=$#
+  for a in "$@"; do
+    local pick=""
+    [ $((n - i)) -gt 1 ] && pick=$(awk -v k=$((n - i)) 'BEGIN { printf "-m statistic --mode random --probability %.5f ", 1 / k }')
+    rules+=$'\n'"-A WFT-SERVICES -d $vip/32 -p tcp -m tcp --dport $vport ${pick}-j DNAT --to-destination $a"
+    i=$((i + 1))
+  done
+  printf '*nat\n:WFT-SERVICES - [0:0]\n%s\nCOMMIT\n' "$(grep -v '^$' <<<"$rules" || true)" | iptables-restore --noflush ||
+    die "route: iptables-restore failed"
+  log "pods' connections to $vip:$vport go to ${*:-nothing}"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   check) cmd_check ;;
-  *) echo "usage: $0 up|down|check" >&2; exit 2 ;;
+  route) shift; cmd_route "$@" ;;
+  *) echo "usage: $0 up|down|check|route SERVICE_IP:PORT [ENDPOINT_IP:PORT...]" >&2; exit 2 ;;
 esac

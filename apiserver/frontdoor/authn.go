@@ -33,6 +33,7 @@ const (
 	resultAddressBudget  = "over_address_budget"
 	resultIdentityBudget = "over_identity_budget"
 	resultGlobalBudget   = "over_unverifiable_budget" // reviews of uncheckable tokens, all clients
+	resultRefusedAgain   = "refused_again"            // verified, but refused by TokenReview within the cache TTL
 )
 
 // tokensTotal is TokensMetric's counter of each result, bound once (a label lookup per request
@@ -43,7 +44,7 @@ var tokensTotal = func() map[string]prometheus.Counter {
 	_ = ctrlmetrics.Registry.Register(c)
 	out := map[string]prometheus.Counter{}
 	for _, r := range []string{resultKnown, resultNotJWT, resultForged, resultVerified, resultUnverifiable,
-		resultAddressBudget, resultIdentityBudget, resultGlobalBudget} {
+		resultAddressBudget, resultIdentityBudget, resultGlobalBudget, resultRefusedAgain} {
 		out[r] = c.WithLabelValues(r)
 	}
 	return out
@@ -117,8 +118,16 @@ func (a *Authenticator) identify(r *http.Request) (user.Info, bool, error) {
 }
 
 // reviewVerified reviews a token whose signature held here, charged to its identity's budget
-// of new tokens: whoever can mint tokens cannot make the door review without bound.
+// of new tokens: whoever can mint tokens cannot make the door review without bound. A token
+// kube-apiserver refused within the cache TTL (revoked, its pod gone, not for its audience) is
+// refused again with no review and nothing of the budget: whoever holds it cannot spend its
+// identity's budget — and so lock the identity's new tokens out — by presenting it again and
+// again.
 func (a *Authenticator) reviewVerified(r *http.Request, tok *bearerToken, now time.Time) (user.Info, error) {
+	if a.door.rejected.refused(a.audiences, tok.raw) {
+		tokensTotal[resultRefusedAgain].Inc()
+		return nil, ErrNotAuthenticated
+	}
 	tokensTotal[resultVerified].Inc()
 	id := tok.budgetKey()
 	if !a.door.identities.reserve(id, now) {

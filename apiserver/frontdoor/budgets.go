@@ -1,7 +1,6 @@
 package frontdoor
 
 import (
-	"context"
 	"hash/maphash"
 	"net"
 	"net/http"
@@ -82,13 +81,17 @@ func NewBudget(perSecond float64, burst, maxKeys int) *Budget {
 	return &Budget{b: newBudget(perSecond, burst, maxKeys), tarpit: time.Second}
 }
 
-// Take takes one from key's budget; over it, it waits a tarpit (or until ctx ends) and
-// reports false.
-func (b *Budget) Take(ctx context.Context, key string) bool {
+// Take takes one from key's budget for r, a request the door authenticated. Over it, r's
+// connection loses the trust its authentication gave it (a newcomer may take its place, and it
+// is closed after the answer), r waits a tarpit (or until it ends), and Take reports false: a
+// caller over its own budget holds its connections no more than a refused one does, however
+// many it keeps busy with requests past the budget.
+func (b *Budget) Take(w http.ResponseWriter, r *http.Request, key string) bool {
 	if b.b.reserve(key, time.Now()) {
 		return true
 	}
-	tarpit(ctx, b.tarpit)
+	distrust(w, r)
+	tarpit(r.Context(), b.tarpit)
 	return false
 }
 
@@ -99,8 +102,10 @@ func (b *Budget) Take(ctx context.Context, key string) bool {
 type knownTokens struct {
 	seed maphash.Seed
 	ttl  time.Duration
-	mu   sync.Mutex
-	lru  *lru.Cache
+	// untilExpiry remembers a token with a known expiry until then, not only for ttl.
+	untilExpiry bool
+	mu          sync.Mutex
+	lru         *lru.Cache
 }
 
 type knownToken struct {
@@ -110,18 +115,18 @@ type knownToken struct {
 
 const maxKnownTokens = 10000
 
-func newKnownTokens(ttl time.Duration) *knownTokens {
-	return &knownTokens{seed: maphash.MakeSeed(), ttl: ttl, lru: lru.New(maxKnownTokens)}
+func newKnownTokens(ttl time.Duration, size int, untilExpiry bool) *knownTokens {
+	return &knownTokens{seed: maphash.MakeSeed(), ttl: ttl, untilExpiry: untilExpiry, lru: lru.New(size)}
 }
 
 // add remembers token for u until the cache TTL ends, or the token's own expiry if earlier
-// (zero: unknown).
+// (zero: unknown) — or, untilExpiry, until the token's own expiry when it has one.
 func (k *knownTokens) add(token string, u user.Info, now, tokenExpiry time.Time) {
 	if k.ttl <= 0 {
 		return
 	}
 	expires := now.Add(k.ttl)
-	if !tokenExpiry.IsZero() && tokenExpiry.Before(expires) {
+	if !tokenExpiry.IsZero() && (k.untilExpiry || tokenExpiry.Before(expires)) {
 		expires = tokenExpiry
 	}
 	k.mu.Lock()

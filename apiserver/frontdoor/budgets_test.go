@@ -41,7 +41,7 @@ func TestBudget(t *testing.T) {
 
 // A token is known until the cache TTL or its own expiry, whichever is first.
 func TestKnownTokens(t *testing.T) {
-	k := newKnownTokens(10 * time.Second)
+	k := newKnownTokens(10*time.Second, 10, false)
 	now := time.Now()
 	alice := &user.DefaultInfo{Name: "alice"}
 	k.add("long", alice, now, time.Time{})
@@ -58,8 +58,21 @@ func TestKnownTokens(t *testing.T) {
 	if _, ok := k.get("other", now); ok {
 		t.Error("an unseen token is known")
 	}
-	if _, ok := newKnownTokens(0).get("long", now); ok {
+	if _, ok := newKnownTokens(0, 10, false).get("long", now); ok {
 		t.Error("known with no cache TTL")
+	}
+	// A pod's token (untilExpiry) is known until its own expiry, one without an expiry for the TTL.
+	pods := newKnownTokens(10*time.Second, 10, true)
+	pods.add("projected", alice, now, now.Add(time.Hour))
+	pods.add("opaque", alice, now, time.Time{})
+	if _, ok := pods.get("projected", now.Add(59*time.Minute)); !ok {
+		t.Error("a pod's token forgotten before it expired")
+	}
+	if _, ok := pods.get("projected", now.Add(time.Hour)); ok {
+		t.Error("a pod's token known after it expired")
+	}
+	if _, ok := pods.get("opaque", now.Add(10*time.Second)); ok {
+		t.Error("a token without expiry known after the TTL")
 	}
 }
 

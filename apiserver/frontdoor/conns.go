@@ -300,3 +300,12 @@ func trust(w http.ResponseWriter, r *http.Request) {
 	}
 	delete(w.Header(), "Connection")
 }
+
+// distrust undoes trust: the request's connection may be closed for a newcomer again, and is
+// closed after the answer.
+func distrust(w http.ResponseWriter, r *http.Request) {
+	if c, ok := r.Context().Value(connKey{}).(*trackedConn); ok {
+		c.trusted.Store(false)
+	}
+	w.Header()["Connection"] = connectionClose
+}

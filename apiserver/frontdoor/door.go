@@ -254,6 +254,20 @@ func retryBackoff() wait.Backoff {
 // for one of audiences (empty: kube-apiserver's own). Listeners share the door's budgets and
 // review slots; each remembers the tokens it accepted.
 func (d *Door) Authenticator(audiences []string) (*Authenticator, error) {
+	return d.authenticator(audiences, newKnownTokens(d.opts.CacheTTL, maxKnownTokens, false))
+}
+
+// PodTokenAuthenticator is Authenticator for a listener whose callers are pods holding
+// projected tokens (the ingest path): a token that authenticated is remembered until it
+// expires, not for the cache TTL, so each token costs kube-apiserver one TokenReview in its
+// life however often its pod calls; up to maxTokens of them. What revokes such a token early
+// is its pod's end, which the caller checks on every request (a pod-bound token dies with its
+// pod; the runner's ServiceAccount goes with its task).
+func (d *Door) PodTokenAuthenticator(audiences []string, maxTokens int) (*Authenticator, error) {
+	return d.authenticator(audiences, newKnownTokens(d.opts.CacheTTL, maxTokens, true))
+}
+
+func (d *Door) authenticator(audiences []string, known *knownTokens) (*Authenticator, error) {
 	backoff := retryBackoff()
 	slice := func(f func() []string) headerrequest.StringSliceProvider {
 		return headerrequest.StringSliceProviderFunc(f)
@@ -281,6 +295,5 @@ func (d *Door) Authenticator(audiences []string) (*Authenticator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("delegating authenticator: %w", err)
 	}
-	return &Authenticator{door: d, delegate: delegate, audiences: authenticator.Audiences(audiences),
-		known: newKnownTokens(d.opts.CacheTTL)}, nil
+	return &Authenticator{door: d, delegate: delegate, audiences: authenticator.Audiences(audiences), known: known}, nil
 }

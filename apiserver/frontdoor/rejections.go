@@ -126,7 +126,7 @@ func (c *rejectionCache) remove(el *list.Element) {
 }
 
 // roundTrip answers a TokenReview for a token rejected within ttl from the cache, and remembers
-// new rejections.
+// new rejections (by the token and the audiences it was reviewed for: see refused).
 func (c *rejectionCache) roundTrip(next http.RoundTripper, req *http.Request) (*http.Response, error) {
 	if req.Method != http.MethodPost || !strings.HasSuffix(req.URL.Path, "/tokenreviews") || req.Body == nil {
 		return next.RoundTrip(req)
@@ -136,7 +136,7 @@ func (c *rejectionCache) roundTrip(next http.RoundTripper, req *http.Request) (*
 	if err != nil {
 		return nil, err
 	}
-	key := sha256.Sum256(body)
+	key := reviewKey(body)
 	if reason, ok := c.get(key); ok {
 		return rejectedAnswer(req, reason)
 	}
@@ -158,6 +158,37 @@ func (c *rejectionCache) roundTrip(next http.RoundTripper, req *http.Request) (*
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(answer))
 	return resp, nil
+}
+
+// tokenKey is a refused token's key in the cache: the token and the audiences it was reviewed
+// for (so that a token refused for one listener's audiences is not refused for another's).
+func tokenKey(audiences []string, token string) [sha256.Size]byte {
+	h := sha256.New()
+	for _, a := range audiences {
+		h.Write([]byte(a))
+		h.Write([]byte{0})
+	}
+	h.Write([]byte{1})
+	h.Write([]byte(token))
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	return key
+}
+
+// reviewKey is the cache's key of a TokenReview request: its token's (tokenKey), or the body's
+// hash when it cannot be read as one.
+func reviewKey(body []byte) [sha256.Size]byte {
+	var review authenticationv1.TokenReview
+	if json.Unmarshal(body, &review) != nil || review.Spec.Token == "" {
+		return sha256.Sum256(body)
+	}
+	return tokenKey(review.Spec.Audiences, review.Spec.Token)
+}
+
+// refused reports whether kube-apiserver refused token, reviewed for audiences, within the TTL.
+func (c *rejectionCache) refused(audiences []string, token string) bool {
+	_, ok := c.get(tokenKey(audiences, token))
+	return ok
 }
 
 // rejectedAnswer is the API server's answer for a rejected token, rebuilt from the cache: a

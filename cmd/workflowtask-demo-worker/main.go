@@ -2,9 +2,10 @@
 // container: it does its task type's file work (internal/demowork) in a directory — an emptyDir
 // in a pod — and reports progress through pkg/progress as the pod's runner identity (the
 // WORKFLOWTASK_* variables the operator injects and the projected ServiceAccount token; outside
-// a pod, KUBECONFIG). It exits 0 once the work is done and its final progress written; 1 when the
-// work or the final write failed; --exit-code N ends it with N after the work (a failing
-// container, for retries and backoffLimit).
+// a pod, KUBECONFIG), or pushes it to the operator when the operator injected its ingest
+// endpoint (WORKFLOWTASK_PROGRESS_URL …). It exits 0 once the work is done and its final progress
+// written; 1 when the work or the final write failed; --exit-code N ends it with N after the work
+// (a failing container, for retries and backoffLimit).
 package main
 
 import (
@@ -30,6 +31,8 @@ func main() {
 	toFile := flag.Bool("progress-file", false,
 		"Write progress lines to $WORKFLOWTASK_PROGRESS_FILE for the progress-file sidecar instead of the API: count up once per second×pace until SIGTERM, then write a last line (identifier \"terminated\").")
 	probe := flag.String("probe", "", "Only try a TCP connection to this host:port (3 s) and exit 0 when it opens, 1 when not: what a pod can reach.")
+	directCA := flag.String("try-direct-write", "",
+		"After the work and its final progress, also try to write the task's status on kube-apiserver directly (verified with this CA file), without credentials and with the ingest token, and print each HTTP status: in ingest mode a task's pods have no API rights. It does not change the exit code.")
 	flag.Parse()
 	if *probe != "" {
 		os.Exit(probeTCP(*probe))
@@ -37,7 +40,7 @@ func main() {
 	if *toFile {
 		os.Exit(countToFile(*typ, *pace))
 	}
-	os.Exit(run(*typ, *dir, *pace, *exitCode))
+	os.Exit(run(*typ, *dir, *pace, *exitCode, *directCA))
 }
 
 // countToFile writes "<typ> N/100" lines to the progress file, one per second×pace, until
@@ -78,7 +81,7 @@ func countToFile(typ string, pace float64) int {
 	return 0
 }
 
-func run(typ, dir string, pace float64, exitCode int) int {
+func run(typ, dir string, pace float64, exitCode int, directCA string) int {
 	if typ == "" || pace < 0 || exitCode < 0 || exitCode > 255 {
 		fmt.Fprintln(os.Stderr, "workflowtask-demo-worker: --type is required; --pace must not be negative; --exit-code is 0..255")
 		return 2
@@ -105,6 +108,11 @@ func run(typ, dir string, pace float64, exitCode int) int {
 		return 1
 	}
 	fmt.Printf("workflowtask-demo-worker: done; progress %v\n", r.Values())
+	if directCA != "" {
+		directCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		tryDirectWrites(directCtx, directCA)
+	}
 	return exitCode
 }
 

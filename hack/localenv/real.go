@@ -13,9 +13,16 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/controllers"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/internal/image"
 )
+
+// The operator's namespace (the installer's), and the host of the push URL its controller gives
+// tasks' pods: the ingest Service's name.
+const operatorNamespace = "workflowtask-system"
+
+var ingestHost = strings.TrimPrefix(controllers.DefaultIngestURL(operatorNamespace), "https://")
 
 // The images make run builds for a real node (this platform only).
 const (
@@ -97,7 +104,7 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 	}
 	for _, args := range [][]string{
 		{"apply", "--server-side", "--force-conflicts", "-f", installer},
-		{"wait", "-n", "workflowtask-system", "--for=condition=Available", "deployment/workflowtask-controller-manager", "--timeout=180s"},
+		{"wait", "-n", operatorNamespace, "--for=condition=Available", "deployment/workflowtask-controller-manager", "--timeout=180s"},
 		{"wait", "--for=condition=Available", "apiservice/v1alpha1.progress.taskops.dev", "--timeout=120s"},
 	} {
 		if _, err := cluster.Kubectl(ctx, args...); err != nil {
@@ -108,14 +115,31 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 	if err != nil {
 		return err
 	}
-	samples, err := devcluster.RealSamples(root, filepath.Join(state, "samples-real"), "docker.io/library/"+localWorkerImage)
+	// The installer's operator takes pushed progress (--progress-ingest): tasks' pods push to its
+	// ingest Service, which nothing on this node routes (no kube-proxy) or names (no cluster DNS).
+	say("Routing the ingest Service %s/%s to the leader's pod as kube-proxy would (hack/real-node.sh route, following its EndpointSlices)",
+		operatorNamespace, controllers.IngestServiceName)
+	routeCtx, stopRoute := context.WithCancel(ctx)
+	route, err := cluster.RouteService(routeCtx, operatorNamespace, controllers.IngestServiceName, "")
+	defer func() { // before the node goes down: the route's last run must not race its removal
+		stopRoute()
+		if route != nil {
+			<-route.Done
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	samples, err := devcluster.RealSamples(root, filepath.Join(state, "samples-real"), "docker.io/library/"+localWorkerImage,
+		route.HostAliases(ingestHost))
 	if err != nil {
 		return err
 	}
 	if _, err := cluster.Kubectl(ctx, "delete", "-f", samples, "--ignore-not-found", "--cascade=foreground", "--wait=true", "--timeout=120s"); err != nil {
 		return err
 	}
-	say("Creating the sample tasks: config/samples/ with the sample worker's image in their pods")
+	say("Creating the sample tasks: config/samples/ with the sample worker's image in their pods, and hostAliases mapping %s to the ingest Service's ClusterIP %s (the node has no cluster DNS)",
+		ingestHost, route.ClusterIP)
 	c, tasks, err := applySamples(ctx, cluster, samples)
 	if err != nil {
 		return err
@@ -126,7 +150,7 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 			id = t.Status.ID
 		}
 	}
-	podIP, err := cluster.Kubectl(ctx, "get", "pods", "-n", "workflowtask-system", "-l", "control-plane=controller-manager",
+	podIP, err := cluster.Kubectl(ctx, "get", "pods", "-n", operatorNamespace, "-l", "control-plane=controller-manager",
 		"-o", "jsonpath={.items[0].status.podIP}")
 	if err != nil {
 		return err
@@ -138,8 +162,13 @@ func runReal(ctx context.Context, root, state string, keep bool, start time.Time
 	caFile := filepath.Join(state, "progress-ca.crt")
 	fmt.Printf(`
 Everything is running on a real node (%.0f s): the operator runs as its Deployment, each task's
-pod runs the sample worker's image, doing real file work in an emptyDir and reporting progress
-with the pod's projected token.
+pod runs the sample worker's image, doing real file work in an emptyDir and pushing its progress
+with the pod's projected token (it has no API token) to the operator's ingest Service, which
+writes it to the task's status (field manager %s).
+The node has no kube-proxy and no cluster DNS: make run routes the ingest Service's ClusterIP to
+the leader's pod (hack/real-node.sh route, following the Service's EndpointSlices), and each
+sample's pod template maps the Service's name to it in hostAliases:
+  %s -> %s
 
 In another terminal:
 
@@ -147,6 +176,8 @@ In another terminal:
   kubectl get workflowtasks -A -w
   kubectl get pods -o wide                        # on the real node
   kubectl logs -l workflow.taskops.dev/task-name=upload -c worker
+  kubectl get workflowtask upload --show-managed-fields -o yaml   # status.progress written by %s
+  iptables -t nat -L WFT-SERVICES -v -n   # the route: pods' connections to %s
 %s
   # The progress endpoint (the operator's pod, by its Service's name), verified with the
   # operator's CA bundle (the ConfigMap any authenticated user may read):
@@ -162,7 +193,8 @@ In another terminal:
   kubectl get --raw /apis/progress.taskops.dev/v1alpha1/namespaces/default/tasks/upload
 
 Ctrl-C stops the operator, the node (undoing its changes to the host) and the cluster.
-`, time.Since(start).Seconds(), cluster.Kubeconfig, pluginHint(root), caFile, caFile, progressService, podAddr, id, tokens["alice"], apiserver.TokenAudience, endpoint, id, endpoint, id)
+`, time.Since(start).Seconds(), apiserver.IngestFieldManager, ingestHost, route.ClusterIP, cluster.Kubeconfig,
+		apiserver.IngestFieldManager, route.Address, pluginHint(root), caFile, caFile, progressService, podAddr, id, tokens["alice"], apiserver.TokenAudience, endpoint, id, endpoint, id)
 	for ctx.Err() == nil && !allFinished(ctx, c) {
 		time.Sleep(250 * time.Millisecond)
 	}

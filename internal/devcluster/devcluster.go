@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -238,7 +239,7 @@ func managerArgs(kubeconfig string, o ManagerOptions) []string {
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProbePort),
 		"--progress-bind-address", fmt.Sprintf("127.0.0.1:%d", o.ProgressPort),
-		"--progress-dns-names", "workflowtask-progress.workflowtask-system.svc,localhost",
+		"--progress-dns-names", "workflowtask-progress.workflowtask-system.svc," + apiserver.IngestServiceName + ".workflowtask-system.svc,localhost",
 		"--progress-token-audiences", apiserver.TokenAudience,
 	}, o.ExtraArgs...)
 }
@@ -287,12 +288,13 @@ func (c *Cluster) RealNodeDown(ctx context.Context) error { return c.realNode(ct
 // RealNodeCheck fails when the host differs from before RealNodeUp.
 func (c *Cluster) RealNodeCheck(ctx context.Context) error { return c.realNode(ctx, "", "check") }
 
-func (c *Cluster) realNode(ctx context.Context, images, verb string) error {
-	cmd := exec.CommandContext(ctx, filepath.Join(c.Root, "hack", "real-node.sh"), verb)
-	cmd.Env = append(c.Env, "REAL_NODE_IMAGES="+images)
+// realNode runs hack/real-node.sh with args (up, down, check, route ...), its output to c.Out.
+func (c *Cluster) realNode(ctx context.Context, images string, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Root, "hack", "real-node.sh"), args...)
+	cmd.Env = append(slices.Clip(c.Env), "REAL_NODE_IMAGES="+images)
 	cmd.Stdout, cmd.Stderr = c.Out, c.Out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("hack/real-node.sh %s: %w", verb, err)
+		return fmt.Errorf("hack/real-node.sh %s: %w", strings.Join(args, " "), err)
 	}
 	return nil
 }

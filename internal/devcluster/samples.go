@@ -5,14 +5,17 @@ import (
 	"os"
 	"path/filepath"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
 
 // RealSamples writes config/samples/ for a real node into dir and returns dir: each task's pod
 // runs workerImage (the sample worker) on its type's work in an emptyDir — the samples' busybox
-// scripts would need an image registry; their progress sidecar stays.
-func RealSamples(root, dir, workerImage string) (string, error) {
+// scripts would need an image registry; their progress sidecar stays. hostAliases, when given,
+// go in each task's pod template: the real node has no cluster DNS, so a pod that pushes its
+// progress to the ingest Service needs its name mapped to the ClusterIP (ServiceRoute.HostAliases).
+func RealSamples(root, dir, workerImage string, hostAliases []corev1.HostAlias) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -36,10 +39,15 @@ func RealSamples(root, dir, workerImage string) (string, error) {
 			"volumeMounts": []any{map[string]any{"name": "work", "mountPath": "/work"}},
 		}
 		if err := unstructured.SetNestedSlice(u.Object, []any{worker}, "spec", "template", "spec", "containers"); err != nil {
-			return "", err
+			return "", fmt.Errorf("%s: %w", f, err)
 		}
 		if err := unstructured.SetNestedSlice(u.Object, []any{map[string]any{"name": "work", "emptyDir": map[string]any{}}}, "spec", "template", "spec", "volumes"); err != nil {
-			return "", err
+			return "", fmt.Errorf("%s: %w", f, err)
+		}
+		if len(hostAliases) > 0 {
+			if err := unstructured.SetNestedSlice(u.Object, hostAliasesField(hostAliases), "spec", "template", "spec", "hostAliases"); err != nil {
+				return "", fmt.Errorf("%s: %w", f, err)
+			}
 		}
 		out, err := yaml.Marshal(u.Object)
 		if err != nil {
@@ -50,4 +58,17 @@ func RealSamples(root, dir, workerImage string) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// hostAliasesField is hostAliases as the pod spec's field in an unstructured object.
+func hostAliasesField(hostAliases []corev1.HostAlias) []any {
+	field := make([]any, 0, len(hostAliases))
+	for _, a := range hostAliases {
+		names := make([]any, 0, len(a.Hostnames))
+		for _, n := range a.Hostnames {
+			names = append(names, n)
+		}
+		field = append(field, map[string]any{"ip": a.IP, "hostnames": names})
+	}
+	return field
 }

@@ -68,8 +68,9 @@ const (
 )
 
 // ManagerConfig returns a rest.Config for the operator that holds exactly the permissions of
-// config/rbac/role.yaml (the ClusterRole generated from the controller's markers), bound to a
-// ServiceAccount like the deployment's, so tests exercise the operator's real RBAC.
+// config/rbac/role.yaml (the ClusterRole generated from the controller's markers) and of the
+// namespaced roles config/rbac and config/apiserver grant it, bound to a ServiceAccount like the
+// deployment's, so tests exercise the operator's real RBAC.
 func ManagerConfig(ctx context.Context, admin *rest.Config) (*rest.Config, error) {
 	root, err := RepoRoot()
 	if err != nil {
@@ -114,15 +115,18 @@ func ManagerConfig(ctx context.Context, admin *rest.Config) (*rest.Config, error
 	if _, err := cs.RbacV1().RoleBindings(reader.Namespace).Create(ctx, reader, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating RoleBinding %s/%s: %w", reader.Namespace, reader.Name, err)
 	}
-	if err := createCertRBAC(ctx, cs, filepath.Join(root, "config", "rbac", "progress_cert_role.yaml"), subjects); err != nil {
-		return nil, err
+	for _, f := range []string{"progress_cert_role.yaml", "ingest_leader_role.yaml"} {
+		if err := createCertRBAC(ctx, cs, filepath.Join(root, "config", "rbac", f), subjects); err != nil {
+			return nil, err
+		}
 	}
 	cfg, _, err := ServiceAccountConfig(ctx, admin, ns, name)
 	return cfg, err
 }
 
-// createCertRBAC creates what config/rbac grants the manager for the serving certificate (its
-// Secret, its APIService's caBundle), named and placed as config/operator does.
+// createCertRBAC creates what a file of config/rbac grants the manager (the serving
+// certificate's Secret and APIService, its own pod's label), named and placed as config/operator
+// does.
 func createCertRBAC(ctx context.Context, cs kubernetes.Interface, path string, subjects []rbacv1.Subject) error {
 	if err := ensureNamespace(ctx, cs, OperatorNamespace); err != nil {
 		return err

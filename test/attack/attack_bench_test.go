@@ -1,8 +1,10 @@
 package attack_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,14 +16,18 @@ import (
 	"time"
 
 	"github.com/taskops/workflowtask-operator/apiserver"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
 // BenchmarkAttack measures the owner of a task polling it through the progress endpoint under
 // closed-loop load (ownerConns connections, each sending its next request as soon as the last
 // is answered, as wrk does), alone and while each door is attacked — from another address and
 // from the owner's own — and reports the owner's p50/p99 and throughput in each phase and the
-// ratio of its p99 to its p99 alone. The endpoint runs with the default options (the suite's
-// small bounds are for the tests). Then the stream-leak attack (20,000 stream requests of
+// ratio of its p99 to its p99 alone. Beside the owner, on its address, four pods of a task push
+// every 500 ms (within their budget) and the owner reads each push back: their push→visible
+// p50/p99 in each phase. The attacks include the ingest path's: junk and forged tokens, and a
+// pod flooding its own task far past its budget. The endpoint runs with the default options
+// (the suite's small bounds are for the tests). Then the stream-leak attack (20,000 stream requests of
 // unique 60,000-character IDs) with the live heap after GC against its baseline, and 2,048
 // connections held from one address while another address is served.
 //
@@ -30,11 +36,21 @@ func BenchmarkAttack(b *testing.B) {
 	owner := newSAUser(b, "users", "bench-owner")
 	path := createTask(b, "bench-attacked", owner)
 	prometheus := newSAUser(b, "monitoring", "prometheus")
-	const phase, ownerConns, attackConns = 4 * time.Second, 4, 200
+	const phase, ownerConns, attackConns, pushers = 4 * time.Second, 4, 200, 4
 	ownerIP := net.IPv4(127, 6, 0, 1)
 	ownerReq := func(c *http.Client) bool {
 		return send(c, progressURL+path, "Authorization", "Bearer "+owner.token).code() == apiserver.CodeSuccess
 	}
+	// The pusher victims: pods of a task pushing from the owner's address, each within its
+	// budget (every 500 ms), each push then read back by the owner.
+	pushed := createTaskObject(b, "bench-pushed", owner)
+	var pods []pod
+	for i := range pushers {
+		pods = append(pods, runningPod(b, pushed, fmt.Sprintf("bench-pushed-%d", i)))
+	}
+	flooder := runningPod(b, pushed, "bench-pushed-flooder")
+	ingestURL := progressURL + ingest.Path(pushed.Namespace, pushed.Name)
+	hostile := pushBody(pushed.UID, "upload", 666)
 	attacks := []struct {
 		name string
 		run  func(ctx context.Context, res *floodResult)
@@ -50,21 +66,38 @@ func BenchmarkAttack(b *testing.B) {
 			func(int) []string { return []string{"Authorization", "Bearer " + prometheus.token} })},
 		{"probes-owner-address", floodFrom(probesURL+"/readyz", attackConns, 1, ownerIP, func(int) []string { return nil })},
 		{"held-connections-owner-address", holdFrom(progressURL, 2048, ownerIP)},
+		{"ingest-junk-owner-address", floodRequestsFrom(http.MethodPut, ingestURL, hostile, attackConns, 1, ownerIP, junkHeader)},
+		{"ingest-forged-owner-address", floodRequestsFrom(http.MethodPut, ingestURL, hostile, attackConns, 1, ownerIP,
+			func(int) []string { return bearer(forgedToken(b)) })},
+		{"ingest-pod-flood-owner-address", floodRequestsFrom(http.MethodPut, ingestURL, pushBody(pushed.UID, "flood", 1), attackConns, 1, ownerIP,
+			func(int) []string { return bearer(flooder.token) })},
+	}
+	// measure runs the owner's closed loop and the pushers side by side for a phase.
+	measure := func() (load, load) {
+		var push load
+		done := make(chan struct{})
+		go func() { defer close(done); push = pushVisible(b, ownerIP, pods, owner, readPath(pushed), phase) }()
+		read := closedLoop(b, ownerIP, ownerConns, phase, ownerReq)
+		<-done
+		return read, push
 	}
 	for b.Loop() {
-		alone := closedLoop(b, ownerIP, ownerConns, phase, ownerReq)
+		alone, pushAlone := measure()
 		reportLoad(b, "alone", alone, nil)
+		reportPush(b, "alone", pushAlone)
 		for _, a := range attacks {
 			ctx, cancel := context.WithCancel(context.Background())
 			var res floodResult
 			done := make(chan struct{})
 			go func() { defer close(done); a.run(ctx, &res) }()
 			time.Sleep(time.Second) // the attack under way
-			under := closedLoop(b, ownerIP, ownerConns, phase, ownerReq)
+			under, push := measure()
 			cancel()
 			<-done
 			reportLoad(b, a.name, under, &res)
+			reportPush(b, a.name, push)
 			b.ReportMetric(float64(pct(under.latencies, 99))/float64(pct(alone.latencies, 99)), a.name+"-p99-ratio")
+			b.ReportMetric(float64(pct(push.latencies, 99))/float64(pct(pushAlone.latencies, 99)), a.name+"-push-p99-ratio")
 		}
 		streamLeak(b, owner)
 		heldConnections(b, owner, path)
@@ -80,7 +113,7 @@ type load struct {
 
 // closedLoop runs conns connections from ip, each sending its next request as soon as the last
 // is answered, for d.
-func closedLoop(b *testing.B, ip net.IP, conns int, d time.Duration, req func(*http.Client) bool) load {
+func closedLoop(b testing.TB, ip net.IP, conns int, d time.Duration, req func(*http.Client) bool) load {
 	b.Helper()
 	var mu sync.Mutex
 	var out load
@@ -121,8 +154,13 @@ func junkHeader(int) []string {
 }
 
 // floodFrom is an attack: conns connections spread over addrs addresses (or all from ip),
-// each sending requests made by header as fast as it is answered.
+// each sending GETs made by header as fast as it is answered.
 func floodFrom(url string, conns, addrs int, ip net.IP, header func(int) []string) func(context.Context, *floodResult) {
+	return floodRequestsFrom(http.MethodGet, url, nil, conns, addrs, ip, header)
+}
+
+// floodRequestsFrom is floodFrom with requests of method carrying body.
+func floodRequestsFrom(method, url string, body []byte, conns, addrs int, ip net.IP, header func(int) []string) func(context.Context, *floodResult) {
 	return func(ctx context.Context, res *floodResult) {
 		var wg sync.WaitGroup
 		var seq atomic.Int64
@@ -137,7 +175,11 @@ func floodFrom(url string, conns, addrs int, ip net.IP, header func(int) []strin
 			wg.Go(func() {
 				defer tr.CloseIdleConnections()
 				for ctx.Err() == nil {
-					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+					var rd io.Reader
+					if body != nil {
+						rd = bytes.NewReader(body)
+					}
+					req, _ := http.NewRequestWithContext(ctx, method, url, rd)
 					h := header(int(seq.Add(1)))
 					for j := 0; j+1 < len(h); j += 2 {
 						req.Header.Add(h[j], h[j+1])
@@ -200,6 +242,59 @@ func reportLoad(b *testing.B, name string, l load, res *floodResult) {
 		attack = fmt.Sprintf("; attacker sent %d, answered %d", res.sent.Load(), res.answered.Load())
 	}
 	b.Logf("%-32s owner p50 %6.2f ms  p99 %7.2f ms  %7.0f req/s  failed %d%s", name, ms(pct(l.latencies, 50)), ms(pct(l.latencies, 99)), rps, l.failed, attack)
+}
+
+// pushVisible makes each of pods push a new value of its own entry every 500 ms (within its
+// budget) from ip for d, and the owner read the task right after each push; a push's latency is
+// from sending it to the owner's answer showing its value (failed: refused, or not shown).
+func pushVisible(b testing.TB, ip net.IP, pods []pod, owner saUser, path string, d time.Duration) load {
+	var mu sync.Mutex
+	var out load
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	for i, p := range pods {
+		pusher, reader := sameAddressClient(ip), sameAddressClient(ip)
+		typ := fmt.Sprintf("pushed_%d", i)
+		wg.Go(func() {
+			defer pusher.CloseIdleConnections()
+			defer reader.CloseIdleConnections()
+			var mine []time.Duration
+			failed := 0
+			for v := time.Now().UnixNano(); time.Now().Before(deadline); v++ {
+				start := time.Now()
+				ok := p.push(pusher, typ, v, "").code() == apiserver.CodeSuccess
+				if ok {
+					a := send(reader, progressURL+path, "Authorization", "Bearer "+owner.token)
+					var got struct {
+						Data map[string]struct{ Current int64 } `json:"data"`
+					}
+					ok = a.code() == apiserver.CodeSuccess && json.Unmarshal(a.body, &got) == nil && got.Data[typ].Current == v
+				}
+				took := time.Since(start)
+				mine = append(mine, took)
+				if !ok {
+					failed++
+				}
+				time.Sleep(500*time.Millisecond - took)
+			}
+			mu.Lock()
+			out.latencies = append(out.latencies, mine...)
+			out.failed += failed
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	out.elapsed = d
+	slices.Sort(out.latencies)
+	return out
+}
+
+func reportPush(b *testing.B, name string, l load) {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(pct(l.latencies, 50)), name+"-push-visible-p50-ms")
+	b.ReportMetric(ms(pct(l.latencies, 99)), name+"-push-visible-p99-ms")
+	b.ReportMetric(float64(l.failed), name+"-push-failed")
+	b.Logf("%-32s pusher push→visible p50 %6.2f ms  p99 %7.2f ms  %d pushes, failed %d", name, ms(pct(l.latencies, 50)), ms(pct(l.latencies, 99)), len(l.latencies), l.failed)
 }
 
 // streamLeak sends 20,000 stream requests of unique 60,000-character IDs as one authenticated

@@ -210,9 +210,9 @@ func TestChurningHeldConnections(t *testing.T) {
 }
 
 // Every refusal is paced: a client flooding a listener without credentials (or with forged
-// tokens, or asking the probes) gets its address's budget of answers at once, then one answer
-// per connection per tarpit — so it cannot make the listener do TLS handshakes as fast as the
-// CPU allows. The bound counts answers in the window; a slower machine gives fewer.
+// tokens, or asking the probes, or pushing to the ingest path) gets its address's budget of
+// answers at once, then one answer per connection per tarpit — so it cannot make the listener
+// do TLS handshakes as fast as the CPU allows. The bound counts answers in the window; a slower machine gives fewer.
 func TestEveryRefusalIsPaced(t *testing.T) {
 	const conns = 16
 	for _, c := range []struct {
@@ -224,9 +224,11 @@ func TestEveryRefusalIsPaced(t *testing.T) {
 		{0, "progress, forged tokens", func() []string { return []string{"Authorization", "Bearer " + forgedToken(t)} }},
 		{1, "metrics, no credential", func() []string { return nil }},
 		{2, "probes", func() []string { return nil }},
+		{3, "ingest, no credential", func() []string { return nil }},
+		{3, "ingest, forged tokens", func() []string { return []string{"Authorization", "Bearer " + forgedToken(t)} }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			d := doors(t)[c.door]
+			d := allDoors(t)[c.door]
 			client := sameAddressClient(freshAddress())
 			client.Transport.(*http.Transport).MaxConnsPerHost = conns
 			stop := time.Now().Add(3 * time.Second)
@@ -236,7 +238,7 @@ func TestEveryRefusalIsPaced(t *testing.T) {
 			for range conns {
 				wg.Go(func() {
 					for time.Now().Before(stop) {
-						if a := send(client, d.base+d.path, c.header()...); a.err == nil {
+						if a := d.send(client, d.base+d.path, c.header()...); a.err == nil {
 							answered.Add(1)
 						}
 					}

@@ -1,6 +1,7 @@
 package attack_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -14,16 +15,22 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/apiserver/frontdoor"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
+	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
 // door is one listener of the binary, as a legitimate caller and an attacker use it.
@@ -39,12 +46,54 @@ type door struct {
 	// credentialsIgnored: the listener takes none (the probes): attackers are answered as
 	// anyone is, and must cost no review.
 	credentialsIgnored bool
+	// method and body are what requests of the door send (default: GET, no body).
+	method string
+	body   []byte
+}
+
+// send sends a request of the door to url from client with header pairs.
+func (d door) send(client *http.Client, url string, header ...string) answer {
+	return sendRequest(client, cmp.Or(d.method, http.MethodGet), url, d.body, header...)
 }
 
 var (
 	doorsOnce sync.Once
 	doorsList []door
 )
+
+var (
+	ingestDoorOnce sync.Once
+	ingestDoorList door
+)
+
+// ingestDoor is the ingest path on the progress endpoint's listener, its victim a running pod of
+// a task pushing its progress; attackers push to that task.
+func ingestDoor(t *testing.T) door {
+	ingestDoorOnce.Do(func() {
+		owner := newSAUser(t, "users", "ingest-victim-owner")
+		task := createTaskObject(t, "ingest-victim", owner)
+		victim := runningPod(t, task, "ingest-victim-pod")
+		ingestDoorList = door{
+			name: "ingest", base: progressURL, path: ingest.Path(task.Namespace, task.Name),
+			method: http.MethodPut, body: pushBody(task.UID, "upload", 666),
+			victim: func(t *testing.T, fresh bool) (string, []string) {
+				token := victim.token
+				if fresh {
+					token = victim.newToken(t, ingest.Audience)
+				}
+				return ingest.Path(task.Namespace, task.Name), bearer(token)
+			},
+			served: func(a answer) bool { return a.code() == apiserver.CodeSuccess },
+			refused: func(a answer) bool {
+				return a.code() == apiserver.CodeLoginRequired || a.code() == apiserver.CodeTooMany
+			},
+		}
+	})
+	return ingestDoorList
+}
+
+// allDoors are the doors and the ingest door.
+func allDoors(t *testing.T) []door { return append(slices.Clip(doors(t)), ingestDoor(t)) }
 
 // doors are the binary's listeners, with a victim each: the owner of a task on the progress
 // endpoint, Prometheus on the metrics port, the kubelet on the probes.
@@ -137,7 +186,8 @@ func carriers(t *testing.T) []carrier {
 	}
 }
 
-// Every listener × every carrier: attackers are refused (on the probes: answered as anyone),
+// Every listener (and the ingest path, attackers pushing to a task whose pod is the victim) ×
+// every carrier: attackers are refused (on the probes: answered as anyone),
 // at most the address's budget of failed logins reaches TokenReview (nothing at all for a
 // carrier that can be judged here), and the victim is served from another address and from
 // the attacker's own — with a token the door has never seen, after the attacker spent the
@@ -145,7 +195,7 @@ func carriers(t *testing.T) []carrier {
 func TestEveryDoorEveryCarrier(t *testing.T) {
 	const n, workers = 24, 8
 	baseline := runtime.NumGoroutine()
-	for _, d := range doors(t) {
+	for _, d := range allDoors(t) {
 		for _, c := range carriers(t) {
 			t.Run(d.name+"/"+c.name, func(t *testing.T) {
 				attackerIP := freshAddress()
@@ -154,7 +204,8 @@ func TestEveryDoorEveryCarrier(t *testing.T) {
 					attacker = certClient(t, attackerIP)
 				}
 				before, start := tokenReviews.Load(), time.Now()
-				answers := flood(attacker, d.base+d.path, n, workers, func(i int) []string { return c.header(t, i) })
+				answers := floodRequests(attacker, cmp.Or(d.method, http.MethodGet), d.base+d.path, d.body, n, workers,
+					func(i int) []string { return c.header(t, i) })
 				reviews, elapsed := tokenReviews.Load()-before, time.Since(start)
 				for i, a := range answers {
 					if a.err != nil || !d.refused(a) {
@@ -172,11 +223,11 @@ func TestEveryDoorEveryCarrier(t *testing.T) {
 					t.Errorf("only %d TokenReviews: the attack did not spend the address's budget (%d)", reviews, opts.FailedLoginBurst)
 				}
 				path, header := d.victim(t, false)
-				if a := send(clientFrom(freshAddress()), d.base+path, header...); !d.served(a) {
+				if a := d.send(clientFrom(freshAddress()), d.base+path, header...); !d.served(a) {
 					t.Errorf("the victim on another address: HTTP %d %.200s (%v)", a.status, a.body, a.err)
 				}
 				path, header = d.victim(t, c.budgeted)
-				if a := send(sameAddressClient(attackerIP), d.base+path, header...); !d.served(a) {
+				if a := d.send(sameAddressClient(attackerIP), d.base+path, header...); !d.served(a) {
 					t.Errorf("the victim on the attacker's own address (a new token: %t): HTTP %d %.200s (%v)", c.budgeted, a.status, a.body, a.err)
 				}
 			})
@@ -258,5 +309,49 @@ func TestJunkFromManyAddressesIsBoundedOverall(t *testing.T) {
 	if allowed := int64(2*rate+elapsed.Seconds()*rate) + 2; reviews > allowed {
 		t.Errorf("%d TokenReviews for %d junk tokens from %d addresses in %s; the overall budget allows %d",
 			reviews, addrs*each, addrs, elapsed.Round(time.Millisecond), allowed)
+	}
+}
+
+// A revoked token (bound to a Secret since deleted, as a leaked token is revoked) presented again
+// and again — by whoever holds it, 24 times from an address of its own — is refused with at
+// most one TokenReview, and spends its identity's budget of new tokens only for that review:
+// the identity's new token is still reviewed and served.
+func TestRevokedTokenCannotLockItsIdentityOut(t *testing.T) {
+	const n = 24
+	ctx := context.Background()
+	owner := newSAUser(t, "users", "revoked-owner")
+	path := createTask(t, "revoked", owner)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "revoked-owner-binding", Namespace: "users"}}
+	if err := k8sClient.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	leaked, err := testenv.BoundToken(ctx, adminCfg, "users", "revoked-owner", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief := clientFrom(freshAddress())
+	if a := send(thief, progressURL+path, "Authorization", "Bearer "+leaked); a.code() != apiserver.CodeSuccess {
+		t.Fatalf("the token before it was revoked: HTTP %d %.200s (%v)", a.status, a.body, a.err)
+	}
+	if err := k8sClient.Delete(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	// Known to the door until its cache of the token expires; then reviewed, and refused.
+	gomega.NewWithT(t).Eventually(func() int {
+		return send(sameAddressClient(freshAddress()), progressURL+path, "Authorization", "Bearer "+leaked).code()
+	}, 3*opts.AuthCacheTTL, time.Second).Should(gomega.Equal(apiserver.CodeLoginRequired), "the revoked token refused")
+	before := tokenReviews.Load()
+	answers := flood(thief, progressURL+path, n, 4, func(int) []string { return []string{"Authorization", "Bearer " + leaked} })
+	reviews := tokenReviews.Load() - before
+	for i, a := range answers {
+		if a.code() != apiserver.CodeLoginRequired && a.code() != apiserver.CodeTooMany {
+			t.Fatalf("the revoked token, request %d: HTTP %d %.200s (%v)", i, a.status, a.body, a.err)
+		}
+	}
+	if reviews > 1 {
+		t.Errorf("%d TokenReviews for a revoked token presented %d times; want at most 1", reviews, n)
+	}
+	if a := send(clientFrom(freshAddress()), progressURL+path, "Authorization", "Bearer "+owner.freshToken(t)); a.code() != apiserver.CodeSuccess {
+		t.Errorf("the identity's new token after its revoked one was presented %d times: HTTP %d %.200s (%v)", n, a.status, a.body, a.err)
 	}
 }

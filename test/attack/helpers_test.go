@@ -1,6 +1,7 @@
 package attack_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -50,6 +51,17 @@ func (u saUser) freshToken(t testing.TB) string {
 // manager's cache (the endpoint's) has it; it returns the task's progress path.
 func createTask(t testing.TB, name string, owner saUser) string {
 	t.Helper()
+	return readPath(createTaskObject(t, name, owner))
+}
+
+// readPath is the path of task's progress on the endpoint (GET /workflow/progress/{id}).
+func readPath(task *workflowv1alpha1.WorkflowTask) string {
+	return "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+}
+
+// createTaskObject is createTask, returning the task.
+func createTaskObject(t testing.TB, name string, owner saUser) *workflowv1alpha1.WorkflowTask {
+	t.Helper()
 	ctx := context.Background()
 	if _, _, err := testenv.ServiceAccountConfig(ctx, adminCfg, "attack", "ns-creator"); err != nil { // the namespace
 		t.Fatal(err)
@@ -58,16 +70,19 @@ func createTask(t testing.TB, name string, owner saUser) string {
 	if err := k8sClient.Create(ctx, task); err != nil {
 		t.Fatal(err)
 	}
-	task.Status.Progress = []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: 1, Total: 2}}
-	if err := k8sClient.Status().Update(ctx, task); err != nil {
-		t.Fatal(err)
-	}
+	gomega.NewWithT(t).Eventually(func() error { // again when the controller wrote meanwhile
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(task), task); err != nil {
+			return err
+		}
+		task.Status.Progress = []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: 1, Total: 2}}
+		return k8sClient.Status().Update(ctx, task)
+	}).Should(gomega.Succeed(), "the task's first progress")
 	gomega.NewWithT(t).Eventually(func() int {
 		got := &workflowv1alpha1.WorkflowTask{}
 		_ = mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(task), got)
 		return len(got.Status.Progress)
 	}).Should(gomega.Equal(1), "the task reaches the endpoint's cache")
-	return "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	return task
 }
 
 // bindMetricsReader binds config/rbac's metrics-reader ClusterRole to monitoring/prometheus, as
@@ -96,7 +111,17 @@ type answer struct {
 
 // send sends one GET of url from client with header pairs.
 func send(client *http.Client, url string, header ...string) answer {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	return sendRequest(client, http.MethodGet, url, nil, header...)
+}
+
+// sendRequest sends one request of method to url from client, with body (nil: none) and header
+// pairs.
+func sendRequest(client *http.Client, method, url string, body []byte, header ...string) answer {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		return answer{err: err}
 	}
@@ -108,8 +133,8 @@ func send(client *http.Client, url string, header ...string) answer {
 		return answer{err: err}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, body: body, err: err}
+	got, err := io.ReadAll(resp.Body)
+	return answer{status: resp.StatusCode, body: got, err: err}
 }
 
 // code is the progress envelope's code (0 for a success body), -1 when it is not one.
@@ -151,16 +176,22 @@ func forgedToken(t testing.TB) string {
 	return token
 }
 
-// flood sends n requests made by header(i) to url from ip, `workers` at a time, and returns the
+// flood sends n GETs made by header(i) to url from client, `workers` at a time, and returns the
 // answers.
 func flood(client *http.Client, url string, n, workers int, header func(i int) []string) []answer {
+	return floodRequests(client, http.MethodGet, url, nil, n, workers, header)
+}
+
+// floodRequests sends n requests of method with body made by header(i) to url from client,
+// `workers` at a time, and returns the answers.
+func floodRequests(client *http.Client, method, url string, body []byte, n, workers int, header func(i int) []string) []answer {
 	out := make([]answer, n)
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for i := range work {
-				out[i] = send(client, url, header(i)...)
+				out[i] = sendRequest(client, method, url, body, header(i)...)
 			}
 		})
 	}

@@ -1,6 +1,6 @@
 // Package attack_test is the attack suite that gates the front door: every listener the binary
-// opens (the progress endpoint, the metrics port, the health probes, and the progress endpoint
-// through the aggregation layer) × every way a credential arrives (the Authorization header, a
+// opens (the progress endpoint, the metrics port, the health probes, the progress endpoint
+// through the aggregation layer, and the ingest path pods push their progress to) × every way a credential arrives (the Authorization header, a
 // WebSocket subprotocol, a client certificate, front-proxy headers, none) × hostile inputs
 // (junk, forged, huge and unique tokens, unique long IDs, event streams, held connections, slow
 // headers, an attacker on its victim's own address). It asserts counts, never times:
@@ -51,6 +51,7 @@ var suiteOptions = func(o *apiserver.Options) {
 	o.FailedLoginBurst, o.FailedLoginsPerSecond = 10, 0.01
 	o.NewTokenBurst, o.NewTokensPerSecond = 10, 0.01
 	o.UnverifiableReviewsPerSecond = 5
+	o.FlushInterval = time.Second // the tests look at the status soon after a push
 }
 
 var (
@@ -101,6 +102,9 @@ func startListeners(ctx context.Context) error {
 	opts = apiserver.NewOptions()
 	opts.BindAddress, opts.MetricsBindAddress, opts.HealthProbeBindAddress = lns[0].Addr().String(), lns[1].Addr().String(), lns[2].Addr().String()
 	opts.DNSNames = []string{"workflowtask-progress.workflowtask-system.svc", "localhost"}
+	// The ingest door (pods pushing progress) on the endpoint's listener, as --progress-ingest
+	// serves it; the status is written at most every 10 s per task, 50 writes a second.
+	opts.Ingest, opts.FlushInterval, opts.WriteBudget = true, 10*time.Second, 50
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		suiteOptions(opts) // the benchmark runs the defaults
 	}

@@ -29,6 +29,7 @@ spec:
   template:
     spec:
       restartPolicy: Never
+      %[5]s
       containers:
       - name: worker
         image: ` + workerImage + `
@@ -41,7 +42,7 @@ spec:
 func applyTask(t *testing.T, name, typ string, exitCode, backoffLimit int) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(f, []byte(fmt.Sprintf(taskManifest, name, typ, exitCode, backoffLimit)), 0o644); err != nil {
+	if err := os.WriteFile(f, []byte(fmt.Sprintf(taskManifest, name, typ, exitCode, backoffLimit, ingestHostAliases())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	kubectl(t, "apply", "-f", f)
@@ -67,9 +68,10 @@ func TestOperatorRunsAsItsDeployment(t *testing.T) {
 }
 
 // A task runs the sample worker as a real container: its file work in an emptyDir, progress
-// reported through the real reporter with the pod's projected token; the task Completes with
-// that progress, `kubectl logs` shows the program's output, the endpoint answers with it directly
-// and through kube-apiserver, and deleting the task removes its pod (the garbage collector).
+// pushed to the operator by the real reporter with the pod's projected token; the task Completes
+// with that progress, `kubectl logs` shows the program's output, the endpoint answers with it
+// directly and through kube-apiserver, and deleting the task removes its pod (the garbage
+// collector).
 func TestWorkerTaskCompletes(t *testing.T) {
 	applyTask(t, "real-relocate", "relocate", 0, 0)
 	g := gomega.NewWithT(t)
@@ -139,12 +141,13 @@ spec:
     spec:
       restartPolicy: Never
       terminationGracePeriodSeconds: 20
+      %s
       containers:
       - name: worker
         image: %s
         imagePullPolicy: Never
         args: ["--type", "download", "--pace", "0.5", "--progress-file"]
-`, workerImage)
+`, ingestHostAliases(), workerImage)
 	f := filepath.Join(t.TempDir(), "cancel.yaml")
 	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
@@ -169,7 +172,7 @@ spec:
 // The six samples of config/samples/, their pods running the sample worker (as make run does
 // on a real node), all Complete with the progress their containers reported.
 func TestSamplesComplete(t *testing.T) {
-	dir, err := devcluster.RealSamples(root, t.TempDir(), workerImage)
+	dir, err := devcluster.RealSamples(root, t.TempDir(), workerImage, ingestRoute.HostAliases(ingestHost))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,11 @@
 // Package node_test is the real-node lane: the local cluster with a real kubelet, containerd and
 // runc node (hack/real-node.sh), the operator installed from its one-file installer and running
 // as its Deployment from the image built here, and tasks running the sample worker's image as
-// real containers. It needs Linux and root; elsewhere it is skipped — except under CI=true, where
-// it must run.
+// real containers. The installer's operator takes pushed progress (--progress-ingest): tasks' pods
+// push to the ingest Service, whose ClusterIP the lane routes to the leader's pod as kube-proxy
+// would (hack/real-node.sh route, kept in step with the Service's EndpointSlices), and every
+// task's template maps the Service's name to it (hostAliases: the node has no cluster DNS). It
+// needs Linux and root; elsewhere it is skipped — except under CI=true, where it must run.
 package node_test
 
 import (
@@ -11,7 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	goruntime "runtime"
 	"testing"
 	"time"
 
@@ -19,8 +22,12 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/controllers"
 	"github.com/taskops/workflowtask-operator/internal/devcluster"
 	"github.com/taskops/workflowtask-operator/internal/project"
 )
@@ -46,7 +53,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+	if goruntime.GOOS != "linux" || os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
 			fmt.Fprintln(os.Stderr, "node: the real-node lane needs Linux and root, and CI must run it")
 			os.Exit(1)
@@ -79,7 +86,7 @@ func run(m *testing.M) (code int) {
 		{"operator", operatorImage}, {"worker", "workflowtask-demo-worker:node-e2e"}, {"pause", "pause:dev"},
 	} {
 		if out, err := command("go", "run", "./hack/image", "--image", img.which, "--img", img.ref,
-			"--platforms", "linux/"+runtime.GOARCH, "--out", filepath.Join(images, img.which)); err != nil {
+			"--platforms", "linux/"+goruntime.GOARCH, "--out", filepath.Join(images, img.which)); err != nil {
 			return fail(fmt.Errorf("building the %s image: %w\n%s", img.which, err, out))
 		}
 	}
@@ -110,7 +117,14 @@ func run(m *testing.M) (code int) {
 			code = 1
 		}
 	}()
-	if k8sClient, err = client.New(cluster.Admin, client.Options{}); err != nil {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return fail(err)
+	}
+	if err := workflowv1alpha1.AddToScheme(scheme); err != nil {
+		return fail(err)
+	}
+	if k8sClient, err = client.New(cluster.Admin, client.Options{Scheme: scheme}); err != nil {
 		return fail(err)
 	}
 	installer := filepath.Join(dir, "install.yaml")
@@ -127,6 +141,20 @@ func run(m *testing.M) (code int) {
 	}
 	if _, err := cluster.Kubectl(ctx, "wait", "--for=condition=Available", "apiservice/v1alpha1.progress.taskops.dev", "--timeout=120s"); err != nil {
 		return fail(err)
+	}
+	// Tasks' pods push their progress to the ingest Service (the shipped --progress-ingest): the
+	// lane routes its ClusterIP to the leader's pod as kube-proxy would, until the node goes down.
+	routeCtx, stopRouting := context.WithCancel(ctx)
+	ingestRoute, err = cluster.RouteService(routeCtx, operatorNamespace, controllers.IngestServiceName, "")
+	defer func() {
+		stopRouting()
+		if ingestRoute != nil {
+			<-ingestRoute.Done
+		}
+	}()
+	if err != nil {
+		out, _ := cluster.Kubectl(ctx, "get", "pods,endpointslices", "-n", operatorNamespace, "--show-labels")
+		return fail(fmt.Errorf("%w\n%s", err, out))
 	}
 	return m.Run()
 }

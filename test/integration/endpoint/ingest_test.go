@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -33,8 +34,12 @@ var (
 	ingestURL  string
 )
 
-// ingestFlushInterval is the ingest endpoint's flush interval in these tests.
-const ingestFlushInterval = 2 * time.Second
+// ingestFlushInterval is the ingest endpoint's flush interval in these tests, and
+// ingestAuthCacheTTL its cache TTL (short: a pod's token must outlive it in the cache).
+const (
+	ingestFlushInterval = 2 * time.Second
+	ingestAuthCacheTTL  = time.Second
+)
 
 // ingestEndpoint is an endpoint with --progress-ingest on the suite's manager (its flusher runs:
 // the suite's manager elects no leader).
@@ -49,6 +54,7 @@ func ingestEndpoint(t *testing.T) string {
 		opts.BindAddress = ln.Addr().String()
 		opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
 		opts.Ingest, opts.FlushInterval, opts.WriteBudget = true, ingestFlushInterval, 50
+		opts.AuthCacheTTL = ingestAuthCacheTTL
 		if _, err := apiserver.SetupWithManager(context.Background(), mgr, opts, func(c *apiserver.Config) {
 			c.Listener = ln
 			c.ReviewConfig = countTokenReviews(c.ReviewConfig)
@@ -214,7 +220,9 @@ func TestIngestRefusals(t *testing.T) {
 			t.Errorf("%s %s: code %d", tc.method, tc.path, code)
 		}
 	}
-	// One-entry changes (PATCH) are held to the same rules.
+	// One-entry changes (PATCH) are held to the same rules (from another pod of task A: the
+	// pushes above, refused ones too, spent the first pod's budget).
+	_, tokenA2 := runningPod(t, taskA, "task-a-patcher")
 	for name, tc := range map[string]struct {
 		body string
 		want int
@@ -224,7 +232,7 @@ func TestIngestRefusals(t *testing.T) {
 		"another UID":         {`{"taskUID":"not-the-uid","type":"upload","add":1}`, apiserver.CodeConflict},
 	} {
 		req, _ := http.NewRequest(http.MethodPatch, base+ingest.Path(taskA.Namespace, taskA.Name), strings.NewReader(tc.body))
-		req.Header.Set("Authorization", "Bearer "+tokenA)
+		req.Header.Set("Authorization", "Bearer "+tokenA2)
 		if code := callRequest(t, httpc, req); code != tc.want {
 			t.Errorf("PATCH %s: code %d, want %d", name, code, tc.want)
 		}
@@ -279,5 +287,73 @@ func validateIngestBody(t testing.TB, body []byte) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&env); err != nil || env.Code == nil || (*env.Code == 0) != (env.Data != nil) || *env.Code != 0 && env.CorrelationID == "" {
 		t.Errorf("ingest answer %s: not the envelope with an ack (success) or a correlation ID (error): %v", body, err)
+	}
+}
+
+// A push reaches an open event stream at once, as a new event equal to what a GET answers then
+// (the live values, before any status write); so does a one-entry change.
+func TestIngestPushReachesStreams(t *testing.T) {
+	base := ingestEndpoint(t)
+	owner := newSAUser(t, "users", "ingest-streamer")
+	task := createTaskWithProgress(t, testutil.MakeTask("pushed-streamed", "ingest").Owner(owner.name))
+	_, token := runningPod(t, task, "pushed-streamed-abcde")
+	path := "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
+	httpc := clientFor(t)
+	s, plain := openStream(t, httpc, base+path, owner.token)
+	if s == nil {
+		t.Fatalf("no stream: %s", plain)
+	}
+	s.nextData(t) // the state before
+	getNow := func() string {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+owner.token)
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for i := int64(1); i <= 3; i++ {
+		push := ingest.Push{TaskUID: task.UID, Entries: []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: i, Total: 10}}}
+		if code := pushTo(t, httpc, base, task.Namespace, task.Name, token, push); code != apiserver.CodeSuccess {
+			t.Fatalf("push %d: code %d", i, code)
+		}
+		got := s.nextData(t)
+		if want := getNow(); got != want || !strings.Contains(got, `"current":`+strconv.FormatInt(i, 10)) {
+			t.Errorf("event after push %d: %s, GET %s", i, got, want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPatch, base+ingest.Path(task.Namespace, task.Name),
+		strings.NewReader(`{"taskUID":"`+string(task.UID)+`","type":"upload_count","add":2}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if code := callRequest(t, httpc, req); code != apiserver.CodeSuccess {
+		t.Fatalf("PATCH: code %d", code)
+	}
+	if got := s.nextData(t); !strings.Contains(got, `"upload_count":{"total":0,"current":2`) {
+		t.Errorf("event after a one-entry change: %s", got)
+	}
+}
+
+// A pod's token costs one TokenReview in its life, however long the pod keeps pushing: it is
+// remembered until it expires, not for the cache TTL (what kube-apiserver's cost per writer
+// rests on); its pod is checked against the cache on every push instead.
+func TestIngestOneReviewPerToken(t *testing.T) {
+	base := ingestEndpoint(t)
+	owner := newSAUser(t, "users", "ingest-reviews")
+	task := createTaskWithProgress(t, testutil.MakeTask("reviewed", "ingest").Owner(owner.name))
+	_, token := runningPod(t, task, "reviewed-abcde")
+	httpc := clientFor(t)
+	before := tokenReviews.Load()
+	for i := range 4 {
+		push := ingest.Push{TaskUID: task.UID, Entries: []workflowv1alpha1.ProgressEntry{{Type: "upload", Current: int64(i), Total: 10}}}
+		if code := pushTo(t, httpc, base, task.Namespace, task.Name, token, push); code != apiserver.CodeSuccess {
+			t.Fatalf("push %d: code %d", i, code)
+		}
+		time.Sleep(ingestAuthCacheTTL + 200*time.Millisecond) // past the cache TTL each time
+	}
+	if n := tokenReviews.Load() - before; n != 1 {
+		t.Errorf("%d TokenReviews for one pod token pushing 4 times over %s; want 1", n, 4*(ingestAuthCacheTTL+200*time.Millisecond))
 	}
 }
