@@ -87,7 +87,8 @@ func (f *flusher) Start(ctx context.Context) error {
 }
 
 // write applies to d's task's status.progress, under IngestFieldManager, what the task shows
-// (its status with the pushed entries over it, deleted types left out), if the task named is
+// (its status with the pushed entries over it, deleted types left out) and the progressSummary
+// of that (so the controller has nothing left to write), if the task named is
 // still the one pushed for and that differs from its status. Entries no writer here holds keep
 // their written values: a replica that starts over (a new leader) loses nothing the status has.
 func (f *flusher) write(ctx context.Context, d *due) error {
@@ -106,7 +107,10 @@ func (f *flusher) write(ctx context.Context, d *due) error {
 	body, err := json.Marshal(map[string]any{
 		"apiVersion": workflowv1alpha1.GroupVersion.String(), "kind": "WorkflowTask",
 		"metadata": map[string]any{"name": d.key.Name, "namespace": d.key.Namespace},
-		"status":   map[string]any{"progress": entries},
+		// The summary the controller derives from progress, derived the same way in the same
+		// write: else each write here wakes the controller to write it (a second write on
+		// kube-apiserver per flush, outside the budget).
+		"status": map[string]any{"progress": entries, "progressSummary": workflowv1alpha1.ProgressSummary(entries)},
 	})
 	if err != nil {
 		return fmt.Errorf("encoding the progress of %s: %w", d.key, err)

@@ -170,6 +170,11 @@ func TestIngestPush(t *testing.T) {
 	}
 	gomega.NewWithT(t).Eventually(func() []workflowv1alpha1.ProgressEntry { return stored().Status.Progress }, ingestFlushInterval/2).
 		Should(gomega.ContainElement(gomega.HaveField("Current", int64(10))), "the final values written at once")
+	// With the summary derived from them in the same write: the controller, which paces its
+	// summary-only writes (one per task per 5 s), has nothing left to write.
+	if got := stored().Status.ProgressSummary; got != "100%" {
+		t.Errorf("progressSummary %q with the final values, want 100%% in the same write", got)
+	}
 }
 
 // Hostile pushes, each answered with the spec's envelope and nothing kept: a token for another
