@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/utils/lru"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -260,9 +261,11 @@ func (h *ingestHandler) isWriter(ctx context.Context, task *workflowv1alpha1.Wor
 }
 
 // writerIn is isWriter's check against one reader; found says the reader has the pod.
+// Objects from the cache are read, not copied (read only, never changed: a push would otherwise
+// copy a pod and a Job).
 func writerIn(ctx context.Context, r client.Reader, task *workflowv1alpha1.WorkflowTask, pod string, podUID types.UID) (ok, found bool, err error) {
 	p := &corev1.Pod{}
-	switch err := r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: pod}, p); {
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: pod}, p, readOnly); {
 	case apierrors.IsNotFound(err):
 		return false, false, nil
 	case err != nil:
@@ -274,7 +277,7 @@ func writerIn(ctx context.Context, r client.Reader, task *workflowv1alpha1.Workf
 		return false, true, nil
 	}
 	job := &batchv1.Job{}
-	switch err := r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job); {
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job, readOnly); {
 	case apierrors.IsNotFound(err):
 		return false, true, nil
 	case err != nil:
@@ -283,6 +286,9 @@ func writerIn(ctx context.Context, r client.Reader, task *workflowv1alpha1.Workf
 	jobRef := metav1.GetControllerOf(job)
 	return jobRef != nil && jobRef.UID == task.UID && ref.UID == job.UID, true, nil
 }
+
+// readOnly reads a cached object without copying it.
+var readOnly = &client.GetOptions{UnsafeDisableDeepCopy: ptr.To(true)}
 
 // expiringSet remembers keys for ttl, at most maxKeys (the least recently added go first).
 type expiringSet struct {
