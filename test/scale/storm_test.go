@@ -481,9 +481,12 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 	go func() {
 		probeDone <- probeVisibility(probeCtx, probeWriter, endpointTaskURL(s.tasks[m]), ownerToken)
 	}()
+	cpuProfiled := make(chan struct{})
+	go func() { defer close(cpuProfiled); operatorCPUProfile(profile("cpu"), d-time.Second) }()
 	stormLat := sampleOther(start.Add(d))
 	stopProbe()
 	vis := <-probeDone
+	<-cpuProfiled
 	w1, cpu1, mgr2, took1 := apiserverStatusWrites(t), apiserverCPU(t), operatorMetrics(), apiserverApplyTime(t)
 	r.elapsed = time.Since(start)
 	r.heapDuring = operatorLiveHeap(profile("during"))
@@ -702,6 +705,22 @@ func operatorLiveHeap(file string) float64 {
 	return operatorMetrics()["go_memstats_heap_alloc_bytes"]
 }
 
+// operatorCPUProfile keeps the manager's CPU profile over d in file (nothing when file is
+// empty or it does not answer), and returns when it is kept.
+func operatorCPUProfile(file string, d time.Duration) {
+	if file == "" {
+		return
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", pprofPort, max(1, int(d.Seconds())))) //nolint:gosec // loopback
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if raw, err := io.ReadAll(resp.Body); err == nil && resp.StatusCode == http.StatusOK && os.MkdirAll(filepath.Dir(file), 0o755) == nil {
+		_ = os.WriteFile(file, raw, 0o644)
+	}
+}
+
 // endpointTaskURL is the task's progress at the endpoint.
 func endpointTaskURL(task *workflowv1alpha1.WorkflowTask) string {
 	return manager.ProgressURL + "/workflow/progress/" + workflowv1alpha1.TaskIDFromUID(task.UID)
@@ -788,8 +807,12 @@ type visibility struct {
 	streamEnds     atomic.Int64
 }
 
-// probeVisibility writes its task's probe entry (a new value, then Flush) every 250 ms until ctx
-// ends, and measures from the Set until the endpoint's GET shows it (polled every 2 ms for
+// probePace is the probe's least time between two writes: within a pod's push budget (2 a
+// second; a probe pushing faster is pushed back like any pod, and measures its 429s).
+const probePace = 600 * time.Millisecond
+
+// probeVisibility writes its task's probe entry (a new value, then Flush) every probePace until
+// ctx ends, and measures from the Set until the endpoint's GET shows it (polled every 2 ms for
 // 200 ms, then every 20 ms) and until an event stream delivers it; a value neither shows
 // within 30 s is missed.
 func probeVisibility(ctx context.Context, w *progress.Reporter, url, token string) *visibility {
@@ -874,9 +897,9 @@ func probeVisibility(ctx context.Context, w *progress.Reporter, url, token strin
 			v.missed++
 		}
 		<-flushed
-		select {
+		select { // the next write no sooner than probePace after this one's
 		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(time.Until(t0.Add(probePace))):
 		}
 	}
 	return &v

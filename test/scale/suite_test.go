@@ -42,7 +42,7 @@ var (
 	tasksFlag   = flag.String("scale.tasks", "100,1000,10000", "BenchmarkScale: the task counts N to measure, in order")
 	writersFlag = flag.String("scale.writers", "10,100,1000", "BenchmarkStorm: the numbers M of job pods writing progress at once")
 	stormFlag   = flag.Duration("scale.storm", 20*time.Second, "BenchmarkStorm: how long each storm lasts")
-	profileDir  = flag.String("scale.profile", "", "a directory to keep profiles in: the manager's heap at each N (BenchmarkScale), kube-apiserver's CPU during one round of each kind (BenchmarkStatusWrite)")
+	profileDir  = flag.String("scale.profile", "", "a directory to keep profiles in: the manager's heap at each N (BenchmarkScale), its heap and CPU in each storm (BenchmarkStorm), kube-apiserver's CPU during one round of each kind (BenchmarkStatusWrite)")
 	keepLogs    = flag.Bool("scale.keep-logs", false, "keep the manager's and the cluster's logs even when everything passed")
 	capacity    = flag.Int("scale.capacity", 0, "pods the kwok node may run; 0: room for the tasks of every N and M above (and the smoke's) at once")
 
