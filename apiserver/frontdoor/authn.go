@@ -3,6 +3,7 @@ package frontdoor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -51,7 +52,8 @@ var tokensTotal = func() map[string]prometheus.Counter {
 }()
 
 // Authenticate identifies the caller of r, and on success keeps its connection alive (see the
-// package doc for the rules). A refusal is charged to the client address's budget of failed
+// package doc for the rules; a 429 for want of a review slot to a token whose signature held
+// keeps it too, untrusted). A refusal is charged to the client address's budget of failed
 // logins; over it, the refusal waits the tarpit and is ErrLoginBudget. Errors:
 // ErrNotAuthenticated, ErrBusy, ErrLoginBudget, ErrIdentityBudget.
 func (a *Authenticator) Authenticate(w http.ResponseWriter, r *http.Request) (user.Info, error) {
@@ -60,6 +62,9 @@ func (a *Authenticator) Authenticate(w http.ResponseWriter, r *http.Request) (us
 	case err == nil:
 		trust(w, r)
 		return u, nil
+	case errors.Is(err, errBusySigned):
+		keepAlive(w)
+		return nil, err
 	case errors.Is(err, ErrNotAuthenticated) && !charged && a.door.Refused(r):
 		return nil, ErrLoginBudget
 	}
@@ -137,9 +142,16 @@ func (a *Authenticator) reviewVerified(r *http.Request, tok *bearerToken, now ti
 	u, err := a.review(r)
 	if errors.Is(err, ErrBusy) {
 		a.door.identities.refund(id, time.Now()) // not reviewed
+		return nil, errBusySigned
 	}
 	return u, err
 }
+
+// errBusySigned is ErrBusy for a token whose signature held here (minted by the cluster for
+// this audience, not expired): its connection is kept for the retry the 429 asks for, not
+// trusted (still closed for a newcomer when the table is full). Closing it would make every
+// retry a new TLS handshake — after a new leader, thousands of pods' at once.
+var errBusySigned = fmt.Errorf("%w (the token's signature holds)", ErrBusy)
 
 // reviewUnverifiable reviews a token that could not be checked here, charged to the client
 // address's budget of failed logins (given back when it authenticates, unless its identity is

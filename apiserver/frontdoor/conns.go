@@ -301,6 +301,10 @@ func trust(w http.ResponseWriter, r *http.Request) {
 	delete(w.Header(), "Connection")
 }
 
+// keepAlive keeps the request's connection open after an answer without trusting it: it may
+// still be closed for a newcomer.
+func keepAlive(w http.ResponseWriter) { delete(w.Header(), "Connection") }
+
 // distrust undoes trust: the request's connection may be closed for a newcomer again, and is
 // closed after the answer.
 func distrust(w http.ResponseWriter, r *http.Request) {

@@ -6,7 +6,8 @@
 // without ever blocking accepts; a newcomer takes the place of the oldest connection that never
 // authenticated (or an idle one), so nobody holds a port by holding connections; the TLS
 // handshake and the headers must arrive within a short deadline, and an answer to a request
-// that did not authenticate closes its connection.
+// that did not authenticate closes its connection — but for a 429 to a token whose signature
+// held here when no review slot was free: its retry needs no new handshake.
 //
 // Credentials: a bearer token from the Authorization header only (never a WebSocket
 // subprotocol), JWT-shaped and bounded in size. A token of the cluster's service-account issuer

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -200,15 +201,26 @@ func TestCachedTokenNeverWaitsForASlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := call(t, client, path, "Authorization", "Bearer "+fresh); code != apiserver.CodeTooMany {
+	// The 429 keeps the connection (the token's signature holds): the retry the answer asks
+	// for comes on it, with no new TLS handshake.
+	var conns []bool // per request: whether it came on a connection used before
+	traced := func() *http.Request {
+		req := bearerRequest(endpointURL+path, fresh)
+		return req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { conns = append(conns, info.Reused) }}))
+	}
+	if code := callRequest(t, client, traced()); code != apiserver.CodeTooMany {
 		t.Errorf("a new token while every slot is held: code %d, want 429", code)
 	}
 	if n := heldReviews.Load(); n != int64(slots) {
 		t.Errorf("%d reviews held, want %d: the cached requests must not have waited for them", n, slots)
 	}
 	release()
-	if code := call(t, client, path, "Authorization", "Bearer "+fresh); code != apiserver.CodeSuccess {
+	if code := callRequest(t, client, traced()); code != apiserver.CodeSuccess {
 		t.Errorf("the new token once the slots are free: code %d", code)
+	}
+	if want := []bool{true, true}; !slices.Equal(conns, want) {
+		t.Errorf("connections reused %v, want %v: the 429 for want of a slot closed the connection", conns, want)
 	}
 }
 
