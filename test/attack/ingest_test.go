@@ -27,17 +27,15 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/internal/kubeauth"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
 
@@ -53,44 +51,19 @@ type pod struct {
 	token string
 }
 
-// runningPod creates a pod of task's Job as the Job controller would (envtest runs none),
-// marks it Running, and gets it an ingest token.
+// runningPod is a running pod of task's Job with an ingest token.
 func runningPod(t testing.TB, task *workflowv1alpha1.WorkflowTask, name string) pod {
 	t.Helper()
-	ctx := context.Background()
-	job := &batchv1.Job{}
-	gomega.NewWithT(t).Eventually(func() error {
-		return k8sClient.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job)
-	}).Should(gomega.Succeed(), "the controller creates the task's Job")
-	obj := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: task.Namespace, OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}}},
-		Spec: corev1.PodSpec{ServiceAccountName: task.Name + "-runner", Containers: []corev1.Container{{Name: "work", Image: "worker"}}},
-	}
-	if err := k8sClient.Create(ctx, obj); err != nil {
-		t.Fatal(err)
-	}
-	obj.Status.Phase = corev1.PodRunning
-	if err := k8sClient.Status().Update(ctx, obj); err != nil {
-		t.Fatal(err)
-	}
-	p := pod{task: task, obj: obj}
+	p := pod{task: task, obj: testenv.RunningTaskPod(t, k8sClient, task, name)}
 	p.token = p.newToken(t, ingest.Audience)
 	return p
 }
 
-// newToken is a new token (TokenRequest) of the pod's runner bound to the pod, for audiences
-// (none: kube-apiserver's own).
+// newToken is a new token of the pod's runner bound to the pod, for audiences (none:
+// kube-apiserver's own).
 func (p pod) newToken(t testing.TB, audiences ...string) string {
 	t.Helper()
-	var token string
-	gomega.NewWithT(t).Eventually(func() error {
-		var err error
-		token, err = kubeauth.Token(context.Background(), kubernetes.NewForConfigOrDie(adminCfg), p.task.Namespace, p.task.Name+"-runner",
-			kubeauth.TokenOptions{Audiences: audiences, BoundTo: kubeauth.BoundToPod(p.obj)})
-		return err
-	}).Should(gomega.Succeed(), "a token of the task's runner bound to its pod")
-	return token
+	return testenv.PodToken(t, adminCfg, p.obj, audiences...)
 }
 
 // url is where the pod pushes.

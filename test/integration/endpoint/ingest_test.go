@@ -15,16 +15,14 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
-	"github.com/taskops/workflowtask-operator/internal/kubeauth"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
@@ -66,36 +64,15 @@ func ingestEndpoint(t *testing.T) string {
 	return ingestURL
 }
 
-// runningPod creates a pod of task's Job as the Job controller would (envtest runs none), marks
-// it Running, and returns it with a token of the task's runner bound to it for audiences.
+// runningPod is a running pod of task's Job with a token of the task's runner bound to it for
+// audiences (none: the ingest audience).
 func runningPod(t *testing.T, task *workflowv1alpha1.WorkflowTask, name string, audiences ...string) (*corev1.Pod, string) {
 	t.Helper()
-	ctx := context.Background()
-	job := &batchv1.Job{}
-	gomega.NewWithT(t).Eventually(func() error {
-		return k8sClient.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job)
-	}).Should(gomega.Succeed(), "the controller creates the task's Job")
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: task.Namespace, OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}}},
-		Spec: corev1.PodSpec{ServiceAccountName: task.Name + "-runner", Containers: []corev1.Container{{Name: "work", Image: "worker"}}},
-	}
-	if err := k8sClient.Create(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	pod.Status.Phase = corev1.PodRunning
-	if err := k8sClient.Status().Update(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
+	pod := testenv.RunningTaskPod(t, k8sClient, task, name)
 	if len(audiences) == 0 {
 		audiences = []string{ingest.Audience}
 	}
-	token, err := kubeauth.Token(ctx, kubernetes.NewForConfigOrDie(adminCfg), task.Namespace, task.Name+"-runner",
-		kubeauth.TokenOptions{Audiences: audiences, BoundTo: kubeauth.BoundToPod(pod)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pod, token
+	return pod, testenv.PodToken(t, adminCfg, pod, audiences...)
 }
 
 // pushTo sends a push of task namespace/name with token from client and returns the envelope's code.

@@ -19,16 +19,10 @@ import (
 	"time"
 
 	"github.com/onsi/gomega"
-	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
-	"github.com/taskops/workflowtask-operator/internal/kubeauth"
+	"github.com/taskops/workflowtask-operator/internal/testenv"
 	"github.com/taskops/workflowtask-operator/pkg/progress"
 	"github.com/taskops/workflowtask-operator/pkg/progress/ingest"
 )
@@ -131,32 +125,7 @@ func servingCA(addr string) ([]byte, error) {
 // kubelet projects into the pod.
 func podToken(t *testing.T, task *workflowv1alpha1.WorkflowTask, name string) string {
 	t.Helper()
-	ctx := context.Background()
-	job := &batchv1.Job{}
-	gomega.NewWithT(t).Eventually(func() error {
-		return k8sClient.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: task.Name}, job)
-	}).Should(gomega.Succeed(), "the controller creates the task's Job")
-	pod := &corev1.Pod{}
-	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: name}, pod); err != nil {
-		pod = &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: task.Namespace, OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: ptr.To(true)}}},
-			Spec: corev1.PodSpec{ServiceAccountName: task.Name + "-runner", Containers: []corev1.Container{{Name: "work", Image: "worker"}}},
-		}
-		if err := k8sClient.Create(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
-		pod.Status.Phase = corev1.PodRunning
-		if err := k8sClient.Status().Update(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
-	}
-	token, err := kubeauth.Token(ctx, kubernetes.NewForConfigOrDie(adminCfg), task.Namespace, task.Name+"-runner",
-		kubeauth.TokenOptions{Audiences: []string{ingest.Audience}, BoundTo: kubeauth.BoundToPod(pod)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return token
+	return testenv.PodToken(t, adminCfg, testenv.RunningTaskPod(t, k8sClient, task, name), ingest.Audience)
 }
 
 // ingestTarget is where a writer in pod pushes task's progress.
