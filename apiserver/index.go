@@ -21,6 +21,9 @@ type taskIndex struct {
 	mu     sync.RWMutex
 	byID   map[string][]*indexedTask
 	byName map[types.NamespacedName]*indexedTask
+
+	// rendered, when set (tests), is called between rendering an answer and storing it.
+	rendered func()
 }
 
 // indexedTask is a task as the informer holds it (read only) and its rendered answer.
@@ -36,14 +39,24 @@ func newTaskIndex(live *liveStore) *taskIndex {
 
 // set adds or replaces t.
 func (x *taskIndex) set(t *workflowv1alpha1.WorkflowTask) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.setLocked(t)
+}
+
+// setLocked renders t's answer and stores it. The answer is rendered under the lock: of two
+// renderings (an informer event, a push), the one stored last read the pushed values last, so
+// an answer never goes back to values older than a push it has seen.
+func (x *taskIndex) setLocked(t *workflowv1alpha1.WorkflowTask) {
 	entries := t.Status.Progress
 	if x.live != nil {
 		entries = x.live.overlay(t.UID, entries)
 	}
 	it := &indexedTask{task: t, id: workflowv1alpha1.TaskIDFromUID(t.UID), body: progressBody(entries)}
+	if x.rendered != nil {
+		x.rendered()
+	}
 	name := types.NamespacedName{Namespace: t.Namespace, Name: t.Name}
-	x.mu.Lock()
-	defer x.mu.Unlock()
 	if old := x.byName[name]; old != nil {
 		x.removeIDLocked(old)
 	}
@@ -51,16 +64,16 @@ func (x *taskIndex) set(t *workflowv1alpha1.WorkflowTask) {
 	x.byID[it.id] = append(x.byID[it.id], it)
 }
 
-// refresh renders the answer of task namespace/name again (what was pushed changed); false
-// when there is no such task or it has another UID.
+// refresh renders the answer of task namespace/name again (what was pushed changed), from the
+// task as the index holds it now; false when there is no such task or it has another UID.
 func (x *taskIndex) refresh(name types.NamespacedName, uid types.UID) bool {
-	x.mu.RLock()
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	it := x.byName[name]
-	x.mu.RUnlock()
 	if it == nil || it.task.UID != uid {
 		return false
 	}
-	x.set(it.task)
+	x.setLocked(it.task)
 	return true
 }
 

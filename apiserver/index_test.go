@@ -1,7 +1,10 @@
 package apiserver
 
 import (
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/types"
@@ -52,5 +55,40 @@ func TestTaskIndex(t *testing.T) {
 	x.remove(twin)
 	if len(x.byName) != 0 || len(x.byID) != 0 {
 		t.Errorf("after deleting everything: %d by name, %d by ID", len(x.byName), len(x.byID))
+	}
+}
+
+// A push's answer never goes back: an informer event rendered before a push but stored after
+// the push's own rendering must not replace it (a writer's last values would stay hidden until
+// the task's next change).
+func TestTaskIndexAnswerNeverGoesBack(t *testing.T) {
+	live := newLiveStore(8, 8)
+	x := newTaskIndex(live)
+	task := testutil.MakeTask("a", "ns").Owner("alice").Obj()
+	task.UID = "uid-a"
+	key := types.NamespacedName{Namespace: "ns", Name: "a"}
+	x.set(task)
+
+	// The informer's event renders the task (nothing pushed yet) and is held before it stores.
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	x.rendered = func() { once.Do(func() { close(held); <-release }) }
+	var wg sync.WaitGroup
+	wg.Go(func() { x.set(task) })
+	<-held
+	x.rendered = nil
+	// Meanwhile a pod pushes its last value and the answer is rendered again.
+	live.put(task.UID, key, writerKey{"pod", "w"}, []workflowv1alpha1.ProgressEntry{pe("final", 7)}, true, time.Now())
+	pushed := make(chan struct{})
+	go func() { x.refresh(key, task.UID); close(pushed) }()
+	select { // (it waits for the event's store, or is done before it: either way it must win)
+	case <-pushed:
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	wg.Wait()
+	<-pushed
+	if body := string(x.ByName("ns", "a").body); !strings.Contains(body, `"final":{"total":100,"current":7`) {
+		t.Errorf("the answer after the push: %s, want the pushed final value", body)
 	}
 }
