@@ -94,7 +94,7 @@ func (c CompletedConfig) New() *Server {
 	if live != nil {
 		leading := &atomic.Bool{}
 		srv.flusher = &flusher{live: live, tasks: h.tasks, client: c.Writer, interval: c.Options.FlushInterval,
-			budget: c.Options.WriteBudget, workers: 4, leading: leading, log: c.Log.WithName("ingest")}
+			budget: c.Options.WriteBudget, workers: flushWorkers(c.Options.WriteBudget), leading: leading, log: c.Log.WithName("ingest")}
 		h.ingest = &ingestHandler{authn: c.ingestAuthn, cached: c.PodReader, uncached: c.LiveReader, tasks: h.tasks, live: live, hub: h.changes,
 			pushes: frontdoor.NewBudget(pushesPerSecond, pushBurst, maxPushers), refused: newExpiringSet(c.Options.AuthCacheTTL, maxPushers),
 			leading: leading, debug: c.Options.Debug,
