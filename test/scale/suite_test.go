@@ -39,12 +39,13 @@ const (
 )
 
 var (
-	tasksFlag   = flag.String("scale.tasks", "100,1000,10000", "BenchmarkScale: the task counts N to measure, in order")
-	writersFlag = flag.String("scale.writers", "10,100,1000", "BenchmarkStorm: the numbers M of job pods writing progress at once")
-	stormFlag   = flag.Duration("scale.storm", 20*time.Second, "BenchmarkStorm: how long each storm lasts")
-	profileDir  = flag.String("scale.profile", "", "a directory to keep profiles in: the manager's heap at each N (BenchmarkScale), its heap and CPU in each storm (BenchmarkStorm), kube-apiserver's CPU during one round of each kind (BenchmarkStatusWrite)")
-	keepLogs    = flag.Bool("scale.keep-logs", false, "keep the manager's and the cluster's logs even when everything passed")
-	capacity    = flag.Int("scale.capacity", 0, "pods the kwok node may run; 0: room for the tasks of every N and M above (and the smoke's) at once")
+	tasksFlag    = flag.String("scale.tasks", "100,1000,10000", "BenchmarkScale: the task counts N to measure, in order")
+	writersFlag  = flag.String("scale.writers", "10,100,1000", "BenchmarkStorm: the numbers M of job pods writing progress at once")
+	stormFlag    = flag.Duration("scale.storm", 20*time.Second, "BenchmarkStorm: how long each storm lasts")
+	memLimitFlag = flag.String("scale.memlimit", "", "the manager's GOMEMLIMIT; empty: the Deployment's (config/manager). Pushing pods cost the operator ≈ 25 KiB each (their connections): size it for M")
+	profileDir   = flag.String("scale.profile", "", "a directory to keep profiles in: the manager's heap at each N (BenchmarkScale), its heap and CPU in each storm (BenchmarkStorm), kube-apiserver's CPU during one round of each kind (BenchmarkStatusWrite)")
+	keepLogs     = flag.Bool("scale.keep-logs", false, "keep the manager's and the cluster's logs even when everything passed")
+	capacity     = flag.Int("scale.capacity", 0, "pods the kwok node may run; 0: room for the tasks of every N and M above (and the smoke's) at once")
 
 	root       string
 	cluster    *devcluster.Cluster
@@ -141,12 +142,14 @@ func startManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	memLimit, err := deploymentEnv("GOMEMLIMIT")
-	if err != nil {
-		return err
+	memLimit := *memLimitFlag
+	if memLimit == "" {
+		if memLimit, err = deploymentEnv("GOMEMLIMIT"); err != nil {
+			return err
+		}
 	}
 	manager, err = cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, ProgressPort: progressPort, ProbePort: probePort, Log: log,
-		Env: []string{"GOMEMLIMIT=" + memLimit}, // as the Deployment runs it
+		Env: []string{"GOMEMLIMIT=" + memLimit}, // as the Deployment runs it, unless -scale.memlimit
 		ExtraArgs: append([]string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), "--metrics-secure=false",
 			fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort)}, managerArgs...)})
 	return err
