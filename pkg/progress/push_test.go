@@ -177,3 +177,43 @@ func TestIngestTargetFromEnvironment(t *testing.T) {
 		})
 	}
 }
+
+// Close's final state is sent again, unchanged, while the operator answers that it took it but
+// has not written it yet: Close returns once it is written (the process may end then), and
+// says so when its deadline comes first.
+func TestCloseWaitsUntilFinalWritten(t *testing.T) {
+	const pending, written = `{"code":0,"data":{"pending":true,"resendAfterSeconds":10},"msg":""}`, `{"code":0,"data":{"pending":false},"msg":""}`
+	f := newFakeOperator(t, pending, pending, written)
+	r, err := New(Options{Namespace: "ns", Task: "t", UID: "uid-1", Ingest: f.target(t, "tok")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Set("upload", 5, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.pushes) != 3 {
+		t.Fatalf("%d pushes, want 3: the final state until the operator wrote it", len(f.pushes))
+	}
+	for i, p := range f.pushes {
+		if !p.Final || len(p.Entries) != 1 || p.Entries[0].Current != 5 {
+			t.Errorf("push %d: %+v, want the final state", i, p)
+		}
+	}
+
+	never := newFakeOperator(t, pending)
+	r, err = New(Options{Namespace: "ns", Task: "t", UID: "uid-1", Ingest: never.target(t, "tok")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Set("upload", 5, 10)
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.Close(ctx); err == nil || !strings.Contains(err.Error(), "NOT written") {
+		t.Errorf("Close with the final state never written: %v, want an error saying so", err)
+	}
+}

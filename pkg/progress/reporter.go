@@ -399,8 +399,9 @@ func (r *Reporter) Flush(ctx context.Context) error {
 }
 
 // Close stops the reporter after a final write of the current state, retried with backoff
-// until ctx ends. It returns nil when the final state is on the server (or there was nothing
-// to write), and otherwise an error saying it is not; when the task was deleted and re-created,
+// until ctx ends. It returns nil when the final state is in the task's status (or there was
+// nothing to write) — pushed to the operator, once the operator has written it — and otherwise
+// an error saying it is not; when the task was deleted and re-created,
 // at once, an error matching ErrTaskReplaced. Calls after Close are ignored.
 func (r *Reporter) Close(ctx context.Context) error {
 	if r.closed.Swap(true) {

@@ -223,24 +223,35 @@ func retryWait(err error, backoff time.Duration) time.Duration {
 	return backoff
 }
 
-// finalWrite is Close's last write: only when something was not written yet, retried until
-// ctx ends.
+// finalWrite is Close's last write: only when something is not in the status yet — not sent,
+// or pushed and not written by the operator (pending) — retried until ctx ends. A pushed final
+// state is sent again, unchanged, until the operator answers that it is written: this process
+// is about to end, and values held only by an operator replica that dies first would be lost.
 func (r *Reporter) finalWrite(ctx context.Context) error {
-	for attempt := 1; ; attempt++ {
+	failures, pending := 0, 0
+	for {
 		if p := r.replaced.Load(); p != nil {
 			return fmt.Errorf("progress: final state NOT written: %w", *p)
 		}
-		if !r.dirty.Load() && !r.unsent.Load() {
+		if !r.dirty.Load() && !r.unsent.Load() && r.resend.Load() == 0 {
 			return nil
 		}
 		err := r.send(ctx, true)
-		if err == nil {
+		var wait time.Duration
+		switch {
+		case err == nil && r.resend.Load() == 0:
 			return nil
-		}
-		if errors.Is(err, ErrTaskReplaced) {
+		case err == nil: // pushed, not written yet: ask again soon (a final value is written first)
+			pending++
+			wait = backoff(finalResend, time.Duration(r.resend.Load()), pending)
+			err = errFinalPending
+		case errors.Is(err, ErrTaskReplaced):
 			continue // returned above
+		default:
+			failures++
+			wait = retryWait(err, backoff(r.opts.Interval, r.opts.MaxBackoff, failures))
 		}
-		t := time.NewTimer(retryWait(err, backoff(r.opts.Interval, r.opts.MaxBackoff, attempt)))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -249,6 +260,13 @@ func (r *Reporter) finalWrite(ctx context.Context) error {
 		}
 	}
 }
+
+// finalResend is the first wait before a final state the operator took but did not write yet
+// is sent again (then doubled, up to the operator's resendAfterSeconds).
+const finalResend = 500 * time.Millisecond
+
+// errFinalPending: the operator took the final state and has not written it to the status yet.
+var errFinalPending = errors.New("the operator has not written it to the status yet")
 
 // backoff is interval·2^(failures-1), capped at maxBackoff, with ±20% jitter so that many
 // reporters recovering together do not write in lockstep.
