@@ -594,6 +594,12 @@ func storm(t testing.TB, s *stormTasks, mode string, apf bool, d time.Duration) 
 		}
 	}
 	r.finalsAfter = time.Since(closing)
+	if manager.Exited() { // (it lost its Lease while the final values were being written)
+		r.operatorExited = true
+		if err := startManager(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Of the final values missing from the status, those the endpoint shows (taken, not written).
 	for _, task := range missing {
 		get := getter(endpointTaskURL(task), ownerToken, func(b []byte) bool {
