@@ -667,6 +667,24 @@ func hugePush(c *http.Client, p pod, size int64) answer {
 	return answer{status: resp.StatusCode, body: got, err: err}
 }
 
+// attackerAndSibling is a task named name of its own owner with two running pods, the attacker
+// and a sibling, that each pushed upload 3 from ip, a fresh address (their connections closed
+// since).
+func attackerAndSibling(t *testing.T, name string) (owner saUser, task *workflowv1alpha1.WorkflowTask, attacker, sibling pod, ip net.IP) {
+	t.Helper()
+	owner = newSAUser(t, "users", name+"-owner")
+	task = createTaskObject(t, name, owner)
+	attacker, sibling = runningPod(t, task, name+"-attacker"), runningPod(t, task, name+"-sibling")
+	ip = freshAddress()
+	for _, p := range []pod{attacker, sibling} {
+		if a := p.push(clientFrom(ip), "upload", 3, ""); a.code() != apiserver.CodeSuccess {
+			t.Fatalf("%s's first push: HTTP %d %.200s (%v)", p.obj.Name, a.status, a.body, a.err)
+		}
+	}
+	closeIdle()
+	return owner, task, attacker, sibling, ip
+}
+
 // Oversized bodies: a pod sending 24 pushes of 10 MiB each, 8 at a time, gets each cut at
 // ingest.MaxBodyBytes (40001) or refused past its budget (429) — or its connection closed while
 // it was still sending — and nothing of them is kept; afterwards the live heap after GC is
@@ -674,16 +692,7 @@ func hugePush(c *http.Client, p pod, size int64) answer {
 // on the same address pushes meanwhile.
 func TestIngestOversizedBodies(t *testing.T) {
 	const n, workers, size = 24, 8, 10 << 20
-	owner := newSAUser(t, "users", "ingest-huge-owner")
-	task := createTaskObject(t, "ingest-huge", owner)
-	attacker, sibling := runningPod(t, task, "ingest-huge-attacker"), runningPod(t, task, "ingest-huge-sibling")
-	ip := freshAddress()
-	for _, p := range []pod{attacker, sibling} {
-		if a := p.push(clientFrom(ip), "upload", 3, ""); a.code() != apiserver.CodeSuccess {
-			t.Fatalf("%s's first push: HTTP %d %.200s (%v)", p.obj.Name, a.status, a.body, a.err)
-		}
-	}
-	closeIdle()
+	owner, task, attacker, sibling, ip := attackerAndSibling(t, "ingest-huge")
 	baseGoroutines, baseHeap := runtime.NumGoroutine(), liveHeap()
 	answers := make([]answer, n)
 	work := make(chan int)
@@ -732,16 +741,7 @@ func TestIngestOversizedBodies(t *testing.T) {
 // pushes meanwhile.
 func TestIngestSlowBodies(t *testing.T) {
 	const slow = 16
-	owner := newSAUser(t, "users", "ingest-slow-owner")
-	task := createTaskObject(t, "ingest-slow", owner)
-	attacker, sibling := runningPod(t, task, "ingest-slow-attacker"), runningPod(t, task, "ingest-slow-sibling")
-	ip := freshAddress()
-	for _, p := range []pod{attacker, sibling} {
-		if a := p.push(clientFrom(ip), "upload", 3, ""); a.code() != apiserver.CodeSuccess {
-			t.Fatalf("%s's first push: HTTP %d %.200s (%v)", p.obj.Name, a.status, a.body, a.err)
-		}
-	}
-	closeIdle()
+	owner, task, attacker, sibling, ip := attackerAndSibling(t, "ingest-slow")
 	baseline := runtime.NumGoroutine()
 	body := pushBody(task.UID, "upload", 666)
 	for _, c := range []struct{ name, token string }{
