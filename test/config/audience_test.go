@@ -23,19 +23,6 @@ const installerImage = "registry.example/taskops/workflowtask-operator:v0.0.0-co
 // apiserver.TokenAudience and nothing else: a token a client sends to the endpoint is then
 // useless against kube-apiserver.
 func TestShippedTokenAudience(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Fatalf("kubectl: %v", err)
-	}
-	kustomize := func(dir string) func(*testing.T) []*unstructured.Unstructured {
-		return func(t *testing.T) []*unstructured.Unstructured {
-			objs, err := testenv.Kustomize(kubectl, dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return objs
-		}
-	}
 	for _, c := range []struct {
 		name       string
 		render     func(*testing.T) []*unstructured.Unstructured
@@ -65,6 +52,22 @@ func TestShippedTokenAudience(t *testing.T) {
 				t.Errorf("%d containers run %s, want %d", found, c.image, c.containers)
 			}
 		})
+	}
+}
+
+// kustomize renders config/dir with kubectl's kustomize: a shipped configuration's objects.
+func kustomize(dir string) func(*testing.T) []*unstructured.Unstructured {
+	return func(t *testing.T) []*unstructured.Unstructured {
+		t.Helper()
+		kubectl, err := exec.LookPath("kubectl")
+		if err != nil {
+			t.Fatalf("kubectl: %v", err)
+		}
+		objs, err := testenv.Kustomize(kubectl, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return objs
 	}
 }
 

@@ -2,7 +2,6 @@ package config_test
 
 import (
 	"net"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/apiserver"
 	"github.com/taskops/workflowtask-operator/internal/servingcert"
-	"github.com/taskops/workflowtask-operator/internal/testenv"
 )
 
 // Every shipped configuration that runs the manager with --progress-ingest (config/default,
@@ -31,19 +29,6 @@ import (
 // covers the Service's DNS names. config/split, whose manager serves no endpoint, runs no ingest
 // and ships no ingest Service.
 func TestShippedIngest(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Fatalf("kubectl: %v", err)
-	}
-	kustomize := func(dir string) func(*testing.T) []*unstructured.Unstructured {
-		return func(t *testing.T) []*unstructured.Unstructured {
-			objs, err := testenv.Kustomize(kubectl, dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return objs
-		}
-	}
 	for _, c := range []struct {
 		name   string
 		render func(*testing.T) []*unstructured.Unstructured
@@ -148,22 +133,12 @@ func TestShippedIngest(t *testing.T) {
 // The example NetworkPolicy admits tasks' pods, in any namespace, to the port the ingest Service
 // targets, and keeps it closed to other pods.
 func TestNetworkPolicyAdmitsIngest(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Fatalf("kubectl: %v", err)
-	}
-	objs, err := testenv.Kustomize(kubectl, "networkpolicy")
-	if err != nil {
-		t.Fatal(err)
-	}
+	objs := kustomize("networkpolicy")(t)
 	np := findTyped[networkingv1.NetworkPolicy](t, objs, "NetworkPolicy", "workflowtask-progress")
 	if np == nil {
 		t.Fatal("no NetworkPolicy workflowtask-progress")
 	}
-	operator, err := testenv.Kustomize(kubectl, "default")
-	if err != nil {
-		t.Fatal(err)
-	}
+	operator := kustomize("default")(t)
 	manager := findTyped[appsv1.Deployment](t, operator, "Deployment", "workflowtask-controller-manager")
 	if manager == nil {
 		t.Fatal("no manager Deployment")
