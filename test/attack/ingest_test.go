@@ -3,21 +3,14 @@ package attack_test
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -135,60 +128,16 @@ func countCodes(answers []answer) map[int]int {
 // resigned is token with its claims changed by mutate, signed by key (the header kept).
 func resigned(t testing.TB, token string, key crypto.Signer, mutate func(claims map[string]any)) string {
 	t.Helper()
-	parts := strings.Split(token, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	out, err := testenv.Resign(token, key, mutate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var claims map[string]any
-	if err := json.Unmarshal(raw, &claims); err != nil {
-		t.Fatal(err)
-	}
-	mutate(claims)
-	payload, _ := json.Marshal(claims)
-	signed := parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload)
-	sum := sha256.Sum256([]byte(signed))
-	var sig []byte
-	switch k := key.(type) {
-	case *rsa.PrivateKey: // RS256
-		if sig, err = rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, sum[:]); err != nil {
-			t.Fatal(err)
-		}
-	case *ecdsa.PrivateKey: // ES256: r || s, each the curve's size
-		r, s, err := ecdsa.Sign(rand.Reader, k, sum[:])
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := (k.Curve.Params().BitSize + 7) / 8
-		sig = append(r.FillBytes(make([]byte, n)), s.FillBytes(make([]byte, n))...)
-	default:
-		t.Fatalf("unexpected key %T", key)
-	}
-	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
+	return out
 }
 
-// clusterKey is kube-apiserver's service-account signing key (envtest writes it to its cert
-// directory): what signs every genuine token.
+// clusterKey is kube-apiserver's service-account signing key: what signs every genuine token.
 var clusterKey = sync.OnceValues(func() (crypto.Signer, error) {
-	keyPEM, err := os.ReadFile(filepath.Join(env.ControlPlane.GetAPIServer().CertDir, "sa-signer.key"))
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(keyPEM)
-	if block == nil {
-		return nil, fmt.Errorf("service-account key: no PEM block")
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	return k.(crypto.Signer), nil
+	return testenv.ServiceAccountSigner(env.ControlPlane.GetAPIServer().CertDir)
 })
 
 // strangerKey is a key the cluster never had.

@@ -2,15 +2,8 @@ package endpoint_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"net"
 	"net/http"
 	"os"
@@ -190,58 +183,18 @@ func TestLoginRequired(t *testing.T) {
 // expiry in the past: a genuine signature, and expired.
 func expiredToken(t *testing.T, token string) string {
 	t.Helper()
-	parts := strings.Split(token, ".")
-	header, _ := base64.RawURLEncoding.DecodeString(parts[0])
-	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	var claims map[string]any
-	if err := json.Unmarshal(raw, &claims); err != nil {
+	key, err := testenv.ServiceAccountSigner(env.ControlPlane.GetAPIServer().CertDir)
+	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	claims["iat"], claims["nbf"], claims["exp"] = now.Add(-2*time.Hour).Unix(), now.Add(-2*time.Hour).Unix(), now.Add(-time.Hour).Unix()
-	payload, _ := json.Marshal(claims)
-	keyPEM, err := os.ReadFile(filepath.Join(env.ControlPlane.GetAPIServer().CertDir, "sa-signer.key"))
+	out, err := testenv.Resign(token, key, func(claims map[string]any) {
+		claims["iat"], claims["nbf"], claims["exp"] = now.Add(-2*time.Hour).Unix(), now.Add(-2*time.Hour).Unix(), now.Add(-time.Hour).Unix()
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed := base64.RawURLEncoding.EncodeToString(header) + "." + base64.RawURLEncoding.EncodeToString(payload)
-	sum := sha256.Sum256([]byte(signed))
-	var sig []byte
-	switch key := parseKey(t, keyPEM).(type) {
-	case *rsa.PrivateKey: // RS256
-		if sig, err = rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:]); err != nil {
-			t.Fatal(err)
-		}
-	case *ecdsa.PrivateKey: // ES256: r || s, each the curve's size
-		r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := (key.Curve.Params().BitSize + 7) / 8
-		sig = append(r.FillBytes(make([]byte, n)), s.FillBytes(make([]byte, n))...)
-	default:
-		t.Fatalf("unexpected service-account key %T", key)
-	}
-	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
-}
-
-func parseKey(t *testing.T, keyPEM []byte) any {
-	t.Helper()
-	block, _ := pem.Decode(keyPEM)
-	if block == nil {
-		t.Fatal("service-account key: no PEM block")
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return k
-	}
-	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
-		return k
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		t.Fatalf("service-account key: %v", err)
-	}
-	return k
+	return out
 }
 
 // Unique garbage tokens cannot flood the API server: reviews in flight stay bounded.
