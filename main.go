@@ -103,6 +103,14 @@ func main() {
 				os.Exit(1)
 			}
 		}
+		notifyCfg, err := ctrlOpts.Notify.Load() // validated above
+		if err == nil {
+			err = reconciler.SetupNotifier(mgr, notifyCfg)
+		}
+		if err != nil {
+			setupLog.Error(err, "Unable to set up notifications")
+			os.Exit(1)
+		}
 		if err := reconciler.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: ctrlOpts.Workers}); err != nil {
 			setupLog.Error(err, "Unable to set up the WorkflowTask controller")
 			os.Exit(1)

@@ -67,9 +67,12 @@ func observeFinished(task *workflowv1alpha1.WorkflowTask, old, updated taskRecor
 // errorReason classifies a reconcile error into a bounded set of reasons.
 func errorReason(err error) string {
 	var conflict *runnerConflictError
+	var stale *staleRecordError
 	switch {
 	case errors.As(err, &conflict):
 		return workflowv1alpha1.ReasonRunnerConflict
+	case errors.As(err, &stale):
+		return "StaleRecord"
 	case apierrors.ReasonForError(err) != metav1.StatusReasonUnknown:
 		return string(apierrors.ReasonForError(err))
 	case errors.Is(err, context.DeadlineExceeded):

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"flag"
 	"time"
+
+	"github.com/taskops/workflowtask-operator/controllers/notify"
 )
 
 // Options are the controller's command-line options (the endpoint's are apiserver.Options,
@@ -27,6 +29,8 @@ type Options struct {
 	// certificate, given to the pods (read again when it changes); empty: the CA bundle
 	// ConfigMap the serving certificate's code publishes (--progress-cert-ca-bundle-configmap).
 	IngestCAFile string
+	// Notify names the sinks tasks' announcements are delivered to (controllers/notify).
+	Notify notify.Options
 }
 
 // NewOptions returns the defaults.
@@ -48,6 +52,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.IngestURL, "progress-ingest-url", o.IngestURL,
 		"With --progress-ingest: base URL (https) of the operator's ingest endpoint that tasks' pods push their progress to; "+
 			"each pod gets it with its task's path appended in WORKFLOWTASK_PROGRESS_URL. Default: the Service "+IngestServiceName+" in the operator's namespace ($POD_NAMESPACE).")
+	o.Notify.AddFlags(fs)
 	fs.StringVar(&o.IngestCAFile, "progress-ingest-ca-file", o.IngestCAFile,
 		"With --progress-ingest: PEM file of the CAs that verify the ingest endpoint, given to tasks' pods in WORKFLOWTASK_PROGRESS_CA (read again when it changes). "+
 			"Empty: the CA bundle ConfigMap the operator publishes (--progress-cert-ca-bundle-configmap), read from the API.")
@@ -66,5 +71,8 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--progress-image is empty"))
 	}
 	errs = append(errs, o.validateIngest()...)
+	if _, err := o.Notify.Load(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }

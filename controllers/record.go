@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/controllers/notify"
 )
 
 // maxRecordMessage bounds the verdict's message kept in the record (annotations share 256 KiB).
@@ -33,6 +37,11 @@ type taskRecord struct {
 	Message string                     `json:"message,omitempty"`
 	// CompletionTime is when the controller reached the verdict. TTL counts from it.
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// Announced is what the controller has announced about the task (announce).
+	Announced announcedState `json:"announced,omitzero"`
+	// Outbox holds the announcements not yet delivered to every notification sink, when the
+	// task has any (controllers/notify).
+	Outbox *notify.Outbox `json:"outbox,omitempty"`
 }
 
 // finished reports whether the controller has reached a verdict on the task.
@@ -85,7 +94,10 @@ func truncateUTF8(s string, n int) string {
 }
 
 // writeRecordIfChanged stores the record in the task's annotation when it changed, before the
-// status that reflects it is written.
+// status that reflects it is written. It replaces the record only if the task still holds the
+// one read (a JSON patch test), so a reconcile of a stale cached copy can neither undo nor
+// repeat what a newer record says (its announcements above all); it fails instead, and the
+// task is reconciled again.
 func (r *WorkflowTaskReconciler) writeRecordIfChanged(ctx context.Context, task *workflowv1alpha1.WorkflowTask, old, rec taskRecord) error {
 	if recordEqual(old, rec) {
 		return nil
@@ -94,20 +106,46 @@ func (r *WorkflowTaskReconciler) writeRecordIfChanged(ctx context.Context, task 
 	if err != nil {
 		return fmt.Errorf("encoding the task record: %w", err)
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-		"uid":         task.UID, // precondition: never annotate a newer task of the same name
-		"annotations": map[string]string{workflowv1alpha1.AnnotationRecord: string(raw)},
-	}})
-	if err != nil {
-		return fmt.Errorf("encoding the task record patch: %w", err)
+	var patch client.Patch
+	if read, ok := task.Annotations[workflowv1alpha1.AnnotationRecord]; ok {
+		path := "/metadata/annotations/" + strings.ReplaceAll(workflowv1alpha1.AnnotationRecord, "/", "~1")
+		ops, err := json.Marshal([]map[string]any{
+			{"op": "test", "path": "/metadata/uid", "value": task.UID}, // never annotate a newer task of the same name
+			{"op": "test", "path": path, "value": read},
+			{"op": "replace", "path": path, "value": string(raw)},
+		})
+		if err != nil {
+			return fmt.Errorf("encoding the task record patch: %w", err)
+		}
+		patch = client.RawPatch(types.JSONPatchType, ops)
+	} else {
+		merge, err := json.Marshal(map[string]any{"metadata": map[string]any{
+			"uid":         task.UID, // precondition: never annotate a newer task of the same name
+			"annotations": map[string]string{workflowv1alpha1.AnnotationRecord: string(raw)},
+		}})
+		if err != nil {
+			return fmt.Errorf("encoding the task record patch: %w", err)
+		}
+		patch = client.RawPatch(types.MergePatchType, merge)
 	}
 	// A copy takes the server's answer: the task must stay as read, or the status patch computed
 	// from it next would undo progress written meanwhile.
-	if err := r.Patch(ctx, task.DeepCopy(), client.RawPatch(types.MergePatchType, patch)); err != nil {
+	if err := r.Patch(ctx, task.DeepCopy(), patch); err != nil {
+		if apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
+			return &staleRecordError{err: err}
+		}
 		return fmt.Errorf("writing the task record: %w", err)
 	}
 	return nil
 }
+
+// staleRecordError: the task's record changed since the copy reconciled was read.
+type staleRecordError struct{ err error }
+
+func (e *staleRecordError) Error() string {
+	return "the task's record changed since it was read (reconciled again): " + e.err.Error()
+}
+func (e *staleRecordError) Unwrap() error { return e.err }
 
 // recordEqual compares records with their times at the API's one-second precision.
 func recordEqual(a, b taskRecord) bool {
@@ -115,5 +153,6 @@ func recordEqual(a, b taskRecord) bool {
 		return (x == nil) == (y == nil) && (x == nil || x.Rfc3339Copy().Time.Equal(y.Rfc3339Copy().Time))
 	}
 	return a.JobCreated == b.JobCreated && a.Phase == b.Phase && a.Reason == b.Reason && a.Message == b.Message &&
-		timeEq(a.StartTime, b.StartTime) && timeEq(a.CompletionTime, b.CompletionTime)
+		timeEq(a.StartTime, b.StartTime) && timeEq(a.CompletionTime, b.CompletionTime) &&
+		equality.Semantic.DeepEqual(a.Announced, b.Announced) && equality.Semantic.DeepEqual(a.Outbox, b.Outbox)
 }

@@ -237,13 +237,12 @@ func TestStatusEvents(t *testing.T) {
 		obs      jobObservation
 		want     []string
 	}{
-		"created":   {&workflowv1alpha1.WorkflowTaskStatus{}, &queued.Status, jobObservation{job: testutil.MakeJob("t", "").Obj(), created: true}, []string{EventJobCreated}},
-		"started":   {&queued.Status, &running, jobObservation{}, []string{EventProcessing}},
-		"stalled":   {&running, &stalled, jobObservation{}, []string{EventProgressStalled}},
-		"unstalled": {&stalled, &running, jobObservation{}, []string{EventProgressResumed}},
-		"completed": {&running, &done, jobObservation{}, []string{EventCompleted}},
-		"no change": {&running, &running, jobObservation{}, nil},
-		// A forged finish undone: a correction, and no "Processing" as if the task had restarted.
+		"created": {&workflowv1alpha1.WorkflowTaskStatus{}, &queued.Status, jobObservation{job: testutil.MakeJob("t", "").Obj(), created: true}, []string{EventJobCreated}},
+		// Phase changes, stalls and milestones are announcements (TestAnnounce), not made here.
+		"started":                 {&queued.Status, &running, jobObservation{}, nil},
+		"stalled":                 {&running, &stalled, jobObservation{}, nil},
+		"completed":               {&running, &done, jobObservation{}, nil},
+		"no change":               {&running, &running, jobObservation{}, nil},
 		"forged finish corrected": {forged, &running, jobObservation{}, []string{EventStatusCorrected}},
 	}
 	for name, tc := range cases {

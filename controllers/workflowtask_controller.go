@@ -18,7 +18,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
@@ -38,6 +41,11 @@ type WorkflowTaskReconciler struct {
 	Clock     clock.PassiveClock
 	// Pods are the defaults the controller gives every task's pods.
 	Pods PodDefaults
+	// Deliveries, when set, is the notifier the task's announcements are kept for until it
+	// delivered them (controllers/notify); nil: announced as Events only.
+	Deliveries Deliveries
+	// Delivered wakes a task whose announcements the notifier delivered (nil: never).
+	Delivered <-chan ctrlevent.TypedGenericEvent[*workflowv1alpha1.WorkflowTask]
 
 	// progressClock times progress entries that carry no believable updateTime.
 	progressClock *progressClock
@@ -122,6 +130,7 @@ func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request
 	}
 	old := task.Status.DeepCopy()
 	status, summaryWait := r.summaries.pace(req.NamespacedName, old, &status, now)
+	newRec, announced := r.announceInto(task, stored, newRec, &status, now)
 	if err := r.writeRecordIfChanged(ctx, task, stored, newRec); err != nil {
 		return ctrl.Result{}, errors.Join(reconcileErr, err)
 	}
@@ -129,7 +138,7 @@ func (r *WorkflowTaskReconciler) reconcile(ctx context.Context, req ctrl.Request
 	if err := r.updateStatusIfChanged(ctx, task, status); err != nil {
 		return ctrl.Result{}, errors.Join(reconcileErr, err)
 	}
-	events := statusEvents(old, &status, obs)
+	events := append(statusEvents(old, &status, obs), announced...)
 	if recordEvent != nil {
 		events = append([]event{*recordEvent}, events...)
 	}
@@ -175,12 +184,15 @@ func requeueAfter(task *workflowv1alpha1.WorkflowTask, status *workflowv1alpha1.
 // SetupWithManager registers the controller: tasks, and the Jobs and runner objects they own.
 // Changes to a Job's status or to any owned object wake its task.
 func (r *WorkflowTaskReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		WithOptions(opts).
 		For(&workflowv1alpha1.WorkflowTask{}).
 		Owns(&batchv1.Job{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&rbacv1.Role{}).
-		Owns(&rbacv1.RoleBinding{}).
-		Complete(r)
+		Owns(&rbacv1.RoleBinding{})
+	if r.Delivered != nil {
+		b = b.WatchesRawSource(source.Channel(r.Delivered, &handler.TypedEnqueueRequestForObject[*workflowv1alpha1.WorkflowTask]{}))
+	}
+	return b.Complete(r)
 }

@@ -32,6 +32,8 @@ type ManagerSetup struct {
 	Reconciler func(ctrl.Manager, *controllers.WorkflowTaskReconciler) error
 	// Configure adds more to the manager (e.g. the progress endpoint).
 	Configure []func(ctrl.Manager) error
+	// Stopped, when set, is closed once the manager stopped (its context ended).
+	Stopped chan<- struct{}
 }
 
 // StartManagerWith is StartManager with the changes of setup.
@@ -72,6 +74,9 @@ func StartManagerWith(ctx context.Context, admin *rest.Config, setup ManagerSetu
 	go func() {
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "manager stopped:", err)
+		}
+		if setup.Stopped != nil {
+			close(setup.Stopped)
 		}
 	}()
 	return mgr, nil

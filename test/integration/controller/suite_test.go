@@ -42,11 +42,14 @@ func TestMain(m *testing.M) {
 	gomega.SetDefaultConsistentlyPollingInterval(100 * time.Millisecond)
 	suite := testenv.Suite{Eventually: timeout, Polling: interval, Manager: true,
 		// The suite's controller runs in direct mode; ingest mode's controller (ingest_test.go)
-		// has a namespace of its own, which this one leaves alone.
+		// and the notifying ones (notify_test.go) have namespaces of their own, which this one
+		// leaves alone.
 		ManagerSetup: testenv.ManagerSetup{Cache: func(o *cache.Options) {
-			o.DefaultNamespaces = map[string]cache.Config{
-				cache.AllNamespaces: {FieldSelector: fields.OneTermNotEqualSelector("metadata.namespace", ingestNamespace)},
+			others := []fields.Selector{fields.OneTermNotEqualSelector("metadata.namespace", ingestNamespace)}
+			for _, ns := range notifyNamespaces {
+				others = append(others, fields.OneTermNotEqualSelector("metadata.namespace", ns))
 			}
+			o.DefaultNamespaces = map[string]cache.Config{cache.AllNamespaces: {FieldSelector: fields.AndSelectors(others...)}}
 		}},
 	}
 	os.Exit(testenv.Main(m, suite, func(e *testenv.Env) {
