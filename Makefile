@@ -65,7 +65,7 @@ verify: generate manifests $(GOLANGCI_LINT) ## Regenerate everything, check gofm
 	go vet ./...
 	$(GOLANGCI_LINT) run ./...
 	go mod tidy
-	for d in config/default config/operator config/crd config/rbac config/apiserver config/admission config/local config/endpoint config/split config/networkpolicy config/certmanager config/prometheus config/apf; do kubectl kustomize $$d >/dev/null; done
+	for d in config/default config/operator config/crd config/rbac config/apiserver config/admission config/local config/endpoint config/split config/networkpolicy config/certmanager config/prometheus config/apf config/notifications; do kubectl kustomize $$d >/dev/null; done
 	git diff --exit-code -- api config go.mod go.sum
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { git status --porcelain -- api config; echo "untracked generated files"; exit 1; }
 

@@ -2,15 +2,20 @@ package testenv
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/taskops/workflowtask-operator/controllers/notify"
 )
 
 // Behaviours of an EventReceiver.
@@ -128,4 +133,48 @@ func (r *EventReceiver) serve(w http.ResponseWriter, req *http.Request) {
 		r.mu.Unlock()
 		w.WriteHeader(http.StatusOK)
 	}
+}
+
+// Says is what a received event says in short: the <what> of its type, and for progress the
+// entry and milestone (progress.upload.50).
+func (e ReceivedEvent) Says() string {
+	what := strings.TrimSuffix(strings.TrimPrefix(e.Event.Type(), notify.TypePrefix), ".v1")
+	if what == notify.Progress {
+		var d notify.Data
+		_ = json.Unmarshal(e.Event.Data(), &d)
+		return fmt.Sprintf("%s.%s.%d", what, d.Entry, d.Milestone)
+	}
+	return what
+}
+
+// About lists what the receiver accepted about task namespace/name, in arrival order.
+func (r *EventReceiver) About(namespace, name string) []string {
+	var out []string
+	for _, ev := range r.Received() {
+		if ev.Event.Subject() == namespace+"/"+name {
+			out = append(out, ev.Says())
+		}
+	}
+	return out
+}
+
+// Distinct lists what the receiver accepted about task namespace/name once each, in the order
+// of first arrival, and describes every announcement that arrived again under another id.
+func (r *EventReceiver) Distinct(namespace, name string) (said, renamed []string) {
+	idOf := map[string]string{}
+	for _, ev := range r.Received() {
+		if ev.Event.Subject() != namespace+"/"+name {
+			continue
+		}
+		s := ev.Says()
+		if id, ok := idOf[s]; ok {
+			if id != ev.Event.ID() {
+				renamed = append(renamed, fmt.Sprintf("%s sent as %s, then as %s", s, id, ev.Event.ID()))
+			}
+			continue
+		}
+		idOf[s] = ev.Event.ID()
+		said = append(said, s)
+	}
+	return said, renamed
 }

@@ -99,13 +99,14 @@ func run(m *testing.M) int {
 	return code
 }
 
-func startManager(ctx context.Context) error {
+// startManager starts the operator's manager with the suite's flags and extra ones.
+func startManager(ctx context.Context, extra ...string) error {
 	log, err := os.OpenFile(filepath.Join(logDir, "manager.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	manager, err = cluster.StartManager(ctx, devcluster.ManagerOptions{Binary: managerBin, ProgressPort: progressPort, ProbePort: probePort, Log: log,
-		ExtraArgs: []string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort)}})
+		ExtraArgs: append([]string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort)}, extra...)})
 	return err
 }
 

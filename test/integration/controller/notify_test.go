@@ -64,35 +64,12 @@ func startNotifyingController(t *testing.T, ns string, sinks ...notify.Sink) (st
 	return stop
 }
 
-// says is what a received event says in short: its type's <what>, and for progress the entry
-// and milestone (progress.upload.50).
-func says(ev testenv.ReceivedEvent) string {
-	what := strings.TrimSuffix(strings.TrimPrefix(ev.Event.Type(), notify.TypePrefix), ".v1")
-	if what == notify.Progress {
-		var d notify.Data
-		_ = json.Unmarshal(ev.Event.Data(), &d)
-		return fmt.Sprintf("%s.%s.%d", what, d.Entry, d.Milestone)
-	}
-	return what
-}
-
-// saidAbout lists what r accepted about the task, in arrival order.
-func saidAbout(r *testenv.EventReceiver, task *workflowv1alpha1.WorkflowTask) []string {
-	var out []string
-	for _, ev := range r.Received() {
-		if ev.Event.Subject() == task.Namespace+"/"+task.Name {
-			out = append(out, says(ev))
-		}
-	}
-	return out
-}
-
 // waitSaid waits until r accepted exactly want about the task (in that order), and asserts
 // nothing more comes.
 func waitSaid(t *testing.T, r *testenv.EventReceiver, task *workflowv1alpha1.WorkflowTask, want ...string) {
 	t.Helper()
 	g := gomega.NewWithT(t)
-	g.Eventually(func() []string { return saidAbout(r, task) }).Should(gomega.Equal(want))
+	g.Eventually(func() []string { return r.About(task.Namespace, task.Name) }).Should(gomega.Equal(want))
 }
 
 // A task's life reaches two sinks (binary and structured), every transition once and in order,
@@ -120,7 +97,7 @@ func TestNotifyLifecycle(t *testing.T) {
 		if err := writeProgress(context.Background(), k8sClient, task, "pod-a", progress("upload", step.current, 100)); err != nil {
 			t.Fatal(err)
 		}
-		gomega.NewWithT(t).Eventually(func() []string { return saidAbout(binary, task) }).Should(gomega.ContainElement(step.said))
+		gomega.NewWithT(t).Eventually(func() []string { return binary.About(task.Namespace, task.Name) }).Should(gomega.ContainElement(step.said))
 	}
 	completeJob(t, job)
 	life := []string{"queued", "started", "progress.upload.25", "progress.upload.50", "progress.upload.100", "succeeded"}
@@ -147,7 +124,9 @@ func TestNotifyLifecycle(t *testing.T) {
 	}
 	waitSaid(t, binary, task, append(life, "deleted")...)
 	waitSaid(t, structured, task, append(life, "deleted")...)
-	gomega.NewWithT(t).Consistently(func() int { return len(saidAbout(binary, task)) + len(saidAbout(structured, task)) }).
+	gomega.NewWithT(t).Consistently(func() int {
+		return len(binary.About(task.Namespace, task.Name)) + len(structured.About(task.Namespace, task.Name))
+	}).
 		Should(gomega.Equal(2*len(life)+2), "nothing said twice")
 
 	wantIDs := []string{".queued", ".started", ".progress.upload.25", ".progress.upload.50", ".progress.upload.100", ".succeeded", ".deleted"}
@@ -224,20 +203,11 @@ func TestNotifyAcrossRestart(t *testing.T) {
 
 	r.SetBehaviour(testenv.Accept)
 	startNotifyingController(t, notifyRestartNS, sink)
-	gomega.NewWithT(t).Eventually(func() []string { return saidAbout(r, task) }).Should(gomega.ContainElement("succeeded"))
+	gomega.NewWithT(t).Eventually(func() []string { return r.About(task.Namespace, task.Name) }).Should(gomega.ContainElement("succeeded"))
 
-	firstSaid := []string{}
-	idOf := map[string]string{}
-	for _, ev := range r.Received() {
-		s := says(ev)
-		if id, ok := idOf[s]; ok {
-			if id != ev.Event.ID() {
-				t.Errorf("%s sent again under a new id: %s, then %s", s, id, ev.Event.ID())
-			}
-			continue
-		}
-		idOf[s] = ev.Event.ID()
-		firstSaid = append(firstSaid, s)
+	firstSaid, renamed := r.Distinct(task.Namespace, task.Name)
+	if len(renamed) > 0 {
+		t.Errorf("sent again under a new id: %v", renamed)
 	}
 	if diff := cmp.Diff([]string{"queued", "started", "progress.upload.50", "succeeded"}, firstSaid); diff != "" {
 		t.Errorf("announcements (first arrival, -want +got):\n%s", diff)
