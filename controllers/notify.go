@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -95,9 +96,12 @@ func (r *WorkflowTaskReconciler) SetupNotifier(mgr ctrl.Manager, cfg notify.Conf
 		return nil
 	}
 	delivered := make(chan ctrlevent.TypedGenericEvent[*workflowv1alpha1.WorkflowTask], 1024)
-	wake := func(key types.NamespacedName) {
-		delivered <- ctrlevent.TypedGenericEvent[*workflowv1alpha1.WorkflowTask]{Object: &workflowv1alpha1.WorkflowTask{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}
+	wake := func(ctx context.Context, key types.NamespacedName) {
+		select {
+		case delivered <- ctrlevent.TypedGenericEvent[*workflowv1alpha1.WorkflowTask]{Object: &workflowv1alpha1.WorkflowTask{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}}:
+		case <-ctx.Done(): // stopping: the next leader's controller writes it
+		}
 	}
 	n, err := notify.New(cfg, mgr.GetCache(), Outbox, mgr.GetEventRecorder("workflowtask-notifier"), wake)
 	if err != nil {

@@ -5,7 +5,8 @@
 // a pod, KUBECONFIG), or pushes it to the operator when the operator injected its ingest
 // endpoint (WORKFLOWTASK_PROGRESS_URL …). It exits 0 once the work is done and its final progress
 // written; 1 when the work or the final write failed; --exit-code N ends it with N after the work
-// (a failing container, for retries and backoffLimit).
+// (a failing container, for retries and backoffLimit). With --receive-events it is instead a
+// sample CloudEvents sink for the operator's notifications.
 package main
 
 import (
@@ -33,7 +34,12 @@ func main() {
 	probe := flag.String("probe", "", "Only try a TCP connection to this host:port (3 s) and exit 0 when it opens, 1 when not: what a pod can reach.")
 	directCA := flag.String("try-direct-write", "",
 		"After the work and its final progress, also try to write the task's status on kube-apiserver directly (verified with this CA file), without credentials and with the ingest token, and print each HTTP status: in ingest mode a task's pods have no API rights. It does not change the exit code.")
+	receive := flag.String("receive-events", "",
+		"Only serve a CloudEvents webhook on this address (e.g. :8080) and print every event received as a JSON line: the sample sink of the operator's notifications.")
 	flag.Parse()
+	if *receive != "" {
+		os.Exit(receiveEvents(*receive))
+	}
 	if *probe != "" {
 		os.Exit(probeTCP(*probe))
 	}

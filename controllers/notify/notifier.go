@@ -34,7 +34,7 @@ type Notifier struct {
 	clock     clock.PassiveClock
 	// onDelivered is told when every sink took the last announcement of a finished task, so
 	// the controller writes that to the record once (the Seq up to which it was sent).
-	onDelivered func(types.NamespacedName)
+	onDelivered func(context.Context, types.NamespacedName)
 	sinks       []*sink
 
 	mu    sync.Mutex
@@ -45,6 +45,7 @@ type Notifier struct {
 // announcements to deliver.
 type taskState struct {
 	task    *workflowv1alpha1.WorkflowTask // from the cache: read only
+	raw     string                         // its record as last read
 	pending []Announcement
 	sent    int64 // Outbox.Sent as the record last said
 	// start and completion are the task's times as its record says.
@@ -55,7 +56,7 @@ type taskState struct {
 // New returns a Notifier for the sinks of cfg. outbox reads a task's announcements from its
 // record; onDelivered (may be nil) is called once a finished task's announcements all arrived.
 func New(cfg Config, informers cache.Informers, outbox func(*workflowv1alpha1.WorkflowTask) Outbox,
-	recorder events.EventRecorder, onDelivered func(types.NamespacedName)) (*Notifier, error) {
+	recorder events.EventRecorder, onDelivered func(context.Context, types.NamespacedName)) (*Notifier, error) {
 	n := &Notifier{informers: informers, outbox: outbox, recorder: recorder, clock: clock.RealClock{},
 		onDelivered: onDelivered, tasks: map[types.UID]*taskState{}}
 	for _, sc := range cfg.Sinks {
@@ -134,9 +135,17 @@ func (n *Notifier) Delivered(task *workflowv1alpha1.WorkflowTask) int64 {
 
 func (n *Notifier) observe(obj any) {
 	task, ok := obj.(*workflowv1alpha1.WorkflowTask)
-	if !ok {
+	if !ok || !n.Wants(task.Namespace) {
 		return
 	}
+	raw := task.Annotations[workflowv1alpha1.AnnotationRecord]
+	n.mu.Lock()
+	if st := n.tasks[task.UID]; st != nil && st.raw == raw {
+		st.task = task // progress changed, not the record: nothing new to deliver
+		n.mu.Unlock()
+		return
+	}
+	n.mu.Unlock()
 	ob := n.outbox(task)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -145,7 +154,7 @@ func (n *Notifier) observe(obj any) {
 		st = &taskState{}
 		n.tasks[task.UID] = st
 	}
-	st.task, st.pending, st.sent, st.start, st.completion = task, ob.Pending, ob.Sent, ob.StartTime, ob.CompletionTime
+	st.task, st.raw, st.pending, st.sent, st.start, st.completion = task, raw, ob.Pending, ob.Sent, ob.StartTime, ob.CompletionTime
 	n.enqueueLocked(task, ob.Sent, ob.Last())
 }
 
@@ -200,7 +209,7 @@ func (n *Notifier) deliverNext(ctx context.Context, s *sink) bool {
 	for {
 		task, times, next, ok := n.next(s, uid)
 		if !ok {
-			n.settle(uid)
+			n.settle(ctx, uid)
 			return true
 		}
 		if !s.waitReady(ctx) {
@@ -255,7 +264,7 @@ func (n *Notifier) ack(s *sink, uid types.UID, seq int64) {
 
 // settle, once every sink of a task took its last announcement: forgets a deleted task, and
 // tells the controller about a finished one whose record does not say so yet.
-func (n *Notifier) settle(uid types.UID) {
+func (n *Notifier) settle(ctx context.Context, uid types.UID) {
 	n.mu.Lock()
 	st := n.tasks[uid]
 	if st == nil {
@@ -279,7 +288,7 @@ func (n *Notifier) settle(uid types.UID) {
 	}
 	n.mu.Unlock()
 	if tell && n.onDelivered != nil {
-		n.onDelivered(key)
+		n.onDelivered(ctx, key)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
@@ -40,6 +41,8 @@ type ReceivedEvent struct {
 	Event  cloudevents.Event
 	Header http.Header
 	Body   []byte
+	// At is when it arrived.
+	At time.Time
 }
 
 // EventReceiver is a CloudEvents HTTP sink for tests: a real server that decodes what it is
@@ -129,7 +132,7 @@ func (r *EventReceiver) serve(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.mu.Lock()
-		r.received = append(r.received, ReceivedEvent{Event: *ev, Header: req.Header.Clone(), Body: body})
+		r.received = append(r.received, ReceivedEvent{Event: *ev, Header: req.Header.Clone(), Body: body, At: time.Now()})
 		r.mu.Unlock()
 		w.WriteHeader(http.StatusOK)
 	}

@@ -89,6 +89,9 @@ func run(m *testing.M) int {
 		for _, m := range ints(*writersFlag) {
 			*capacity += 2 * m // without and with config/apf
 		}
+		for _, n := range ints(*notifyTasksFlag) {
+			*capacity += 2 * n // with a sink and without
+		}
 	}
 	clusterLog, err := os.Create(filepath.Join(logDir, "cluster.log"))
 	if err != nil {
