@@ -145,9 +145,9 @@ bench: controlplane ## Benchmarks: the reporter's hot path, freshness through a 
 	go test -run '^$$' -bench Streams -benchtime 5x ./test/integration/endpoint
 
 .PHONY: bench-scale
-bench-scale: controlplane cluster ## The scale harness (test/scale, loopback, ~50 min): N tasks, M writers writing the status (direct) and pushing to the operator (ingest), with and without config/apf, the cost of a status write. SCALE_ARGS to narrow it (e.g. SCALE_ARGS='-bench Storm -scale.writers=1000').
+bench-scale: controlplane cluster ## The scale harness (test/scale, loopback, ~60 min): N tasks, M writers writing the status (direct) and pushing to the operator (ingest), with and without config/apf, the cost of a status write, 1,000 tasks finishing with and without a notification sink. SCALE_ARGS to narrow it (e.g. SCALE_ARGS='-bench Notify').
 	hack/debian-packages.sh wrk
-	go test -run '^$$' -bench 'Scale|Storm|StatusWrite' -benchtime 1x -timeout 120m -v ./test/scale $(SCALE_ARGS)
+	go test -run '^$$' -bench 'Scale|Storm|StatusWrite|Notify' -benchtime 1x -timeout 120m -v ./test/scale $(SCALE_ARGS)
 
 .PHONY: bench-attack
 bench-attack: controlplane ## Every door attacked (loopback, ~3 min): the owner's latency under closed-loop load alone and under each attack; the stream leak's heap; held connections.

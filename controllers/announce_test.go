@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 	"github.com/taskops/workflowtask-operator/controllers/notify"
@@ -131,6 +133,58 @@ func TestTrimOutbox(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, trimOutbox(ob, tc.delivered), cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A record without announcements (older, or rebuilt) is seeded from the status the controller
+// computed, never from the one read back: a forged finished status does not silence the task.
+func TestAnnounceIntoSeedsFromComputedStatus(t *testing.T) {
+	r := &WorkflowTaskReconciler{}
+	forged := testutil.MakeTask("t", "ns").Phase(workflowv1alpha1.TaskPhaseCompleted).Obj()
+	stored := taskRecord{JobCreated: true, StartTime: ptr.To(metav1.NewTime(t0))}
+	running := statusOf(testutil.MakeTask("t", "ns").Phase(workflowv1alpha1.TaskPhaseProcessing))
+	rec, events := r.announceInto(forged, stored, stored, running, t0)
+	if rec.Announced.Phase != workflowv1alpha1.TaskPhaseProcessing || len(events) != 0 {
+		t.Fatalf("seeded %+v, events %v; want Processing, none", rec.Announced, events)
+	}
+	done := statusOf(testutil.MakeTask("t", "ns").Phase(workflowv1alpha1.TaskPhaseCompleted))
+	if _, events := r.announceInto(forged, rec, rec, done, t0); len(events) != 1 || events[0].reason != EventCompleted {
+		t.Errorf("the real completion: events %v, want %s", events, EventCompleted)
+	}
+}
+
+// fixedDeliveries is a notifier that wants every task or none, and has delivered up to seq.
+type fixedDeliveries struct {
+	wants bool
+	seq   int64
+}
+
+func (f fixedDeliveries) Wants(*workflowv1alpha1.WorkflowTask) bool      { return f.wants }
+func (f fixedDeliveries) Delivered(*workflowv1alpha1.WorkflowTask) int64 { return f.seq }
+
+// Adding or removing a sink does not rewrite the records of tasks that announce nothing new.
+func TestAnnounceIntoLeavesQuietRecordsAlone(t *testing.T) {
+	task := testutil.MakeTask("t", "ns").Obj()
+	done := statusOf(testutil.MakeTask("t", "ns").Phase(workflowv1alpha1.TaskPhaseCompleted))
+	finished := taskRecord{JobCreated: true, Phase: workflowv1alpha1.TaskPhaseCompleted, CompletionTime: ptr.To(metav1.NewTime(t0)),
+		Announced: announcedState{Phase: workflowv1alpha1.TaskPhaseCompleted, Started: true, Seq: 3}}
+	withOutbox := finished
+	withOutbox.Outbox = &notify.Outbox{Sent: 3}
+	cases := map[string]struct {
+		deliveries Deliveries
+		rec        taskRecord
+	}{
+		"a sink added":   {fixedDeliveries{wants: true}, finished},
+		"a sink removed": {fixedDeliveries{wants: false}, withOutbox},
+		"no notifier":    {nil, withOutbox},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := &WorkflowTaskReconciler{Deliveries: tc.deliveries}
+			if got, _ := r.announceInto(task, tc.rec, tc.rec, done, t0); !recordEqual(tc.rec, got) {
+				t.Errorf("the record would be written: %+v → %+v", tc.rec, got)
 			}
 		})
 	}

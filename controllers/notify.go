@@ -16,9 +16,9 @@ import (
 )
 
 // Deliveries is what the controller asks of the notifier (notify.Notifier): whether any sink
-// takes a namespace's announcements, and up to which Seq every sink of a task took them.
+// takes a task's announcements, and up to which Seq every sink of the task took them.
 type Deliveries interface {
-	Wants(namespace string) bool
+	Wants(task *workflowv1alpha1.WorkflowTask) bool
 	Delivered(task *workflowv1alpha1.WorkflowTask) int64
 }
 
@@ -44,13 +44,18 @@ func (r *WorkflowTaskReconciler) announceInto(task *workflowv1alpha1.WorkflowTas
 	status *workflowv1alpha1.WorkflowTaskStatus, now time.Time) (taskRecord, []event) {
 	prev := rec.Announced
 	if prev.Phase == "" && (stored.StartTime != nil || stored.finished() || (stored.empty() && statusPastQueued(task))) {
-		prev = seedAnnounced(&task.Status, now) // announced before announcements were kept, or the record was lost
+		// A record from before announcements were kept, or one rebuilt: what the status the
+		// controller computed shows counts as said (never the status read back, which a pod
+		// could have forged to silence the task).
+		prev = seedAnnounced(status, now)
 	}
 	var anns []notify.Announcement
 	rec.Announced, anns = announce(prev, status, now)
 	events := announcementEvents(anns)
-	if r.Deliveries == nil || !r.Deliveries.Wants(task.Namespace) {
-		rec.Outbox = nil
+	// No sink for the task: the outbox stays as it is (removing it would write every task's
+	// record when a sink is removed); nothing new to keep: none is started (adding a sink does
+	// not write every finished task's record either).
+	if r.Deliveries == nil || !r.Deliveries.Wants(task) || (len(anns) == 0 && rec.Outbox == nil) {
 		return rec, events
 	}
 	var ob notify.Outbox

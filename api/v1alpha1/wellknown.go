@@ -19,6 +19,11 @@ const (
 // the controller computes the status from it and never from the status it reads back.
 const AnnotationRecord = "workflow.taskops.dev/record"
 
+// AnnotationNotify names, on a task, notification sinks (comma-separated) that the platform
+// team offers as opt-in (optIn: true in the operator's sinks): the task's announcements go to
+// them too. Its owner sets it; naming a sink that is not offered has no effect.
+const AnnotationNotify = "workflow.taskops.dev/notify"
+
 // Environment variables the controller injects into every container of a task's pod, so the
 // progress reporter (pkg/progress, cmd/workflowtask-progress) needs no configuration in a pod.
 const (

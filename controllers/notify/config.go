@@ -8,10 +8,13 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
 
 // Modes of CloudEvents over HTTP.
@@ -54,6 +57,9 @@ type Sink struct {
 	AuthorizationFile string `json:"authorizationFile,omitempty"`
 	// Namespaces limits the sink to tasks in these namespaces; empty: all.
 	Namespaces []string `json:"namespaces,omitempty"`
+	// OptIn: the sink takes only the tasks (of Namespaces) whose annotation
+	// workflow.taskops.dev/notify names it; their owners subscribe without the platform team.
+	OptIn bool `json:"optIn,omitempty"`
 	// Timeout bounds one attempt (default 10s).
 	Timeout metav1.Duration `json:"timeout,omitempty"`
 	// Workers is how many events are sent to this sink at the same time (default 4).
@@ -65,9 +71,20 @@ type Sink struct {
 
 var sinkName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
-// wants reports whether the sink takes announcements of tasks in namespace ns.
-func (s Sink) wants(ns string) bool {
-	return len(s.Namespaces) == 0 || slices.Contains(s.Namespaces, ns)
+// wants reports whether the sink takes the task's announcements.
+func (s Sink) wants(task *workflowv1alpha1.WorkflowTask) bool {
+	if len(s.Namespaces) > 0 && !slices.Contains(s.Namespaces, task.Namespace) {
+		return false
+	}
+	if !s.OptIn {
+		return true
+	}
+	for name := range strings.SplitSeq(task.Annotations[workflowv1alpha1.AnnotationNotify], ",") {
+		if strings.TrimSpace(name) == s.Name {
+			return true
+		}
+	}
+	return false
 }
 
 // withDefaults fills what was left out.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -124,5 +126,37 @@ func TestBackoffDoublesToMax(t *testing.T) {
 	s.succeeded()
 	if d := s.failed(); d != 500*time.Millisecond {
 		t.Errorf("after a success the backoff starts over at 0.5s, got %v", d)
+	}
+}
+
+func TestSinkWants(t *testing.T) {
+	task := func(ns, notify string) *workflowv1alpha1.WorkflowTask {
+		w := &workflowv1alpha1.WorkflowTask{}
+		w.Namespace = ns
+		if notify != "" {
+			w.Annotations = map[string]string{workflowv1alpha1.AnnotationNotify: notify}
+		}
+		return w
+	}
+	cases := map[string]struct {
+		sink Sink
+		task *workflowv1alpha1.WorkflowTask
+		want bool
+	}{
+		"every namespace":                         {Sink{Name: "a"}, task("x", ""), true},
+		"its namespace":                           {Sink{Name: "a", Namespaces: []string{"x"}}, task("x", ""), true},
+		"another namespace":                       {Sink{Name: "a", Namespaces: []string{"y"}}, task("x", ""), false},
+		"opt-in, not named":                       {Sink{Name: "a", OptIn: true}, task("x", ""), false},
+		"opt-in, named among others":              {Sink{Name: "a", OptIn: true}, task("x", "b, a"), true},
+		"opt-in, a prefix only":                   {Sink{Name: "a", OptIn: true}, task("x", "ab"), false},
+		"opt-in, named, namespace not offered":    {Sink{Name: "a", OptIn: true, Namespaces: []string{"y"}}, task("x", "a"), false},
+		"named, but not opt-in: takes all anyway": {Sink{Name: "a"}, task("x", "zzz"), true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := tc.sink.wants(tc.task); got != tc.want {
+				t.Errorf("wants = %t, want %t", got, tc.want)
+			}
+		})
 	}
 }

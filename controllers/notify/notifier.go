@@ -106,14 +106,14 @@ func (n *Notifier) Start(ctx context.Context) error {
 	return nil
 }
 
-// Wants reports whether any sink takes announcements of tasks in namespace ns: the
-// controller keeps an outbox only for those.
-func (n *Notifier) Wants(ns string) bool {
+// Wants reports whether any sink takes the task's announcements: the controller keeps an
+// outbox only for those.
+func (n *Notifier) Wants(task *workflowv1alpha1.WorkflowTask) bool {
 	if n == nil {
 		return false
 	}
 	for _, s := range n.sinks {
-		if s.cfg.wants(ns) {
+		if s.cfg.wants(task) {
 			return true
 		}
 	}
@@ -126,7 +126,7 @@ func (n *Notifier) Delivered(task *workflowv1alpha1.WorkflowTask) int64 {
 	defer n.mu.Unlock()
 	least := int64(math.MaxInt64)
 	for _, s := range n.sinks {
-		if s.cfg.wants(task.Namespace) {
+		if s.cfg.wants(task) {
 			least = min(least, s.acked[task.UID])
 		}
 	}
@@ -135,7 +135,7 @@ func (n *Notifier) Delivered(task *workflowv1alpha1.WorkflowTask) int64 {
 
 func (n *Notifier) observe(obj any) {
 	task, ok := obj.(*workflowv1alpha1.WorkflowTask)
-	if !ok || !n.Wants(task.Namespace) {
+	if !ok || !n.Wants(task) {
 		return
 	}
 	raw := task.Annotations[workflowv1alpha1.AnnotationRecord]
@@ -163,7 +163,7 @@ func (n *Notifier) observeDeleted(obj any) {
 		obj = d.Obj
 	}
 	task, ok := obj.(*workflowv1alpha1.WorkflowTask)
-	if !ok || !n.Wants(task.Namespace) {
+	if !ok || !n.Wants(task) {
 		return
 	}
 	ob := n.outbox(task)
@@ -185,7 +185,7 @@ func (n *Notifier) observeDeleted(obj any) {
 // announcements up to last.
 func (n *Notifier) enqueueLocked(task *workflowv1alpha1.WorkflowTask, sent, last int64) {
 	for _, s := range n.sinks {
-		if !s.cfg.wants(task.Namespace) {
+		if !s.cfg.wants(task) {
 			continue
 		}
 		if s.acked[task.UID] < sent {
@@ -273,7 +273,7 @@ func (n *Notifier) settle(ctx context.Context, uid types.UID) {
 	}
 	last := max(lastSeq(st.pending), st.sent)
 	for _, s := range n.sinks {
-		if s.cfg.wants(st.task.Namespace) && s.acked[uid] < last {
+		if s.cfg.wants(st.task) && s.acked[uid] < last {
 			n.mu.Unlock()
 			return
 		}

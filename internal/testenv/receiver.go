@@ -3,10 +3,13 @@ package testenv
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,12 +68,34 @@ type EventReceiver struct {
 
 // NewEventReceiver starts a receiver that behaves as b, stopped when the test ends.
 func NewEventReceiver(t testing.TB, b string) *EventReceiver {
+	r, _ := newEventReceiver(t, b, false)
+	return r
+}
+
+// NewTLSEventReceiver is NewEventReceiver over HTTPS with a certificate of its own, and the
+// file (in the test's temporary directory) of the PEM CA that verifies it.
+func NewTLSEventReceiver(t testing.TB, b string) (*EventReceiver, string) {
+	return newEventReceiver(t, b, true)
+}
+
+func newEventReceiver(t testing.TB, b string, useTLS bool) (*EventReceiver, string) {
 	r := &EventReceiver{release: make(chan struct{})}
 	r.behaviour.Store(b)
-	srv := httptest.NewServer(http.HandlerFunc(r.serve))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
+	var caFile string
+	if useTLS {
+		srv.StartTLS()
+		caFile = filepath.Join(t.TempDir(), "sink-ca.pem")
+		ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+		if err := os.WriteFile(caFile, ca, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(func() { close(r.release); srv.CloseClientConnections(); srv.Close() })
 	r.URL = srv.URL
-	return r
+	return r, caFile
 }
 
 // SetBehaviour changes how the receiver answers from the next request on.

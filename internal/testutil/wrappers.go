@@ -60,6 +60,15 @@ func (w *TaskWrapper) Label(k, v string) *TaskWrapper {
 	return w
 }
 
+// Annotation sets an annotation on the task.
+func (w *TaskWrapper) Annotation(k, v string) *TaskWrapper {
+	if w.Annotations == nil {
+		w.Annotations = map[string]string{}
+	}
+	w.Annotations[k] = v
+	return w
+}
+
 // BackoffLimit sets spec.backoffLimit.
 func (w *TaskWrapper) BackoffLimit(n int32) *TaskWrapper { w.Spec.BackoffLimit = &n; return w }
 

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -74,6 +76,7 @@ func measureNotify(t testing.TB, n int, spread time.Duration, withSink bool) not
 		t.Fatal(err)
 	}
 	ns := newNamespace(t, fmt.Sprintf("notify-%d-%t-%s", n, withSink, runID))
+	defer removeNamespace(t, ns) // the next round starts without these tasks, pods and Jobs
 	createTasks(t, ns, n)
 	var mu sync.Mutex
 	completed := map[string]time.Time{}
@@ -188,4 +191,19 @@ func BenchmarkNotify(b *testing.B) {
 			})
 		}
 	}
+}
+
+// removeNamespace deletes ns and waits until its tasks and pods are gone.
+func removeNamespace(t testing.TB, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := admin.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func(g gomega.Gomega) {
+		tasks, pods := &workflowv1alpha1.WorkflowTaskList{}, &corev1.PodList{}
+		g.Expect(admin.List(ctx, tasks, client.InNamespace(ns))).To(gomega.Succeed())
+		g.Expect(admin.List(ctx, pods, client.InNamespace(ns))).To(gomega.Succeed())
+		g.Expect(len(tasks.Items) + len(pods.Items)).To(gomega.BeZero())
+	}).WithTimeout(10 * time.Minute).Should(gomega.Succeed())
 }

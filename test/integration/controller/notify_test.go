@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -32,9 +34,10 @@ const (
 	notifyRestartNS = "ctrl-notify-restart"
 	notifyDownNS    = "ctrl-notify-down"
 	notifyHostileNS = "ctrl-notify-hostile"
+	notifyOptInNS   = "ctrl-notify-optin"
 )
 
-var notifyNamespaces = []string{notifyLifeNS, notifyRestartNS, notifyDownNS, notifyHostileNS}
+var notifyNamespaces = []string{notifyLifeNS, notifyRestartNS, notifyDownNS, notifyHostileNS, notifyOptInNS}
 
 // startNotifyingController runs, until stop or the end of the test, a controller for namespace
 // ns alone that announces to sinks (as main.go with --notify-config), as the operator's
@@ -78,16 +81,23 @@ func waitSaid(t *testing.T, r *testenv.EventReceiver, task *workflowv1alpha1.Wor
 // record says so (one write) and keeps nothing pending.
 func TestNotifyLifecycle(t *testing.T) {
 	binary := testenv.NewEventReceiver(t, testenv.Accept)
-	structured := testenv.NewEventReceiver(t, testenv.Accept)
+	structured, caFile := testenv.NewTLSEventReceiver(t, testenv.Accept)
+	authFile := filepath.Join(t.TempDir(), "authorization")
+	if err := os.WriteFile(authFile, []byte("Bearer first\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	startNotifyingController(t, notifyLifeNS,
-		notify.Sink{Name: "binary", URL: binary.URL},
-		notify.Sink{Name: "structured", URL: structured.URL, Mode: notify.ModeStructured})
+		notify.Sink{Name: "binary", URL: binary.URL, AuthorizationFile: authFile},
+		notify.Sink{Name: "structured", URL: structured.URL, Mode: notify.ModeStructured, CAFile: caFile})
 	w := testutil.MakeTask("life", notifyLifeNS).Owner("alice").Type(workflowv1alpha1.TaskTypeUpload)
 	w.Spec.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "API_KEY", Value: "hunter2-never-announced"}}
 	task := createTask(t, w)
 
 	job := waitJob(t, task)
 	waitSaid(t, binary, task, "queued")
+	if err := os.WriteFile(authFile, []byte("Bearer rotated"), 0o600); err != nil { // the Secret rotated
+		t.Fatal(err)
+	}
 	runJob(t, job)
 	waitSaid(t, binary, task, "queued", "started")
 	for _, step := range []struct {
@@ -160,6 +170,13 @@ func TestNotifyLifecycle(t *testing.T) {
 		}
 		if name == "binary" && got[0].Header.Get("Ce-Id") == "" {
 			t.Errorf("binary sink got no ce-id header: %v", got[0].Header)
+		}
+		if name == "binary" && (got[0].Header.Get("Authorization") != "Bearer first" || got[1].Header.Get("Authorization") != "Bearer rotated") {
+			t.Errorf("binary sink's Authorization: %q, then %q; want the file's, as it was at each attempt",
+				got[0].Header.Get("Authorization"), got[1].Header.Get("Authorization"))
+		}
+		if name == "structured" && got[0].Header.Get("Authorization") != "" {
+			t.Errorf("a sink without authorizationFile got Authorization %q", got[0].Header.Get("Authorization"))
 		}
 	}
 	var last notify.Data
@@ -273,7 +290,7 @@ func TestNotifySinkDownThenRecovers(t *testing.T) {
 }
 
 // Sinks that misbehave — one never answers, one answers 503, one redirects, one refuses every
-// event — cost the good sink and the controller nothing: every task finishes, the good sink
+// event, one's certificate is not verified — cost the good sink and the controller nothing: every task finishes, the good sink
 // gets everything; the hanging sink holds no more requests than its workers, the failing one
 // is tried per backoff (fewer attempts than announcements), the redirect is not followed, and
 // the refused events are dropped once each, counted and said in an Event.
@@ -286,11 +303,13 @@ func TestNotifyHostileSinksIsolated(t *testing.T) {
 	redirect := testenv.NewEventReceiver(t, testenv.Redirect)
 	redirect.RedirectTo = trap.URL
 	rejecting := testenv.NewEventReceiver(t, testenv.Reject)
+	untrusted, _ := testenv.NewTLSEventReceiver(t, testenv.Accept) // its CA not given: never verified
 	startNotifyingController(t, notifyHostileNS,
 		notify.Sink{Name: "hang", URL: hang.URL, Workers: 3},
 		notify.Sink{Name: "failing", URL: failing.URL},
 		notify.Sink{Name: "redirect", URL: redirect.URL},
 		notify.Sink{Name: "rejecting", URL: rejecting.URL},
+		notify.Sink{Name: "untrusted", URL: untrusted.URL},
 		notify.Sink{Name: "good", URL: good.URL})
 	tasks := createTasks(t, notifyHostileNS, "hostile", 10)
 	runToCompletion(t, tasks...)
@@ -306,10 +325,33 @@ func TestNotifyHostileSinksIsolated(t *testing.T) {
 	if got := failing.Attempts(); got < 1 || got >= announcements {
 		t.Errorf("the failing sink was tried %d times for %d announcements: want backoff per sink", got, announcements)
 	}
+	if got := untrusted.Attempts(); got != 0 {
+		t.Errorf("%d requests reached a sink whose certificate no configured CA verifies", got)
+	}
 	if got := trap.Attempts(); got != 0 || redirect.Attempts() == 0 {
 		t.Errorf("redirect: %d attempts, %d requests reached its target (want >0, 0)", redirect.Attempts(), got)
 	}
 	gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
 		g.Expect(eventReasons(g, tasks[0])).To(gomega.ContainElement(controllers.EventNotificationDropped))
 	}).Should(gomega.Succeed())
+}
+
+// A sink the platform team offers as opt-in gets the announcements of the tasks whose owners
+// name it in the task's annotation, and no others; a sink for everyone gets them all.
+func TestNotifyOptInByAnnotation(t *testing.T) {
+	t.Parallel()
+	everyone := testenv.NewEventReceiver(t, testenv.Accept)
+	team := testenv.NewEventReceiver(t, testenv.Accept)
+	startNotifyingController(t, notifyOptInNS,
+		notify.Sink{Name: "everyone", URL: everyone.URL},
+		notify.Sink{Name: "team", URL: team.URL, OptIn: true})
+	subscribed := createTask(t, testutil.MakeTask("subscribed", notifyOptInNS).
+		Annotation(workflowv1alpha1.AnnotationNotify, "elsewhere, team"))
+	plain := createTask(t, testutil.MakeTask("plain", notifyOptInNS))
+	runToCompletion(t, subscribed, plain)
+	for _, task := range []*workflowv1alpha1.WorkflowTask{subscribed, plain} {
+		waitSaid(t, everyone, task, wholeLife...)
+	}
+	waitSaid(t, team, subscribed, wholeLife...)
+	gomega.NewWithT(t).Consistently(func() []string { return team.About(plain.Namespace, plain.Name) }).Should(gomega.BeEmpty())
 }
