@@ -36,7 +36,7 @@ func Outbox(task *workflowv1alpha1.WorkflowTask) notify.Outbox {
 
 // announceInto makes this reconcile's announcements: from what the record says was announced
 // (stored when the record was read, rec as trusted and advanced) to the status about to be
-// written. They go into the record's outbox when a sink takes the task's namespace; delivered
+// written. They go into the record's outbox when a sink takes the task; delivered
 // ones leave it with a write the record gets anyway, or once the task finished. It returns the
 // record to write, the announcements, and the Events to record (the announcements', and a
 // NotificationDropped when the outbox overflowed).
