@@ -29,20 +29,23 @@ func KStatus(obj map[string]any) (string, string, error) {
 // argoTimeout is Argo CD's limit on a health script.
 const argoTimeout = time.Second
 
-// ArgoHealth runs an Argo CD health script on obj as Argo CD does: a Lua state with only the
-// base, table and string libraries, obj as the global "obj", a one-second limit; the script
-// returns a table with status and message.
+// ArgoHealth runs an Argo CD health script on obj as Argo CD does (util/lua's runLua): a Lua
+// state with exactly the libraries its sandbox opens — package (require), base, table and its
+// safe os (time and date only, also what require("os") returns); no string, math, io or debug
+// library — obj as the global "obj", a one-second limit; the script returns a table with status
+// and message.
 func ArgoHealth(script string, obj map[string]any) (string, string, error) {
 	l := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer l.Close()
 	for _, lib := range []struct {
 		name string
 		open lua.LGFunction
-	}{{lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable}, {lua.StringLibName, lua.OpenString}} {
+	}{{lua.LoadLibName, lua.OpenPackage}, {lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable}, {lua.OsLibName, openSafeOs}} {
 		l.Push(l.NewFunction(lib.open))
 		l.Push(lua.LString(lib.name))
 		l.Call(1, 0)
 	}
+	l.PreloadModule(lua.OsLibName, openSafeOs)
 	ctx, cancel := context.WithTimeout(context.Background(), argoTimeout)
 	defer cancel()
 	l.SetContext(ctx)
@@ -55,6 +58,28 @@ func ArgoHealth(script string, obj map[string]any) (string, string, error) {
 		return "", "", errors.New("health script: returned no table")
 	}
 	return lua.LVAsString(hs.RawGetString("status")), lua.LVAsString(hs.RawGetString("message")), nil
+}
+
+// openSafeOs opens Argo CD's safe os library: gopher-lua's os.time and os.date, nothing else.
+func openSafeOs(l *lua.LState) int {
+	full := l.NewTable()
+	l.Push(l.NewFunction(lua.OpenOs))
+	l.Call(0, 1)
+	if t, ok := l.Get(-1).(*lua.LTable); ok {
+		full = t
+	}
+	l.Pop(1)
+	safe := l.NewTable()
+	for _, name := range []string{"time", "date"} {
+		safe.RawSetString(name, full.RawGetString(name))
+	}
+	l.SetGlobal(lua.OsLibName, safe)
+	// What require("os") returns: opening the full library registered it as loaded.
+	if loaded, ok := l.GetField(l.Get(lua.RegistryIndex), "_LOADED").(*lua.LTable); ok {
+		loaded.RawSetString(lua.OsLibName, safe)
+	}
+	l.Push(safe)
+	return 1
 }
 
 // toLua converts a decoded JSON value to Lua (objects and arrays to tables, arrays 1-based).

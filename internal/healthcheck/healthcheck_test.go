@@ -112,15 +112,20 @@ func TestFluxExprsAgreeWithKStatus(t *testing.T) {
 	}
 }
 
-// The sandbox is Argo CD's: no os or io library, and a script that runs on is stopped.
+// The sandbox is Argo CD's, no more: package, base, table and the safe os (time, date); no
+// string, math, io or debug library, no os.execute; a script that runs on is stopped.
 func TestArgoSandbox(t *testing.T) {
 	obj := map[string]any{"metadata": map[string]any{"name": "x"}}
 	for name, s := range map[string]string{
-		"os":       `os.execute("true") return {status="Healthy"}`,
-		"io":       `io.open("/etc/passwd") return {status="Healthy"}`,
-		"require":  `require("os") return {status="Healthy"}`,
-		"endless":  `while true do end`,
-		"no table": `return "Healthy"`,
+		"os.execute":    `os.execute("true") return {status="Healthy"}`,
+		"required os":   `local o = require("os") o.execute("true") return {status="Healthy"}`,
+		"io":            `io.open("/etc/passwd") return {status="Healthy"}`,
+		"string":        `return {status=string.upper(obj.metadata.name)}`,
+		"string method": `return {status=obj.metadata.name:upper()}`,
+		"math":          `return {status=tostring(math.floor(1.5))}`,
+		"debug":         `debug.traceback() return {status="Healthy"}`,
+		"endless":       `while true do end`,
+		"no table":      `return "Healthy"`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if status, _, err := ArgoHealth(s, obj); err == nil {
@@ -128,8 +133,10 @@ func TestArgoSandbox(t *testing.T) {
 			}
 		})
 	}
-	if status, msg, err := ArgoHealth(`return {status="Healthy", message=string.upper(obj.metadata.name) .. table.concat({"a","b"})}`, obj); err != nil || status != "Healthy" || msg != "Xab" {
-		t.Errorf("base, string and table libraries: %s %q %v", status, msg, err)
+	script := `local o = require("os")
+return {status="Healthy", message=obj.metadata.name .. table.concat({"a","b"}) .. tostring(os.time() > 0 and o.date ~= nil)}`
+	if status, msg, err := ArgoHealth(script, obj); err != nil || status != "Healthy" || msg != "xabtrue" {
+		t.Errorf("package, base, table and the safe os: %s %q %v", status, msg, err)
 	}
 }
 

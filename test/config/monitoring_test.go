@@ -156,7 +156,8 @@ func TestServiceMonitor(t *testing.T) {
 	}
 }
 
-// kube-state-metrics' config reads only paths the CRD's schema has.
+// kube-state-metrics' config reads only paths the CRD's schema has; a time is a
+// _timestamp_seconds gauge; no label carries a username by default.
 func TestKubeStateMetricsConfig(t *testing.T) {
 	var crd apiextensionsv1.CustomResourceDefinition
 	raw, err := os.ReadFile(filepath.Join(root, "config/crd/bases/workflow.taskops.dev_workflowtasks.yaml"))
@@ -225,6 +226,9 @@ func TestKubeStateMetricsConfig(t *testing.T) {
 		if lookup(schema, p) == nil {
 			t.Errorf("label %s: no %v in the schema", label, p)
 		}
+		if slices.Equal(p, path{"spec", "owner"}) {
+			t.Errorf("label %s is the task's owner, a username: opt-in only (documented in the file)", label)
+		}
 	}
 	for _, m := range res.Metrics {
 		if m.Help == "" {
@@ -251,8 +255,13 @@ func TestKubeStateMetricsConfig(t *testing.T) {
 					t.Errorf("%s label %s: no %v under %v", m.Name, label, p, m.Each.Gauge.Path)
 				}
 			}
-			if lookup(base, m.Each.Gauge.ValueFrom) == nil {
+			value := lookup(base, m.Each.Gauge.ValueFrom)
+			if value == nil {
 				t.Errorf("%s: no value %v under %v", m.Name, m.Each.Gauge.ValueFrom, m.Each.Gauge.Path)
+				continue
+			}
+			if isTime := value.Format == "date-time"; isTime != strings.HasSuffix(m.Name, "_timestamp_seconds") {
+				t.Errorf("%s: a time (format %q) is named <what>_timestamp_seconds, and only a time", m.Name, value.Format)
 			}
 		default:
 			t.Errorf("%s: neither StateSet nor Gauge", m.Name)
