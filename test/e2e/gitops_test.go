@@ -38,7 +38,7 @@ func kubectlExit(t *testing.T, args ...string) (string, int) {
 
 // On the local cluster, failed and canceled tasks settle: kubectl wait for "finished" returns
 // for both (also when it was already waiting), kstatus and the Argo CD check call them
-// Failed/Degraded; a completed task is Current/Healthy. The README's kubectl wait recipes give
+// Failed/Degraded; a completed task is Current/Healthy. docs/deployment.md's kubectl wait recipes give
 // the exit codes they promise. Then the manager's metrics show the tasks.
 func TestFinishedTasksSettle(t *testing.T) {
 	applyTask(t, "gitops-fails", "  backoffLimit: 0", `"workflow.taskops.dev/simulate": "fail"`)

@@ -30,16 +30,16 @@ import (
 var updateContract = flag.Bool("update-contract", false,
 	"rewrite config/argocd/…/testdata and health_test.yaml from the objects the controller produces")
 
-// contractRow is one row of the README's status-contract table.
+// contractRow is one row of the status-contract table of docs/api.md.
 type contractRow struct {
 	Phase, Ready, Reconciling, Stalled string
 	KStatus, ArgoCD, Flux              string
 }
 
-// readContract parses the table between the status-contract markers of the README.
+// readContract parses the table between the status-contract markers of docs/api.md.
 func readContract(t *testing.T) map[string]contractRow {
 	t.Helper()
-	f, err := os.Open(filepath.Join(repoRoot(t), "README.md"))
+	f, err := os.Open(filepath.Join(repoRoot(t), "docs", "api.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,11 +60,11 @@ func readContract(t *testing.T) map[string]contractRow {
 		}
 		cells := strings.Split(strings.Trim(line, "| "), " | ")
 		if len(cells) != 8 {
-			t.Fatalf("README status contract: row %q has %d cells", line, len(cells))
+			t.Fatalf("docs/api.md status contract: row %q has %d cells", line, len(cells))
 		}
 		rows[cells[0]] = contractRow{cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]}
 	}
-	t.Fatal("README: no status-contract table")
+	t.Fatal("docs/api.md: no status-contract table")
 	return nil
 }
 
@@ -243,14 +243,14 @@ func readFluxExprs(t *testing.T) healthcheck.FluxExprs {
 	return healthcheck.FluxExprs{}
 }
 
-// Every case of the README's status contract, driven by the real controller, judged by kstatus
+// Every case of the status contract (docs/api.md), driven by the real controller, judged by kstatus
 // (the library Flux runs), the Argo CD health script (in Argo CD's Lua sandbox) and the Flux
 // healthCheckExprs (cel-go): each cell of the table holds. The Argo CD testdata are these
 // objects (normalized), so health_test.yaml tests what the controller really writes.
 func TestStatusContract(t *testing.T) {
 	rows := readContract(t)
 	if len(rows) != len(contractCases) {
-		t.Errorf("the README's table has %d rows, the test %d cases", len(rows), len(contractCases))
+		t.Errorf("docs/api.md's table has %d rows, the test %d cases", len(rows), len(contractCases))
 	}
 	script, err := os.ReadFile(filepath.Join(repoRoot(t), argoDir, "health.lua"))
 	if err != nil {
@@ -271,7 +271,7 @@ func TestStatusContract(t *testing.T) {
 				t.Parallel()
 				want, ok := rows[c.row]
 				if !ok {
-					t.Fatalf("no README row %q", c.row)
+					t.Fatalf("no row %q in docs/api.md", c.row)
 				}
 				obj := c.build(t, newNamespace(t))
 				phase, _, _ := unstructured.NestedString(obj, "status", "phase")
@@ -293,7 +293,7 @@ func TestStatusContract(t *testing.T) {
 					t.Fatal(err)
 				}
 				if diff := cmp.Diff(want, got); diff != "" {
-					t.Errorf("contract (-README +observed):\n%s", diff)
+					t.Errorf("contract (-docs/api.md +observed):\n%s", diff)
 				}
 				testdata := normalize(obj)
 				path := filepath.Join(repoRoot(t), argoDir, "testdata", c.file)

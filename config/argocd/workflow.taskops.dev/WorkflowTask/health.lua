@@ -1,5 +1,5 @@
 -- Argo CD health of a WorkflowTask (workflow.taskops.dev/v1alpha1), after the operator's status
--- contract (README, "Status contract"): not yet observed → Progressing; Stalled (failed,
+-- contract (docs/api.md, "Status contract"): not yet observed → Progressing; Stalled (failed,
 -- canceled, no progress within progressDeadlineSeconds) → Degraded; Ready (completed) →
 -- Healthy; Suspended → Suspended; otherwise (queued, processing) → Progressing. The message is
 -- the deciding condition's, with the task's progress.
