@@ -127,8 +127,8 @@ test: controlplane cluster test-packages $(KREW) $(VALIDATE_KREW) ## Every test:
 	go test $(GO_TEST_FLAGS) -timeout 30m ./...
 
 .PHONY: test-packages
-test-packages: ## Debian packages the tests drive: tmux (the plugin's terminal test).
-	hack/debian-packages.sh tmux
+test-packages: ## Debian packages the tests drive: tmux and bash-completion (the plugin's terminal tests).
+	hack/debian-packages.sh tmux bash-completion
 
 .PHONY: test-e2e
 test-e2e: controlplane cluster test-packages ## Only the end-to-end suite: the local cluster, the operator as a process, kubectl and curl.

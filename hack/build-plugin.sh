@@ -16,7 +16,12 @@ platforms=${PLUGIN_PLATFORMS:-$(go env GOOS)/$(go env GOARCH)}
 uri_base=${PLUGIN_URI_BASE:-file://$dist}
 
 mkdir -p "$bin" "$dist"
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/kubectl-workflowtask" ./cmd/kubectl-workflowtask
+ldflags="-s -w -X github.com/taskops/workflowtask-operator/internal/plugin.Version=$version"
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$bin/kubectl-workflowtask" ./cmd/kubectl-workflowtask
+# kubectl (≥ 1.26) completes `kubectl workflowtask …` by running kubectl_complete-workflowtask
+# from PATH: the shim, beside the plugin.
+shim() { install -m 0755 hack/krew/kubectl_complete-workflowtask "$1"; }
+shim "$bin/kubectl_complete-workflowtask"
 
 template=hack/krew/workflowtask.yaml
 head=$(sed -n '/^  # PLATFORM$/q;p' "$template")
@@ -26,12 +31,13 @@ for platform in $platforms; do
   os=${platform%/*} arch=${platform#*/}
   stage=$(mktemp -d)
   exe=kubectl-workflowtask
-  CGO_ENABLED=0 GOOS=$os GOARCH=$arch go build -trimpath -ldflags "-s -w" -o "$stage/$exe" ./cmd/kubectl-workflowtask
+  CGO_ENABLED=0 GOOS=$os GOARCH=$arch go build -trimpath -ldflags "$ldflags" -o "$stage/$exe" ./cmd/kubectl-workflowtask
+  shim "$stage/kubectl_complete-workflowtask"
   cp docs/plugin.md "$stage/README.md"
   cp LICENSE "$stage/LICENSE"
   archive=kubectl-workflowtask_${os}_${arch}.tar.gz
   # Reproducible: fixed owner, order and times.
-  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - "$exe" README.md LICENSE | gzip -n >"$dist/$archive"
+  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - "$exe" kubectl_complete-workflowtask README.md LICENSE | gzip -n >"$dist/$archive"
   rm -rf "$stage"
   sum=$(sha256sum "$dist/$archive" | cut -d' ' -f1)
   entry=${block//\{\{OS\}\}/$os}

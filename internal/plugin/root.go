@@ -121,7 +121,7 @@ func (o *options) clientFor(name string) (client.WithWatch, string, error) {
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	o := &options{flags: genericclioptions.NewConfigFlags(true), streams: streams, now: time.Now}
 	cmd := &cobra.Command{
-		Use: "workflowtask",
+		Use: "kubectl-workflowtask",
 		// Usage and help say "kubectl workflowtask", as kubectl plugins do.
 		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl workflowtask"},
 		Short:       "Follow and control WorkflowTasks: live progress bars, rate and ETA",
@@ -136,7 +136,16 @@ and resume.`,
 	cmd.SetErr(streams.ErrOut)
 	o.flags.AddFlags(cmd.PersistentFlags())
 	cmd.AddCommand(newGetCommand(o), newDescribeCommand(o), newWatchCommand(o),
-		newActionCommand(o, cancelAction), newActionCommand(o, suspendAction), newActionCommand(o, resumeAction))
+		newActionCommand(o, cancelAction), newActionCommand(o, suspendAction), newActionCommand(o, resumeAction),
+		newVersionCommand(o))
+	// Shell completion (cobra's completion command, and __complete, which kubectl ≥ 1.26 runs
+	// through kubectl_complete-workflowtask): task names for NAME, namespaces for -n.
+	for _, sub := range cmd.Commands() {
+		if strings.Contains(sub.Use, "NAME") {
+			sub.ValidArgsFunction = o.completeTaskName
+		}
+	}
+	_ = cmd.RegisterFlagCompletionFunc("namespace", o.completeNamespace) // the flag is ConfigFlags'
 	return cmd
 }
 

@@ -337,6 +337,14 @@ func (s *tmuxServer) newSession(t *testing.T, name, command string) {
 	})
 }
 
+// keys types into the session: text and tmux key names (Enter, Tab, C-u).
+func (s *tmuxServer) keys(t *testing.T, name string, keys ...string) {
+	t.Helper()
+	if out, err := s.cmd(append([]string{"send-keys", "-t", name}, keys...)...).CombinedOutput(); err != nil {
+		t.Fatalf("tmux send-keys: %v\n%s", err, out)
+	}
+}
+
 // capture is what the session's terminal shows.
 func (s *tmuxServer) capture(name string) (string, error) {
 	out, err := s.cmd("capture-pane", "-p", "-t", name).Output()
@@ -394,3 +402,42 @@ func barFill(line string) (int, bool) {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// `kubectl workflowtask <TAB>` in bash as a user has it: kubectl's own completion loaded (it
+// needs Debian's bash-completion), the plugin and its kubectl_complete-workflowtask shim
+// (hack/krew) on PATH. TAB completes a subcommand, a task's name in the namespace, and a
+// namespace after -n, each from the cluster.
+func TestPluginCompletionInTmux(t *testing.T) {
+	const bashCompletion = "/usr/share/bash-completion/bash_completion"
+	if _, err := os.Stat(bashCompletion); err != nil {
+		t.Fatalf("%v: kubectl's bash completion needs Debian's bash-completion (make test installs it: hack/debian-packages.sh)", err)
+	}
+	applyTask(t, "completion-target-7q", "", "")
+	dir := t.TempDir()
+	if err := os.Symlink(pluginBin, filepath.Join(dir, "kubectl-workflowtask")); err != nil {
+		t.Fatal(err)
+	}
+	shim, err := os.ReadFile(filepath.Join(root, "hack", "krew", "kubectl_complete-workflowtask"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kubectl_complete-workflowtask"), shim, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tm := newTmux(t)
+	tm.newSession(t, "complete", fmt.Sprintf("env PATH=%s:$PATH KUBECONFIG=%s bash --norc --noprofile -i",
+		shellQuote(dir), shellQuote(cluster.Kubeconfig)))
+	tm.keys(t, "complete", "source "+bashCompletion+"; source <(kubectl completion bash); clear", "Enter")
+	for _, c := range []struct{ typed, completed string }{
+		{"kubectl workflowtask wat", "kubectl workflowtask watch "},
+		{"kubectl workflowtask describe completion-tar", "kubectl workflowtask describe completion-target-7q "},
+		{"kubectl workflowtask get -n defau", "kubectl workflowtask get -n default "},
+	} {
+		tm.keys(t, "complete", c.typed, "Tab")
+		gomega.NewWithT(t).Eventually(func() string {
+			screen, _ := tm.capture("complete")
+			return lineWith(screen, "kubectl")
+		}).WithTimeout(20*time.Second).Should(gomega.HaveSuffix(strings.TrimSpace(c.completed)), "after %q and TAB", c.typed)
+		tm.keys(t, "complete", "C-u") // a fresh line for the next
+	}
+}
