@@ -8,10 +8,13 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
+	kubectlget "k8s.io/kubectl/pkg/cmd/get"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -25,34 +28,69 @@ type getOptions struct {
 	*options
 	allNamespaces bool
 	selector      string
-	output        string
+	// print is kubectl's -o: json, yaml, name, jsonpath, go-template (and their -file forms);
+	// columns its custom-columns; "" and wide are the plugin's table.
+	print   *genericclioptions.PrintFlags
+	columns *kubectlget.CustomColumnsPrintFlags
 }
 
 func newGetCommand(o *options) *cobra.Command {
-	g := &getOptions{options: o}
+	g := &getOptions{options: o, print: genericclioptions.NewPrintFlags("").WithTypeSetter(project.Scheme),
+		columns: kubectlget.NewCustomColumnsPrintFlags()}
 	cmd := &cobra.Command{
 		Use:   "get [NAME]",
 		Short: "List tasks with a progress bar each",
 		Example: `  kubectl workflowtask get
   kubectl workflowtask get -A -o wide
-  kubectl workflowtask get upload-7f3a -o yaml`,
+  kubectl workflowtask get upload-7f3a -o yaml
+  kubectl workflowtask get -o jsonpath='{.items[*].status.progressSummary}'
+  kubectl workflowtask get -o custom-columns=NAME:.metadata.name,PHASE:.status.phase,ID:.status.id`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch g.output {
-			case "", "wide", "json", "yaml", "name":
-			default:
-				return fmt.Errorf("unknown output format %q: use wide, json, yaml or name", g.output)
+			printer, err := g.printer()
+			if err != nil {
+				return err
 			}
-			return g.run(cmd, args)
+			return g.run(cmd, args, printer)
 		},
 	}
 	cmd.Flags().BoolVarP(&g.allNamespaces, "all-namespaces", "A", false, "List the tasks of every namespace.")
 	cmd.Flags().StringVarP(&g.selector, "selector", "l", "", "List the tasks matching this label selector.")
-	cmd.Flags().StringVarP(&g.output, "output", "o", "", "Output format: wide, json, yaml or name.")
+	g.print.AddFlags(cmd)
+	g.columns.AddFlags(cmd)
+	cmd.Flags().Lookup("output").Usage = "Output format: wide, " + strings.Join(g.formats(), ", ") + "."
 	return cmd
 }
 
-func (g *getOptions) run(cmd *cobra.Command, args []string) error {
+// formats are the -o values kubectl's printers take.
+func (g *getOptions) formats() []string {
+	return append(g.print.AllowedFormats(), g.columns.AllowedFormats()...)
+}
+
+// printer is kubectl's printer for -o; nil for the plugin's table ("" or wide).
+func (g *getOptions) printer() (printers.ResourcePrinter, error) {
+	output := *g.print.OutputFormat
+	switch {
+	case output == "" || output == "wide":
+		return nil, nil
+	case strings.HasPrefix(output, "custom-columns"):
+		p, err := g.columns.ToPrinter(output)
+		if err != nil {
+			return nil, fmt.Errorf("-o %s: %w", output, err)
+		}
+		return printers.NewTypeSetter(project.Scheme).ToPrinter(p), nil
+	}
+	p, err := g.print.ToPrinter()
+	if genericclioptions.IsNoCompatiblePrinterError(err) {
+		return nil, fmt.Errorf("unknown output format %q: use wide, %s", output, strings.Join(g.formats(), ", "))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("-o %s: %w", output, err)
+	}
+	return p, nil
+}
+
+func (g *getOptions) run(cmd *cobra.Command, args []string, printer printers.ResourcePrinter) error {
 	if len(args) == 1 {
 		if err := validName(args[0]); err != nil {
 			return err
@@ -87,18 +125,12 @@ func (g *getOptions) run(cmd *cobra.Command, args []string) error {
 		tasks, obj = list.Items, list
 	}
 	out := g.streams.Out
-	switch g.output {
-	case "json", "yaml":
-		var p printers.ResourcePrinter = &printers.JSONPrinter{}
-		if g.output == "yaml" {
-			p = &printers.YAMLPrinter{}
+	if printer != nil {
+		u, err := unstructuredOf(obj)
+		if err != nil {
+			return err
 		}
-		return printers.NewTypeSetter(project.Scheme).ToPrinter(p).PrintObj(obj, out)
-	case "name":
-		for _, t := range tasks {
-			fmt.Fprintf(out, "workflowtask.%s/%s\n", workflowv1alpha1.GroupVersion.Group, t.Name)
-		}
-		return nil
+		return printer.PrintObj(u, out)
 	}
 	if len(tasks) == 0 {
 		where := "in " + ns + " namespace"
@@ -108,7 +140,7 @@ func (g *getOptions) run(cmd *cobra.Command, args []string) error {
 		fmt.Fprintln(g.streams.ErrOut, "No resources found", where+".")
 		return nil
 	}
-	return printTable(out, tasks, g.now(), g.output == "wide", g.allNamespaces)
+	return printTable(out, tasks, g.now(), *g.print.OutputFormat == "wide", g.allNamespaces)
 }
 
 // printTable prints tasks as kubectl get does, with a drawn bar in PROGRESS; wide adds the
@@ -180,4 +212,34 @@ func truncateRunes(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// unstructuredOf is a task, or a list of tasks, as kubectl's printers get them from kubectl get:
+// unstructured, every item with its apiVersion and kind, a list as a v1 List.
+func unstructuredOf(obj runtime.Object) (runtime.Object, error) {
+	one := func(t *workflowv1alpha1.WorkflowTask) (*unstructured.Unstructured, error) {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(t)
+		if err != nil {
+			return nil, fmt.Errorf("printing workflowtask %s: %w", t.Name, err)
+		}
+		u := &unstructured.Unstructured{Object: m}
+		u.SetGroupVersionKind(workflowv1alpha1.GroupVersion.WithKind("WorkflowTask"))
+		return u, nil
+	}
+	switch o := obj.(type) {
+	case *workflowv1alpha1.WorkflowTask:
+		return one(o)
+	case *workflowv1alpha1.WorkflowTaskList:
+		list := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": "v1", "kind": "List",
+			"metadata": map[string]any{"resourceVersion": o.ResourceVersion}}}
+		for i := range o.Items {
+			u, err := one(&o.Items[i])
+			if err != nil {
+				return nil, err
+			}
+			list.Items = append(list.Items, *u)
+		}
+		return list, nil
+	}
+	return nil, fmt.Errorf("printing %T: not a WorkflowTask", obj)
 }

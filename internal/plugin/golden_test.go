@@ -11,8 +11,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	kubectlget "k8s.io/kubectl/pkg/cmd/get"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
+	"github.com/taskops/workflowtask-operator/internal/project"
 	"github.com/taskops/workflowtask-operator/internal/testutil"
 )
 
@@ -104,6 +107,36 @@ func TestDescribeGolden(t *testing.T) {
 				t.Error("describe printed an escape code from the task's status")
 			}
 			golden(t, tc.name, out.Bytes())
+		})
+	}
+}
+
+// get -o with kubectl's printers: the list as kubectl would print it.
+func TestGetOutputFormats(t *testing.T) {
+	list := &workflowv1alpha1.WorkflowTaskList{Items: goldenTasks()}
+	for name, output := range map[string]string{
+		"get-o-name":           "name",
+		"get-o-jsonpath":       `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {.status.phase} {.status.id}{"\n"}{end}`,
+		"get-o-go-template":    `go-template={{range .items}}{{.metadata.name}}={{.spec.type}} {{end}}`,
+		"get-o-custom-columns": "custom-columns=NAME:.metadata.name,OWNER:.spec.owner,PHASE:.status.phase,ID:.status.id",
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := &getOptions{print: genericclioptions.NewPrintFlags("").WithTypeSetter(project.Scheme),
+				columns: kubectlget.NewCustomColumnsPrintFlags()}
+			*g.print.OutputFormat = output
+			p, err := g.printer()
+			if err != nil || p == nil {
+				t.Fatalf("printer for -o %s: %v, %v", output, p, err)
+			}
+			var out bytes.Buffer
+			obj, err := unstructuredOf(list.DeepCopy())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.PrintObj(obj, &out); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name, out.Bytes())
 		})
 	}
 }

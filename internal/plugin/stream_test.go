@@ -201,7 +201,11 @@ current-context: c
 		{[]string{"watch", "t", "-n", "Bad/NS"}, ExitCannotWatch, "is not a namespace"},
 		{[]string{"watch"}, ExitCannotWatch, "watch takes a NAME"},
 		{[]string{"get", "../x"}, ExitFailed, "is not a task name"},
-		{[]string{"get", "-o", "jsonpath={}"}, ExitFailed, "unknown output format"},
+		// Output formats are checked before anything is sent (the kubeconfig's server is closed).
+		{[]string{"get", "-o", "xml"}, ExitFailed, "unknown output format"},
+		{[]string{"get", "-o", "jsonpath={.items[0"}, ExitFailed, "-o jsonpath"},
+		{[]string{"get", "-o", "go-template={{.x"}, ExitFailed, "-o go-template"},
+		{[]string{"get", "-o", "custom-columns="}, ExitFailed, "-o custom-columns"},
 		{[]string{"describe", "a/b"}, ExitFailed, "is not a task name"},
 		{[]string{"cancel", ".."}, ExitFailed, "is not a task name"},
 		{[]string{"frobnicate"}, ExitFailed, "unknown command"},

@@ -403,7 +403,7 @@ func barFill(line string) (int, bool) {
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// `kubectl workflowtask <TAB>` in bash as a user has it: kubectl's own completion loaded (it
+// `kubectl workflowtask <TAB>` in bash as a user has it (and get -o with kubectl's printers): kubectl's own completion loaded (it
 // needs Debian's bash-completion), the plugin and its kubectl_complete-workflowtask shim
 // (hack/krew) on PATH. TAB completes a subcommand, a task's name in the namespace, and a
 // namespace after -n, each from the cluster.
@@ -439,5 +439,16 @@ func TestPluginCompletionInTmux(t *testing.T) {
 			return lineWith(screen, "kubectl")
 		}).WithTimeout(20*time.Second).Should(gomega.HaveSuffix(strings.TrimSpace(c.completed)), "after %q and TAB", c.typed)
 		tm.keys(t, "complete", "C-u") // a fresh line for the next
+	}
+	// kubectl's printers on what the server answers.
+	for output, want := range map[string]string{
+		"jsonpath={.metadata.name} {.spec.type}":             "completion-target-7q relocate",
+		"custom-columns=NAME:.metadata.name,TYPE:.spec.type": "NAME                   TYPE\ncompletion-target-7q   relocate",
+		"name": "workflowtask.workflow.taskops.dev/completion-target-7q",
+	} {
+		out, err := exec.Command(pluginBin, "get", "completion-target-7q", "-n", "default", "-o", output, "--kubeconfig", cluster.Kubeconfig).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != want {
+			t.Errorf("get -o %s: %v\n%s\nwant:\n%s", output, err, out, want)
+		}
 	}
 }
