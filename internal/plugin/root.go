@@ -8,15 +8,18 @@ package plugin
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/taskops/workflowtask-operator/internal/project"
@@ -135,6 +138,7 @@ and resume.`,
 	cmd.SetOut(streams.Out)
 	cmd.SetErr(streams.ErrOut)
 	o.flags.AddFlags(cmd.PersistentFlags())
+	addVerbosityFlag(cmd)
 	cmd.AddCommand(newGetCommand(o), newDescribeCommand(o), newWatchCommand(o),
 		newActionCommand(o, cancelAction), newActionCommand(o, suspendAction), newActionCommand(o, resumeAction),
 		newVersionCommand(o))
@@ -166,4 +170,17 @@ func Run(ctx context.Context, args []string, streams genericiooptions.IOStreams)
 	}
 	fmt.Fprintln(streams.ErrOut, "error:", err)
 	return ExitFailed
+}
+
+// addVerbosityFlag adds kubectl's -v: klog's verbosity, which client-go's request logging
+// follows (-v=6 each request, -v=8 with bodies, as kubectl).
+func addVerbosityFlag(cmd *cobra.Command) {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	if v := fs.Lookup("v"); v != nil {
+		pf := pflag.PFlagFromGoFlag(v)
+		pf.Shorthand = "v"
+		pf.Usage = "Log level: 6 shows each API request, 8 with bodies (as kubectl's -v)."
+		cmd.PersistentFlags().AddFlag(pf)
+	}
 }

@@ -440,6 +440,15 @@ func TestPluginCompletionInTmux(t *testing.T) {
 		}).WithTimeout(20*time.Second).Should(gomega.HaveSuffix(strings.TrimSpace(c.completed)), "after %q and TAB", c.typed)
 		tm.keys(t, "complete", "C-u") // a fresh line for the next
 	}
+	// -v as kubectl's: client-go logs each request at 6, nothing without.
+	for v, logs := range map[string]bool{"-v=6": true, "-v=0": false} {
+		cmd := exec.Command(pluginBin, "get", "completion-target-7q", "-n", "default", v, "--kubeconfig", cluster.Kubeconfig)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil || strings.Contains(stderr.String(), `verb="GET"`) != logs {
+			t.Errorf("get %s: %v; requests logged: %t, want %t\n%s", v, err, !logs, logs, stderr.String())
+		}
+	}
 	// kubectl's printers on what the server answers.
 	for output, want := range map[string]string{
 		"jsonpath={.metadata.name} {.spec.type}":             "completion-target-7q relocate",
