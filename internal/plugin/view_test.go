@@ -261,3 +261,19 @@ func TestFollowEnds(t *testing.T) {
 		})
 	}
 }
+
+// A watch that ends at once is followed by a growing wait before the next list; one that
+// lasted is followed by none.
+func TestRelistWait(t *testing.T) {
+	var got []time.Duration
+	wait := time.Duration(0)
+	for _, lasted := range []time.Duration{0, time.Second, 0, 0, 0, 0, 0, 0, 0, time.Minute, 0} {
+		wait = relistWait(lasted, wait)
+		got = append(got, wait)
+	}
+	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
+		16 * time.Second, 30 * time.Second, 30 * time.Second, 30 * time.Second, 0, 500 * time.Millisecond}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("waits (-want +got):\n%s", diff)
+	}
+}

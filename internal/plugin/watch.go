@@ -171,7 +171,8 @@ type source interface {
 	singleTask() bool
 }
 
-// kubeSource lists and watches WorkflowTasks, listing again whenever the watch ends.
+// kubeSource lists and watches WorkflowTasks, listing again whenever the watch ends (after a
+// wait when it ended at once: relistWait).
 type kubeSource struct {
 	c         client.WithWatch
 	namespace string
@@ -182,7 +183,26 @@ type kubeSource struct {
 func (s *kubeSource) phaseVisible() bool { return true }
 func (s *kubeSource) singleTask() bool   { return s.single }
 
+// Relisting after a watch ends: a watch that lasted less than shortWatch (the server refused
+// or closed it at once) is followed by a wait, doubling from minRelistWait up to
+// maxRelistWait, so a failing server is not asked in a tight loop; a watch that lasted resets it.
+const (
+	shortWatch    = 5 * time.Second
+	minRelistWait = 500 * time.Millisecond
+	maxRelistWait = 30 * time.Second
+)
+
+// relistWait is the wait before listing again after a watch that lasted this long, given the
+// previous wait (0 at first).
+func relistWait(lasted, prev time.Duration) time.Duration {
+	if lasted >= shortWatch {
+		return 0
+	}
+	return min(max(2*prev, minRelistWait), maxRelistWait)
+}
+
 func (s *kubeSource) run(ctx context.Context, events chan<- event) error {
+	var wait time.Duration
 	for ctx.Err() == nil {
 		list := &workflowv1alpha1.WorkflowTaskList{}
 		raw := s.raw
@@ -198,8 +218,18 @@ func (s *kubeSource) run(ctx context.Context, events chan<- event) error {
 		if err != nil {
 			return fmt.Errorf("watching workflowtasks: %w", err)
 		}
+		started := time.Now()
 		if !s.drain(ctx, wi, events) {
 			return ctx.Err()
+		}
+		if wait = relistWait(time.Since(started), wait); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
 		}
 	}
 	return ctx.Err()
