@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -275,5 +276,75 @@ func TestRelistWait(t *testing.T) {
 		16 * time.Second, 30 * time.Second, 30 * time.Second, 30 * time.Second, 0, 500 * time.Millisecond}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("waits (-want +got):\n%s", diff)
+	}
+}
+
+func TestPodReason(t *testing.T) {
+	waiting := func(name, reason, msg string) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}
+	}
+	terminated := func(name, reason string, code int32) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: reason, ExitCode: code}}}
+	}
+	pod := func(phase corev1.PodPhase, statuses ...corev1.ContainerStatus) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{Phase: phase, ContainerStatuses: statuses}}
+	}
+	unschedulable := pod(corev1.PodPending)
+	unschedulable.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+		Reason: "Unschedulable", Message: "0/1 nodes are available: 1 Insufficient memory."}}
+	initWaiting := pod(corev1.PodPending)
+	initWaiting.Status.InitContainerStatuses = []corev1.ContainerStatus{waiting("progress", "ErrImagePull", "pull access denied")}
+	for name, tc := range map[string]struct {
+		pod  *corev1.Pod
+		want string
+	}{
+		"image pull": {pod(corev1.PodPending, waiting("worker", "ImagePullBackOff", `Back-off pulling image "nope:1"`)),
+			`container worker: ImagePullBackOff: Back-off pulling image "nope:1"`},
+		"crash loop": {pod(corev1.PodRunning, waiting("worker", "CrashLoopBackOff", "back-off 10s restarting failed container")),
+			"container worker: CrashLoopBackOff: back-off 10s restarting failed container"},
+		"OOM killed":         {pod(corev1.PodFailed, terminated("worker", "OOMKilled", 137)), "container worker: OOMKilled (exit code 137)"},
+		"failed":             {pod(corev1.PodFailed, terminated("worker", "Error", 3)), "container worker: Error (exit code 3)"},
+		"unschedulable":      {unschedulable, "Pending: Unschedulable: 0/1 nodes are available: 1 Insufficient memory."},
+		"init container":     {initWaiting, "container progress: ErrImagePull: pull access denied"},
+		"creating":           {pod(corev1.PodPending, waiting("worker", "ContainerCreating", "")), ""},
+		"running":            {pod(corev1.PodRunning, corev1.ContainerStatus{Name: "worker", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}), ""},
+		"succeeded":          {pod(corev1.PodSucceeded, terminated("worker", "Completed", 0)), ""},
+		"pending, scheduled": {pod(corev1.PodPending), ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := podReason(tc.pod); got != tc.want {
+				t.Errorf("podReason = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// A pod that is not doing its work shows under its task (whether it or the task was seen
+// first), one line, without escape codes; gone with the pod, and not shown once the task
+// finished.
+func TestWatchShowsPodReasons(t *testing.T) {
+	var out bytes.Buffer
+	clock := at(0)
+	r := newPlainRenderer(&out, func() time.Time { return clock })
+	f := &follower{views: map[string]*taskView{}, visible: true, single: true, now: func() time.Time { return clock }}
+	crashing := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "up-x7k2p", Labels: map[string]string{workflowv1alpha1.LabelTaskName: "up"}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{{Name: "worker",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off 10s\x1b[2J restarting"}}}}},
+	}
+	f.apply(event{pod: crashing})
+	f.apply(event{task: running().Obj()})
+	r.Update(f.rows())
+	clock = at(1)
+	f.apply(event{pod: crashing, deleted: true})
+	r.Update(f.rows())
+	want := `06:00:00 ns/up  Processing  upload  owner alice  ID mA7mF4xyzQ
+06:00:00 ns/up  pod up-x7k2p: container worker: CrashLoopBackOff: back-off 10s [2J restarting
+`
+	if diff := cmp.Diff(want, out.String()); diff != "" {
+		t.Errorf("plain output (-want +got):\n%s", diff)
+	}
+	if len(f.rows()) != 1 {
+		t.Errorf("rows after the pod went: %+v", f.rows())
 	}
 }

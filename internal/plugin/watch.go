@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -149,14 +150,16 @@ func (w *watchOptions) source(ctx context.Context, name, id string) (source, err
 	case err != nil:
 		return nil, fmt.Errorf("reading workflowtask %s/%s: %w", ns, name, err)
 	}
-	return &kubeSource{c: c, namespace: ns, single: true,
+	return &kubeSource{c: c, namespace: ns, single: true, name: name,
 		raw: metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()}}, nil
 }
 
-// event is a change of one task: its new state, or that it is gone. A list (sync) replaces
+// event is a change of one task or of one of its pods: its new state, or that it is gone. A list (sync) replaces
 // every task the source knew.
 type event struct {
-	task    *workflowv1alpha1.WorkflowTask
+	task *workflowv1alpha1.WorkflowTask
+	// pod: a change of a task's pod (deleted: it is gone).
+	pod     *corev1.Pod
 	deleted bool
 	sync    []workflowv1alpha1.WorkflowTask
 	isSync  bool
@@ -178,6 +181,16 @@ type kubeSource struct {
 	namespace string
 	raw       metav1.ListOptions
 	single    bool
+	// name is the one task followed ("" for a selector or all).
+	name string
+}
+
+// podSelector selects the pods of the followed tasks: of the one task, or of any task.
+func (s *kubeSource) podSelector() string {
+	if s.name != "" {
+		return workflowv1alpha1.LabelTaskName + "=" + s.name
+	}
+	return workflowv1alpha1.LabelTaskName
 }
 
 func (s *kubeSource) phaseVisible() bool { return true }
@@ -202,6 +215,7 @@ func relistWait(lasted, prev time.Duration) time.Duration {
 }
 
 func (s *kubeSource) run(ctx context.Context, events chan<- event) error {
+	go s.watchPods(ctx, s.podSelector(), events)
 	var wait time.Duration
 	for ctx.Err() == nil {
 		list := &workflowv1alpha1.WorkflowTaskList{}
@@ -314,7 +328,9 @@ func follow(ctx context.Context, src source, r renderer, now func() time.Time, t
 
 // follower is the state of a watch: a view per task, the tasks that went away.
 type follower struct {
-	views   map[string]*taskView
+	views map[string]*taskView
+	// pods are the tasks' pods, by task key and pod name.
+	pods    map[string]map[string]*corev1.Pod
 	gone    []string
 	visible bool
 	single  bool
@@ -337,11 +353,34 @@ func (f *follower) apply(ev event) {
 		}
 		return
 	}
+	if ev.pod != nil {
+		f.observePod(ev.pod, ev.deleted)
+		return
+	}
 	if ev.deleted {
 		f.remove(key(ev.task))
 		return
 	}
 	f.observe(ev.task, now)
+}
+
+// observePod keeps the pod under its task (shown once the task is, whichever came first).
+func (f *follower) observePod(p *corev1.Pod, deleted bool) {
+	k := podTask(p)
+	if k == "" {
+		return
+	}
+	if deleted {
+		delete(f.pods[k], p.Name)
+		return
+	}
+	if f.pods == nil {
+		f.pods = map[string]map[string]*corev1.Pod{}
+	}
+	if f.pods[k] == nil {
+		f.pods[k] = map[string]*corev1.Pod{}
+	}
+	f.pods[k][p.Name] = p
 }
 
 func (f *follower) observe(t *workflowv1alpha1.WorkflowTask, now time.Time) {
@@ -357,6 +396,7 @@ func (f *follower) observe(t *workflowv1alpha1.WorkflowTask, now time.Time) {
 func (f *follower) remove(k string) {
 	if _, ok := f.views[k]; ok {
 		delete(f.views, k)
+		delete(f.pods, k)
 		f.gone = append(f.gone, k)
 	}
 }
@@ -387,6 +427,9 @@ func (f *follower) rows() []Row {
 	now := f.now()
 	for _, v := range f.sorted() {
 		rows = append(rows, v.rows(now)...)
+		if !v.visibleDone() {
+			rows = append(rows, podRows(key(v.task), f.pods[key(v.task)])...)
+		}
 	}
 	return rows
 }
