@@ -141,7 +141,7 @@ and resume.`,
 	addVerbosityFlag(cmd)
 	cmd.AddCommand(newGetCommand(o), newDescribeCommand(o), newWatchCommand(o),
 		newActionCommand(o, cancelAction), newActionCommand(o, suspendAction), newActionCommand(o, resumeAction),
-		newVersionCommand(o))
+		newLogsCommand(o), newVersionCommand(o))
 	// Shell completion (cobra's completion command, and __complete, which kubectl ≥ 1.26 runs
 	// through kubectl_complete-workflowtask): task names for NAME, namespaces for -n.
 	for _, sub := range cmd.Commands() {
