@@ -1,8 +1,8 @@
 // Package healthcheck judges an object the way GitOps tools do, with their own libraries, so
 // that tests can hold the operator's status contract against them: kstatus (Flux and kubectl's
 // status library, github.com/fluxcd/cli-utils), an Argo CD Lua health script run in Argo CD's
-// sandbox (github.com/yuin/gopher-lua), and a Flux Kustomization's healthCheckExprs (CEL,
-// github.com/google/cel-go) evaluated in Flux's order.
+// sandbox (github.com/yuin/gopher-lua), and a Flux Kustomization's healthCheckExprs evaluated by
+// Flux's own CEL evaluator (github.com/fluxcd/pkg/runtime/cel).
 package healthcheck
 
 import (
@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
-	"github.com/google/cel-go/cel"
+	"github.com/fluxcd/pkg/apis/kustomize"
+	fluxcel "github.com/fluxcd/pkg/runtime/cel"
 	lua "github.com/yuin/gopher-lua"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
@@ -119,48 +120,20 @@ type FluxExprs struct {
 	Current    string `json:"current"`
 }
 
-// FluxStatus is Flux's verdict for obj under exprs (RFC-0009): InProgress while
-// status.observedGeneration differs from metadata.generation; otherwise the first of
-// inProgress, failed, current that is true; InProgress when none is. An expression that fails to
-// evaluate is an error (Flux fails the health check).
+// FluxStatus is Flux's verdict for obj under exprs, computed by Flux's own evaluator
+// (github.com/fluxcd/pkg/runtime/cel, what kustomize-controller runs; RFC-0009): InProgress while
+// status.observedGeneration differs from metadata.generation; otherwise the first of inProgress,
+// failed, current that is true; InProgress when none is. An expression that fails to evaluate is
+// an error (Flux fails the health check).
 func FluxStatus(exprs FluxExprs, obj map[string]any) (string, error) {
-	gen, _, _ := unstructured.NestedInt64(obj, "metadata", "generation")
-	if observed, found, _ := unstructured.NestedInt64(obj, "status", "observedGeneration"); found && observed != gen {
-		return status.InProgressStatus.String(), nil
-	}
-	// The object's top-level fields are the variables, as in Flux.
-	var vars []cel.EnvOption
-	for _, k := range []string{"apiVersion", "kind", "metadata", "spec", "status"} {
-		vars = append(vars, cel.Variable(k, cel.DynType))
-	}
-	env, err := cel.NewEnv(append(vars, cel.OptionalTypes())...)
+	ev, err := fluxcel.NewStatusEvaluator(&kustomize.HealthCheckExpressions{
+		InProgress: exprs.InProgress, Failed: exprs.Failed, Current: exprs.Current})
 	if err != nil {
-		return "", fmt.Errorf("CEL environment: %w", err)
+		return "", fmt.Errorf("flux health check expressions: %w", err)
 	}
-	for _, e := range []struct {
-		expr   string
-		result status.Status
-	}{{exprs.InProgress, status.InProgressStatus}, {exprs.Failed, status.FailedStatus}, {exprs.Current, status.CurrentStatus}} {
-		if e.expr == "" {
-			continue
-		}
-		ast, iss := env.Compile(e.expr)
-		if iss.Err() != nil {
-			return "", fmt.Errorf("compiling %q: %w", e.expr, iss.Err())
-		}
-		prg, err := env.Program(ast)
-		if err != nil {
-			return "", fmt.Errorf("%q: %w", e.expr, err)
-		}
-		out, _, err := prg.Eval(obj)
-		if err != nil {
-			return "", fmt.Errorf("evaluating %q: %w", e.expr, err)
-		}
-		if b, ok := out.Value().(bool); !ok {
-			return "", fmt.Errorf("%q is not a boolean", e.expr)
-		} else if b {
-			return e.result.String(), nil
-		}
+	res, err := ev.Evaluate(context.Background(), &unstructured.Unstructured{Object: obj})
+	if err != nil {
+		return "", fmt.Errorf("flux health check: %w", err)
 	}
-	return status.InProgressStatus.String(), nil
+	return res.Status.String(), nil
 }

@@ -245,7 +245,7 @@ func readFluxExprs(t *testing.T) healthcheck.FluxExprs {
 
 // Every case of the status contract (docs/api.md), driven by the real controller, judged by kstatus
 // (the library Flux runs), the Argo CD health script (in Argo CD's Lua sandbox) and the Flux
-// healthCheckExprs (cel-go): each cell of the table holds. The Argo CD testdata are these
+// healthCheckExprs (Flux's evaluator, fluxcd/pkg/runtime/cel): each cell of the table holds. The Argo CD testdata are these
 // objects (normalized), so health_test.yaml tests what the controller really writes.
 func TestStatusContract(t *testing.T) {
 	rows := readContract(t)
