@@ -65,9 +65,13 @@ func Serve(ctx context.Context, log logr.Logger, timeouts Timeouts, l Listener) 
 	table := newConnTable(l.Limits)
 	unregister := registerConnMetrics(l.Name, table)
 	defer unregister()
+	metrics := newRequestMetrics(l.Name)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		w.Header()["Connection"] = connectionClose // until an Authenticator says otherwise
-		l.Handler.ServeHTTP(w, r)
+		sw := &statusWriter{ResponseWriter: w}
+		l.Handler.ServeHTTP(sw, r)
+		metrics.observe(sw.status(), w.Header().Get("Content-Type"), time.Since(start))
 	})
 	srv := &http.Server{
 		Handler:           handler,
