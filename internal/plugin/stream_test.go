@@ -207,6 +207,7 @@ current-context: c
 		{[]string{"get", "-o", "go-template={{.x"}, ExitFailed, "-o go-template"},
 		{[]string{"get", "-o", "custom-columns="}, ExitFailed, "-o custom-columns"},
 		{[]string{"describe", "a/b"}, ExitFailed, "is not a task name"},
+		{[]string{"logs", "-f", "../../api/v1/secrets"}, ExitFailed, "is not a task name"},
 		{[]string{"cancel", ".."}, ExitFailed, "is not a task name"},
 		{[]string{"frobnicate"}, ExitFailed, "unknown command"},
 	} {

@@ -348,3 +348,20 @@ func TestWatchShowsPodReasons(t *testing.T) {
 		t.Errorf("rows after the pod went: %+v", f.rows())
 	}
 }
+
+// A pod's log line reaches the terminal without its control characters (escape codes,
+// carriage returns, bidi overrides), tabs kept, never shortened.
+func TestPrintableLogLine(t *testing.T) {
+	long := strings.Repeat("x", 5000)
+	for in, want := range map[string]string{
+		"plain\tline":                 "plain\tline",
+		"\x1b[2J\x1b]0;pwned\x07done": " [2J ]0;pwned done",
+		"progress 50%\rprogress 60%":  "progress 50% progress 60%",
+		"a\u202eb":                    "a b",
+		long:                          long,
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
