@@ -15,6 +15,9 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT := $(BIN)/golangci-lint
 KREW := $(BIN)/kubectl-krew
 VALIDATE_KREW := $(BIN)/validate-krew-manifest
+HELM := $(BIN)/helm
+HELM_VERSION := v4.3.2
+CHART_VERSION ?= 0.1.0
 GO_TEST_FLAGS ?= -count=1
 IMG ?= workflowtask-operator:dev
 
@@ -33,6 +36,14 @@ $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 $(KREW) $(VALIDATE_KREW): hack/tools/krew/go.mod hack/tools/krew/go.sum
 	go -C hack/tools/krew build -o $(KREW) sigs.k8s.io/krew/cmd/krew
 	go -C hack/tools/krew build -o $(VALIDATE_KREW) sigs.k8s.io/krew/cmd/validate-krew-manifest
+
+$(HELM): hack/tools/helm/go.mod hack/tools/helm/go.sum
+	go -C hack/tools/helm build -ldflags "-X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)" -o $(HELM) helm.sh/helm/v4/cmd/helm
+
+.PHONY: helm
+helm: $(HELM) ## The Helm chart in dist/chart, made from config/default (hack/helmchart; CHART_VERSION), linted with helm built from hack/tools/helm.
+	go run ./hack/helmchart -out dist/chart -version $(CHART_VERSION)
+	$(HELM) lint dist/chart --strict
 
 .PHONY: krew
 krew: $(KREW) $(VALIDATE_KREW) ## krew and its manifest validator (test/config uses them), built from hack/tools/krew.
@@ -123,7 +134,7 @@ controlplane: ## Build etcd and kube-apiserver from Go modules into $(KUBEBUILDE
 ##@ Test and run
 
 .PHONY: test
-test: controlplane cluster test-packages $(KREW) $(VALIDATE_KREW) ## Every test: unit, envtest (real etcd + kube-apiserver) and e2e (a real local cluster).
+test: controlplane cluster test-packages $(KREW) $(VALIDATE_KREW) $(HELM) ## Every test: unit, envtest (real etcd + kube-apiserver) and e2e (a real local cluster).
 	go test $(GO_TEST_FLAGS) -timeout 30m ./...
 
 .PHONY: test-packages
