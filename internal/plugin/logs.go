@@ -102,10 +102,8 @@ func (l *logsOptions) run(ctx context.Context, name string) error {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, task); err != nil || task.Status.Phase.IsFinished() {
 			return nil // finished (or gone): the streams end with their containers (wg)
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, logsPoll) {
 			return nil
-		case <-time.After(logsPoll):
 		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	workflowv1alpha1 "github.com/taskops/workflowtask-operator/api/v1alpha1"
@@ -85,7 +84,7 @@ func (s *kubeSource) watchPods(ctx context.Context, sel string, events chan<- ev
 			raw.ResourceVersion = list.ResourceVersion
 			started := time.Now()
 			if wi, err := s.c.Watch(ctx, &corev1.PodList{}, client.InNamespace(s.namespace), &client.ListOptions{Raw: &raw}); err == nil {
-				if !drainPods(ctx, wi, events) {
+				if !drain(ctx, wi, events) {
 					return
 				}
 			}
@@ -93,35 +92,8 @@ func (s *kubeSource) watchPods(ctx context.Context, sel string, events chan<- ev
 				wait = 0
 			}
 		}
-		wait = relistWait(0, wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if wait = relistWait(0, wait); !sleep(ctx, wait) {
 			return
-		case <-t.C:
-		}
-	}
-}
-
-func drainPods(ctx context.Context, wi watch.Interface, events chan<- event) bool {
-	defer wi.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case ev, ok := <-wi.ResultChan():
-			if !ok {
-				return true
-			}
-			p, isPod := ev.Object.(*corev1.Pod)
-			switch {
-			case ev.Type == watch.Error:
-				return true
-			case !isPod || ev.Type == watch.Bookmark:
-			case !send(ctx, events, event{pod: p, deleted: ev.Type == watch.Deleted}):
-				return false
-			}
 		}
 	}
 }

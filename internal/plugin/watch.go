@@ -233,24 +233,18 @@ func (s *kubeSource) run(ctx context.Context, events chan<- event) error {
 			return fmt.Errorf("watching workflowtasks: %w", err)
 		}
 		started := time.Now()
-		if !s.drain(ctx, wi, events) {
+		if !drain(ctx, wi, events) {
 			return ctx.Err()
 		}
-		if wait = relistWait(time.Since(started), wait); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
+		if wait = relistWait(time.Since(started), wait); wait > 0 && !sleep(ctx, wait) {
+			return ctx.Err()
 		}
 	}
 	return ctx.Err()
 }
 
-// drain forwards a watch's events until it ends (false: ctx ended).
-func (s *kubeSource) drain(ctx context.Context, wi watch.Interface, events chan<- event) bool {
+// drain forwards a watch's task and pod events until it ends (false: ctx ended).
+func drain(ctx context.Context, wi watch.Interface, events chan<- event) bool {
 	defer wi.Stop()
 	for {
 		select {
@@ -260,15 +254,35 @@ func (s *kubeSource) drain(ctx context.Context, wi watch.Interface, events chan<
 			if !ok {
 				return true
 			}
-			t, isTask := ev.Object.(*workflowv1alpha1.WorkflowTask)
-			switch {
-			case ev.Type == watch.Error:
+			if ev.Type == watch.Error {
 				return true // expired or refused: list again
-			case !isTask || ev.Type == watch.Bookmark:
-			case !send(ctx, events, event{task: t, deleted: ev.Type == watch.Deleted}):
+			}
+			e := event{deleted: ev.Type == watch.Deleted}
+			switch o := ev.Object.(type) {
+			case *workflowv1alpha1.WorkflowTask:
+				e.task = o
+			case *corev1.Pod:
+				e.pod = o
+			}
+			if ev.Type == watch.Bookmark || (e.task == nil && e.pod == nil) {
+				continue
+			}
+			if !send(ctx, events, e) {
 				return false
 			}
 		}
+	}
+}
+
+// sleep waits d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
