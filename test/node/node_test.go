@@ -39,13 +39,37 @@ spec:
       volumes: [{name: work, emptyDir: {}}]
 `
 
-func applyTask(t *testing.T, name, typ string, exitCode, backoffLimit int) {
+// applyYAML applies a manifest (kept in a file named name in the test's directory) as admin.
+func applyYAML(t *testing.T, name, manifest string) {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(f, []byte(fmt.Sprintf(taskManifest, name, typ, exitCode, backoffLimit, ingestHostAliases())), 0o644); err != nil {
+	f := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	kubectl(t, "apply", "-f", f)
+}
+
+// routeService routes the Service's ClusterIP on the node, as kube-proxy would, until the test
+// ends (devcluster.Cluster.RouteService).
+func routeService(t *testing.T, namespace, name string) *devcluster.ServiceRoute {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	route, err := cluster.RouteService(ctx, namespace, name, "")
+	t.Cleanup(func() {
+		stop()
+		if route != nil {
+			<-route.Done
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return route
+}
+
+func applyTask(t *testing.T, name, typ string, exitCode, backoffLimit int) {
+	t.Helper()
+	applyYAML(t, name+".yaml", fmt.Sprintf(taskManifest, name, typ, exitCode, backoffLimit, ingestHostAliases()))
 }
 
 // The operator runs as its Deployment on the real node, from the image built here: its pod is
@@ -148,11 +172,7 @@ spec:
         imagePullPolicy: Never
         args: ["--type", "download", "--pace", "0.5", "--progress-file"]
 `, ingestHostAliases(), workerImage)
-	f := filepath.Join(t.TempDir(), "cancel.yaml")
-	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "apply", "-f", f)
+	applyYAML(t, "cancel.yaml", manifest)
 	g := gomega.NewWithT(t)
 	// Running, and the sidecar forwards the lines.
 	g.Eventually(func() string { return jsonpath(t, "default", "wft", "real-cancel", "{.status.progress[0].current}") }).
@@ -204,12 +224,10 @@ spec:
     imagePullPolicy: Never
     args: ["--probe", "%s"]
 `, name, workerImage, addr)
-	f := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "apply", "-f", f)
-	defer func() { _, _ = cluster.Kubectl(context.Background(), "delete", "-f", f, "--wait=false") }()
+	applyYAML(t, name+".yaml", manifest)
+	defer func() {
+		_, _ = cluster.Kubectl(context.Background(), "delete", "pod", name, "-n", "default", "--wait=false")
+	}()
 	var phase string
 	gomega.NewWithT(t).Eventually(func() string {
 		phase = jsonpath(t, "default", "pod", name, "{.status.phase}")

@@ -1,10 +1,7 @@
 package node_test
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -40,23 +37,9 @@ spec:
 // task's start and completion reach it, as its log shows. The operator keeps the sink for the
 // rest of the lane.
 func TestCompletionReachesReceiverPod(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "receiver.yaml")
-	if err := os.WriteFile(f, []byte(receiverManifest), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "apply", "-f", f)
+	applyYAML(t, "receiver.yaml", receiverManifest)
 	kubectl(t, "wait", "-n", "default", "--for=condition=Ready", "pod/event-receiver", "--timeout=120s")
-	ctx, stopRouting := context.WithCancel(context.Background())
-	route, err := cluster.RouteService(ctx, "default", "event-receiver", "")
-	t.Cleanup(func() {
-		stopRouting()
-		if route != nil {
-			<-route.Done
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	route := routeService(t, "default", "event-receiver")
 	patch := fmt.Sprintf(`[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--notify-sink=http://%s/"}]`, route.Address)
 	kubectl(t, "patch", "deployment", "-n", operatorNamespace, "workflowtask-controller-manager", "--type=json", "-p", patch)
 	kubectl(t, "rollout", "status", "deployment", "-n", operatorNamespace, "workflowtask-controller-manager", "--timeout=180s")

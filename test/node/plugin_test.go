@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -54,11 +53,7 @@ spec:
         image: docker.io/library/not-on-this-node:never
         imagePullPolicy: Never
 `, name, ingestHostAliases())
-	f := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "apply", "-f", f)
+	applyYAML(t, name+".yaml", manifest)
 	t.Cleanup(func() { kubectl(t, "delete", "wft", name, "--wait=false") })
 	bin := pluginBinary(t)
 	// The watch ends at its timeout (the task never runs): exit 3, with what it printed.

@@ -57,17 +57,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	run("install", "workflowtask", chart, "--namespace", operatorNamespace, "--create-namespace",
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--wait", "--timeout", "4m")
 	kubectl(t, "wait", "--for=condition=Available", "apiservice/v1alpha1.progress.taskops.dev", "--timeout=120s")
-	ctx, stopRouting := context.WithCancel(context.Background())
-	route, err := cluster.RouteService(ctx, operatorNamespace, controllers.IngestServiceName, "")
-	t.Cleanup(func() {
-		stopRouting()
-		if route != nil {
-			<-route.Done
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	route := routeService(t, operatorNamespace, controllers.IngestServiceName)
 	const name = "helm-relocate"
 	manifest := fmt.Sprintf(`apiVersion: workflow.taskops.dev/v1alpha1
 kind: WorkflowTask
@@ -89,11 +79,7 @@ spec:
         volumeMounts: [{name: work, mountPath: /work}]
       volumes: [{name: work, emptyDir: {}}]
 `, name, route.ClusterIP, ingestHost, workerImage)
-	f := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "apply", "-f", f)
+	applyYAML(t, name+".yaml", manifest)
 	g.Eventually(func() string { return jsonpath(t, "default", "wft", name, "{.status.phase}") }).
 		WithTimeout(3 * time.Minute).Should(gomega.Equal("Completed"))
 	if got := jsonpath(t, "default", "wft", name, "{.status.progress[0].current}/{.status.progress[0].total}"); got != "30/30" {
